@@ -1,0 +1,138 @@
+/* plivo_otp--0.1.0.sql: first version of the plivo_otp schema and SQL API */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION plivo_otp" to load this file. \quit
+
+-- A plain CREATE: a schema planted in advance makes the install fail.
+CREATE SCHEMA plivo_otp;
+REVOKE ALL ON SCHEMA plivo_otp FROM PUBLIC;
+
+-- One row per otp_send: the code lives here only as a keyed digest.
+CREATE TABLE plivo_otp.verifications (
+	id				uuid PRIMARY KEY,
+	phone			text NOT NULL,
+	purpose			text NOT NULL,
+	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	code_digest		bytea NOT NULL CHECK (octet_length(code_digest) = 32),
+	state			text NOT NULL DEFAULT 'pending'
+		CHECK (state IN ('pending', 'approved', 'expired', 'max_attempts', 'canceled')),
+	attempts		integer NOT NULL DEFAULT 0,
+	max_attempts	integer NOT NULL,
+	idempotency_key text,
+	created_at		timestamptz NOT NULL,
+	expires_at		timestamptz NOT NULL,
+	verified_at		timestamptz,
+	updated_at		timestamptz NOT NULL
+);
+-- At most one live code per number and purpose: a new send cancels the old.
+CREATE UNIQUE INDEX verifications_one_pending
+	ON plivo_otp.verifications (phone, purpose) WHERE state = 'pending';
+CREATE INDEX verifications_phone_created ON plivo_otp.verifications (phone, created_at);
+CREATE INDEX verifications_created ON plivo_otp.verifications (created_at);
+CREATE INDEX verifications_idempotency ON plivo_otp.verifications (idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
+
+-- One row per delivery attempt (an SMS or a call) of a verification.
+-- dispatch_state is ours; delivery_status is Plivo's word from callbacks.
+CREATE TABLE plivo_otp.messages (
+	id				uuid PRIMARY KEY,
+	verification_id uuid NOT NULL REFERENCES plivo_otp.verifications (id) ON DELETE CASCADE,
+	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	phone			text NOT NULL,
+	body			bytea,			-- AES-256-GCM sealed text, wiped once Plivo took it
+	dispatch_state	text NOT NULL DEFAULT 'pending'
+		CHECK (dispatch_state IN ('pending', 'sending', 'accepted', 'refused', 'expired', 'unknown', 'canceled')),
+	delivery_status text,
+	provider_uuid	text UNIQUE,
+	tries			integer NOT NULL DEFAULT 0,
+	next_try_at		timestamptz NOT NULL,
+	lease_until		timestamptz,
+	expires_at		timestamptz NOT NULL,
+	http_status		integer,
+	last_error		text,
+	error_code		text,
+	created_at		timestamptz NOT NULL,
+	updated_at		timestamptz NOT NULL
+);
+CREATE INDEX messages_due ON plivo_otp.messages (next_try_at) WHERE dispatch_state = 'pending';
+CREATE INDEX messages_sending ON plivo_otp.messages (lease_until) WHERE dispatch_state = 'sending';
+CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
+
+-- Delivery callbacks as received; a callback for a UUID not yet recorded
+-- waits here (applied_at NULL) until the dispatcher records the UUID.
+CREATE TABLE plivo_otp.delivery_events (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	provider_uuid	text NOT NULL,
+	status			text NOT NULL,
+	sequence		bigint NOT NULL DEFAULT -1,
+	error_code		text,
+	params			jsonb NOT NULL,
+	received_at		timestamptz NOT NULL DEFAULT now(),
+	applied_at		timestamptz,
+	UNIQUE (provider_uuid, status, sequence)
+);
+CREATE INDEX delivery_events_unapplied ON plivo_otp.delivery_events (provider_uuid)
+	WHERE applied_at IS NULL;
+
+-- Signature nonces already accepted (replay protection).
+CREATE TABLE plivo_otp.callback_nonces (
+	nonce			text PRIMARY KEY,
+	seen_at			timestamptz NOT NULL DEFAULT now()
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA plivo_otp FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA plivo_otp FROM PUBLIC;
+
+-- The SQL API.  Each function runs with the extension owner's rights and a
+-- fixed search_path; EXECUTE is revoked from PUBLIC (see README for GRANTs).
+
+CREATE FUNCTION plivo_otp.otp_send(phone text,
+								   channel text DEFAULT 'sms',
+								   purpose text DEFAULT 'default',
+								   idempotency_key text DEFAULT NULL)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'plivo_otp_send'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text) IS
+'issue a code to a phone number; it is delivered only if the calling transaction commits';
+
+CREATE FUNCTION plivo_otp.otp_check(phone text, code text, purpose text DEFAULT 'default')
+RETURNS text
+AS 'MODULE_PATHNAME', 'plivo_otp_check'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_check(text, text, text) IS
+'verify a code (uses an attempt) and say why: approved, incorrect, expired, max_attempts or not_found';
+
+CREATE FUNCTION plivo_otp.otp_verify(phone text, code text, purpose text DEFAULT 'default')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plivo_otp_verify'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_verify(text, text, text) IS
+'verify a code (uses an attempt); true only when it is approved';
+
+CREATE FUNCTION plivo_otp.otp_status(verification_id uuid,
+	OUT id uuid, OUT state text, OUT channel text, OUT phone_masked text,
+	OUT attempts_left integer, OUT created_at timestamptz, OUT expires_at timestamptz,
+	OUT verified_at timestamptz, OUT dispatch_state text, OUT delivery_status text,
+	OUT provider_uuid text, OUT error_code text, OUT error_text text,
+	OUT updated_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'plivo_otp_status'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 1;
+COMMENT ON FUNCTION plivo_otp.otp_status(uuid) IS
+'state of a verification and of its latest message; no row for an unknown id';
+
+CREATE FUNCTION plivo_otp.otp_cancel(id uuid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plivo_otp_cancel'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_cancel(uuid) IS
+'cancel a pending verification and its unsent messages; true if it was pending';
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA plivo_otp FROM PUBLIC;

@@ -1,0 +1,105 @@
+/*-------------------------------------------------------------------------
+ *
+ * api_args.c
+ *	  Checks of the arguments every SQL function shares: phone numbers,
+ *	  purposes and channels, refused with SQLSTATE 22023 and a hint.
+ *
+ * Errors that concern a phone number or a code hide the statement from the
+ * server log (errhidestmt): the statement text would carry them.  Messages
+ * never repeat the number.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "plivo_otp.h"
+
+#define MAX_PURPOSE_LEN 64
+
+/* Normalised E.164 form of argument argno into out, or an ERROR. */
+void
+plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out)
+{
+	char	   *input;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("phone number must not be null"),
+				 errhidestmt(true)));
+	input = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strlen(input) > 64 || !plivo_otp_normalize_phone(input, out))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid phone number"),
+				 errdetail("A number must start with + or 00 and the country calling code, and hold 7 to 15 digits; spaces, dashes, dots and parentheses may separate them."),
+				 errhint("Give the number in international format, such as +14155550100."),
+				 errhidestmt(true)));
+	pfree(input);
+}
+
+/* Purpose argument argno: 1 to 64 letters, digits, '_', '-', '.' or ':'. */
+char *
+plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *purpose;
+	int			len;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("purpose must not be null"),
+				 errhint("Omit the argument to use the purpose 'default'."),
+				 errhidestmt(true)));
+	purpose = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	len = strlen(purpose);
+	for (int i = 0; i < len; i++)
+	{
+		char		c = purpose[i];
+
+		if (!isalnum((unsigned char) c) && c != '_' && c != '-' && c != '.' && c != ':')
+			len = -1;
+	}
+	if (len < 1 || len > MAX_PURPOSE_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid purpose"),
+				 errdetail("A purpose is 1 to %d letters, digits, '_', '-', '.' or ':'.", MAX_PURPOSE_LEN),
+				 errhint("Use a short fixed name such as 'login' or 'reset-password'."),
+				 errhidestmt(true)));
+	return purpose;
+}
+
+/* Channel argument argno: 'sms' (or, once supported, 'voice'). */
+char *
+plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *channel;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("channel must not be null"),
+				 errhint("Omit the argument to use 'sms'."),
+				 errhidestmt(true)));
+	channel = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(channel, "sms") == 0)
+		return channel;
+	if (strcmp(channel, "voice") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("voice delivery is not supported yet"),
+				 errhint("Use channel 'sms'."),
+				 errhidestmt(true)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid channel \"%s\"", channel),
+			 errhint("Use 'sms'."),
+			 errhidestmt(true)));
+	return NULL;				/* keep compiler quiet */
+}

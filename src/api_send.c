@@ -1,0 +1,330 @@
+/*-------------------------------------------------------------------------
+ *
+ * api_send.c
+ *	  otp_send(): issue a code and queue its message in the caller's
+ *	  transaction.
+ *
+ * Order of work: check the arguments, serialise sends to one number (and
+ * one idempotency key) with transaction-scoped advisory locks, answer a
+ * repeated idempotency key, apply the sending policy, cancel the previous
+ * pending code of the same number and purpose, store the new code's digest,
+ * queue the sealed message and ask for the dispatcher to be woken at commit.
+ * A rollback undoes all of it: nothing is ever sent for it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "plivo_otp.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(plivo_otp_send);
+
+#define MAX_IDEMPOTENCY_KEY_LEN 200
+
+/* Advisory-lock class of plivo_otp ("PLVO"), so ours do not meet an application's. */
+#define PLIVO_OTP_LOCK_CLASS 0x504C564F
+
+static PlivoOtpStatement find_idempotent = {
+	"SELECT id, phone, purpose FROM plivo_otp.verifications"
+	" WHERE idempotency_key = $1 AND expires_at > $2"
+	" ORDER BY created_at DESC LIMIT 1",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement latest_send_to_number = {
+	"SELECT max(created_at) FROM plivo_otp.verifications"
+	" WHERE phone = $1 AND created_at > $2",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+/* The most recent $3 sends within the window: their count and the oldest. */
+static PlivoOtpStatement recent_sends_to_number = {
+	"SELECT count(*), min(created_at) FROM ("
+	" SELECT created_at FROM plivo_otp.verifications"
+	" WHERE phone = $1 AND created_at > $2"
+	" ORDER BY created_at DESC LIMIT $3) s",
+	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}
+};
+
+static PlivoOtpStatement recent_sends_global = {
+	"SELECT count(*), min(created_at) FROM ("
+	" SELECT created_at FROM plivo_otp.verifications"
+	" WHERE created_at > $1"
+	" ORDER BY created_at DESC LIMIT $2) s",
+	2, {TIMESTAMPTZOID, INT4OID}
+};
+
+static PlivoOtpStatement cancel_pending = {
+	"WITH canceled AS ("
+	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3"
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id)"
+	" UPDATE plivo_otp.messages m"
+	" SET dispatch_state = 'canceled', body = NULL, updated_at = $3"
+	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending'",
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement insert_verification = {
+	"INSERT INTO plivo_otp.verifications"
+	" (id, phone, purpose, channel, code_digest, max_attempts, idempotency_key,"
+	"  created_at, expires_at, updated_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)",
+	9, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement insert_message = {
+	"INSERT INTO plivo_otp.messages"
+	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
+	"  created_at, updated_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)",
+	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* Serialise work on one key within this transaction. */
+static void
+lock_key(const char *key)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, PLIVO_OTP_LOCK_CLASS,
+						 hash_bytes((const unsigned char *) key, strlen(key)), 2);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+refuse_send(const char *setting, const char *detail, TimestampTz retry_at, TimestampTz now)
+{
+	long		secs;
+	int			usecs;
+
+	plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
+	TimestampDifference(now, retry_at, &secs, &usecs);
+	if (usecs > 0)
+		secs++;
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("code not sent: %s reached", setting),
+			 errdetail_internal("%s", detail),
+			 errhint("Retry in %ld seconds, at %s.", secs > 0 ? secs : 1,
+					 timestamptz_to_str(retry_at)),
+			 errhidestmt(true)));
+}
+
+/* Cool-down, per-number cap and global cap; an ERROR when one is reached. */
+static void
+check_send_policy(const char *phone, TimestampTz now)
+{
+	Datum		args[3];
+	bool		isnull;
+	TimestampTz latest;
+
+	if (plivo_otp_resend_interval > 0)
+	{
+		args[0] = CStringGetTextDatum(phone);
+		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_resend_interval * USECS_PER_SEC);
+		plivo_otp_exec(&latest_send_to_number, args, NULL, true, 1);
+		latest = DatumGetTimestampTz(plivo_otp_get(0, 1, &isnull));
+		if (!isnull)
+			refuse_send("plivo_otp.resend_interval",
+						psprintf("A code was sent to this number less than %d seconds ago.",
+								 plivo_otp_resend_interval),
+						latest + (int64) plivo_otp_resend_interval * USECS_PER_SEC, now);
+	}
+
+	if (plivo_otp_number_max_sends > 0)
+	{
+		args[0] = CStringGetTextDatum(phone);
+		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_number_window * USECS_PER_SEC);
+		args[2] = Int32GetDatum(plivo_otp_number_max_sends);
+		plivo_otp_exec(&recent_sends_to_number, args, NULL, true, 1);
+		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_number_max_sends)
+			refuse_send("plivo_otp.number_max_sends",
+						psprintf("This number was sent %d codes within plivo_otp.number_window (%d seconds).",
+								 plivo_otp_number_max_sends, plivo_otp_number_window),
+						DatumGetTimestampTz(plivo_otp_get(0, 2, &isnull)) +
+						(int64) plivo_otp_number_window * USECS_PER_SEC, now);
+	}
+
+	if (plivo_otp_global_max_sends_per_hour > 0)
+	{
+		args[0] = TimestampTzGetDatum(now - USECS_PER_HOUR);
+		args[1] = Int32GetDatum(plivo_otp_global_max_sends_per_hour);
+		plivo_otp_exec(&recent_sends_global, args, NULL, true, 1);
+		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_global_max_sends_per_hour)
+			refuse_send("plivo_otp.global_max_sends_per_hour",
+						psprintf("The server sent %d codes within the last hour.",
+								 plivo_otp_global_max_sends_per_hour),
+						DatumGetTimestampTz(plivo_otp_get(0, 2, &isnull)) + USECS_PER_HOUR, now);
+	}
+}
+
+/* The SMS text: the template with {code} and {minutes} filled in. */
+static char *
+render_sms(const char *code, int ttl_seconds)
+{
+	StringInfoData buf;
+	const char *p = plivo_otp_sms_template;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		if (strncmp(p, "{code}", 6) == 0)
+		{
+			appendStringInfoString(&buf, code);
+			p += 6;
+		}
+		else if (strncmp(p, "{minutes}", 9) == 0)
+		{
+			appendStringInfo(&buf, "%d", (ttl_seconds + 59) / 60);
+			p += 9;
+		}
+		else
+			appendStringInfoChar(&buf, *p++);
+	}
+	return buf.data;
+}
+
+Datum
+plivo_otp_send(PG_FUNCTION_ARGS)
+{
+	char		phone[PLIVO_OTP_MAX_PHONE_LEN + 1];
+	char	   *channel;
+	char	   *purpose;
+	char	   *idempotency_key = NULL;
+	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
+	uint8		digest[PLIVO_OTP_DIGEST_LEN];
+	pg_uuid_t  *verification_id;
+	pg_uuid_t	message_id;
+	bytea	   *digest_bytea;
+	bytea	   *sealed;
+	char	   *message_text;
+	TimestampTz now;
+	TimestampTz expires_at;
+	Datum		args[9];
+	char		nulls[9];
+
+	plivo_otp_require_preload();
+	plivo_otp_phone_arg(fcinfo, 0, phone);
+	channel = plivo_otp_channel_arg(fcinfo, 1);
+	purpose = plivo_otp_purpose_arg(fcinfo, 2);
+	if (!PG_ARGISNULL(3))
+	{
+		idempotency_key = text_to_cstring(PG_GETARG_TEXT_PP(3));
+		if (strlen(idempotency_key) < 1 || strlen(idempotency_key) > MAX_IDEMPOTENCY_KEY_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid idempotency key"),
+					 errdetail("An idempotency key is 1 to %d bytes long.", MAX_IDEMPOTENCY_KEY_LEN),
+					 errhint("Use a request id, such as a UUID, or pass NULL."),
+					 errhidestmt(true)));
+	}
+
+	if (!plivo_otp_country_allowed(phone, plivo_otp_allowed_countries))
+	{
+		plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("code not sent: the number's country is not allowed"),
+				 errdetail("The number %s does not start with a prefix in plivo_otp.allowed_countries.",
+						   plivo_otp_mask_phone(phone)),
+				 errhint("Ask the administrator to add its calling code to plivo_otp.allowed_countries."),
+				 errhidestmt(true)));
+	}
+
+	/* Key first, then number: every caller takes them in this order. */
+	if (idempotency_key)
+		lock_key(psprintf("key:%s", idempotency_key));
+	lock_key(phone);
+
+	now = GetCurrentTimestamp();
+	expires_at = now + (int64) plivo_otp_code_ttl * USECS_PER_SEC;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "plivo_otp: SPI_connect failed");
+
+	/* A repeated key while its code lives: the same id, nothing more queued. */
+	if (idempotency_key)
+	{
+		args[0] = CStringGetTextDatum(idempotency_key);
+		args[1] = TimestampTzGetDatum(now);
+		if (plivo_otp_exec(&find_idempotent, args, NULL, true, 1) == 1)
+		{
+			bool		isnull;
+			char	   *old_phone = plivo_otp_get_text(0, 2);
+			char	   *old_purpose = plivo_otp_get_text(0, 3);
+			pg_uuid_t  *result = SPI_palloc(sizeof(pg_uuid_t));
+
+			if (strcmp(old_phone, phone) != 0 || strcmp(old_purpose, purpose) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("idempotency key was already used for another number or purpose"),
+						 errhint("Use a new key for each distinct request."),
+						 errhidestmt(true)));
+			memcpy(result, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
+			SPI_finish();
+			PG_RETURN_UUID_P(result);
+		}
+	}
+
+	check_send_policy(phone, now);
+
+	args[0] = CStringGetTextDatum(phone);
+	args[1] = CStringGetTextDatum(purpose);
+	args[2] = TimestampTzGetDatum(now);
+	plivo_otp_exec(&cancel_pending, args, NULL, false, 0);
+
+	verification_id = SPI_palloc(sizeof(pg_uuid_t));
+	plivo_otp_random_uuid(verification_id);
+	plivo_otp_generate_code(plivo_otp_code_length, code);
+	plivo_otp_code_digest(verification_id, purpose, code, digest);
+	digest_bytea = palloc(VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
+	SET_VARSIZE(digest_bytea, VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
+	memcpy(VARDATA(digest_bytea), digest, PLIVO_OTP_DIGEST_LEN);
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = UUIDPGetDatum(verification_id);
+	args[1] = CStringGetTextDatum(phone);
+	args[2] = CStringGetTextDatum(purpose);
+	args[3] = CStringGetTextDatum(channel);
+	args[4] = PointerGetDatum(digest_bytea);
+	args[5] = Int32GetDatum(plivo_otp_max_attempts);
+	args[6] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
+	nulls[6] = idempotency_key ? ' ' : 'n';
+	args[7] = TimestampTzGetDatum(now);
+	args[8] = TimestampTzGetDatum(expires_at);
+	plivo_otp_exec(&insert_verification, args, nulls, false, 0);
+
+	plivo_otp_random_uuid(&message_id);
+	message_text = render_sms(code, plivo_otp_code_ttl);
+	sealed = plivo_otp_encrypt_body(&message_id, message_text);
+	explicit_bzero(message_text, strlen(message_text));
+	explicit_bzero(code, sizeof(code));
+
+	args[0] = UUIDPGetDatum(&message_id);
+	args[1] = UUIDPGetDatum(verification_id);
+	args[2] = CStringGetTextDatum(channel);
+	args[3] = CStringGetTextDatum(phone);
+	args[4] = PointerGetDatum(sealed);
+	args[5] = TimestampTzGetDatum(now);
+	args[6] = TimestampTzGetDatum(expires_at);
+	plivo_otp_exec(&insert_message, args, NULL, false, 0);
+
+	SPI_finish();
+
+	plivo_otp_wake_at_commit();
+	plivo_otp_count(PLIVO_OTP_COUNTER_SENDS, 1);
+
+	PG_RETURN_UUID_P(verification_id);
+}

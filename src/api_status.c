@@ -1,0 +1,111 @@
+/*-------------------------------------------------------------------------
+ *
+ * api_status.c
+ *	  otp_status() and otp_cancel(): read and end a verification by id.
+ *
+ * otp_status reports the verification with its latest message.  The phone
+ * number is masked, a pending code past its expiry reads as expired, and
+ * attempts_left accounts for failures that rolled back (the shared ledger).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "plivo_otp.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(plivo_otp_status);
+PG_FUNCTION_INFO_V1(plivo_otp_cancel);
+
+#define STATUS_COLUMNS 14
+
+static PlivoOtpStatement read_status = {
+	"SELECT v.id,"
+	"  CASE WHEN v.state = 'pending' AND v.expires_at <= $2 THEN 'expired' ELSE v.state END,"
+	"  v.channel, v.phone, v.max_attempts - v.attempts, v.created_at, v.expires_at,"
+	"  v.verified_at, m.dispatch_state, m.delivery_status, m.provider_uuid, m.error_code,"
+	"  m.last_error, greatest(v.updated_at, m.updated_at), v.max_attempts"
+	" FROM plivo_otp.verifications v"
+	" LEFT JOIN LATERAL (SELECT * FROM plivo_otp.messages"
+	"   WHERE verification_id = v.id ORDER BY created_at DESC LIMIT 1) m ON true"
+	" WHERE v.id = $1",
+	2, {UUIDOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement cancel_by_id = {
+	"WITH canceled AS ("
+	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2"
+	" WHERE id = $1 AND state = 'pending' AND expires_at > $2 RETURNING id),"
+	" unsent AS ("
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
+	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending')"
+	" SELECT count(*) FROM canceled",
+	2, {UUIDOID, TIMESTAMPTZOID}
+};
+
+Datum
+plivo_otp_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	pg_uuid_t  *id = PG_GETARG_UUID_P(0);
+	Datum		args[2];
+	Datum		values[STATUS_COLUMNS];
+	bool		nulls[STATUS_COLUMNS];
+	bool		isnull;
+	int			max_attempts;
+	int			failures;
+
+	plivo_otp_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "plivo_otp: SPI_connect failed");
+	args[0] = UUIDPGetDatum(id);
+	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	if (plivo_otp_exec(&read_status, args, NULL, false, 1) == 1)
+	{
+		MemoryContext spi_context = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+
+		for (int col = 0; col < STATUS_COLUMNS; col++)
+			values[col] = plivo_otp_get(0, col + 1, &nulls[col]);
+
+		/* Mask the number; the full number never leaves the tables. */
+		values[3] = CStringGetTextDatum(plivo_otp_mask_phone(TextDatumGetCString(values[3])));
+
+		/* Failures that rolled back still used attempts. */
+		max_attempts = DatumGetInt32(plivo_otp_get(0, STATUS_COLUMNS + 1, &isnull));
+		failures = plivo_otp_ledger_failures(id);
+		failures = Max(max_attempts - DatumGetInt32(values[4]), failures);
+		values[4] = Int32GetDatum(Max(0, max_attempts - failures));
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextSwitchTo(spi_context);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+Datum
+plivo_otp_cancel(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *id = PG_GETARG_UUID_P(0);
+	Datum		args[2];
+	bool		isnull;
+	bool		canceled;
+
+	plivo_otp_require_preload();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "plivo_otp: SPI_connect failed");
+	args[0] = UUIDPGetDatum(id);
+	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	plivo_otp_exec(&cancel_by_id, args, NULL, false, 1);
+	canceled = DatumGetInt64(plivo_otp_get(0, 1, &isnull)) > 0;
+	SPI_finish();
+	PG_RETURN_BOOL(canceled);
+}

@@ -1,0 +1,189 @@
+/*-------------------------------------------------------------------------
+ *
+ * codes.c
+ *	  Codes, their keyed digests, and the encrypted queue body.
+ *
+ * A code is drawn from pg_strong_random without modulo bias.  Only its
+ * digest is stored: HMAC-SHA256 under the code-digest key of
+ *		len(id) || id || len(purpose) || purpose || len(code) || code
+ * with each length a 4-byte big-endian integer, so no two inputs run
+ * together and a digest cannot be replayed onto another verification.
+ *
+ * The rendered message waits in the queue sealed with AES-256-GCM under
+ * the queue-body key: nonce (12) || ciphertext || tag (16), with the
+ * message id as associated data so a body cannot be moved to another row.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "lib/stringinfo.h"
+#include "port/pg_bswap.h"
+
+#include "plivo_otp.h"
+
+/* Draw an unbiased decimal code of the given length into out (NUL-terminated). */
+void
+plivo_otp_generate_code(int length, char *out)
+{
+	uint64		modulus = 1;
+	uint64		limit;
+	uint64		value;
+
+	Assert(length >= 1 && length <= PLIVO_OTP_MAX_CODE_LEN);
+	for (int i = 0; i < length; i++)
+		modulus *= 10;
+	/* Largest multiple of modulus that fits: values at or above it are redrawn. */
+	limit = PG_UINT64_MAX - (PG_UINT64_MAX % modulus);
+	do
+	{
+		if (!pg_strong_random(&value, sizeof(value)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random bytes for a code")));
+	} while (value >= limit);
+	value %= modulus;
+
+	for (int i = length - 1; i >= 0; i--)
+	{
+		out[i] = '0' + (char) (value % 10);
+		value /= 10;
+	}
+	out[length] = '\0';
+	value = 0;
+}
+
+static void
+append_field(StringInfo buf, const void *data, uint32 len)
+{
+	uint32		be = pg_hton32(len);
+
+	appendBinaryStringInfo(buf, (const char *) &be, sizeof(be));
+	appendBinaryStringInfo(buf, (const char *) data, len);
+}
+
+/* digest must hold PLIVO_OTP_DIGEST_LEN bytes. */
+void
+plivo_otp_code_digest(const pg_uuid_t *verification_id, const char *purpose,
+					  const char *code, uint8 *digest)
+{
+	StringInfoData buf;
+	unsigned int len = 0;
+
+	initStringInfo(&buf);
+	append_field(&buf, verification_id->data, UUID_LEN);
+	append_field(&buf, purpose, strlen(purpose));
+	append_field(&buf, code, strlen(code));
+	if (HMAC(EVP_sha256(), plivo_otp_derived_key(PLIVO_OTP_KEY_CODE_DIGEST),
+			 PLIVO_OTP_SECRET_LEN, (unsigned char *) buf.data, buf.len,
+			 digest, &len) == NULL || len != PLIVO_OTP_DIGEST_LEN)
+		elog(ERROR, "could not compute a code digest");
+	explicit_bzero(buf.data, buf.len);
+	pfree(buf.data);
+}
+
+/*
+ * Does code match the stored digest?  Always computes a digest and compares
+ * in constant time, so a malformed candidate costs the same as a wrong one.
+ */
+bool
+plivo_otp_code_matches(const pg_uuid_t *verification_id, const char *purpose,
+					   const char *code, const uint8 *stored_digest, int stored_len)
+{
+	uint8		digest[PLIVO_OTP_DIGEST_LEN];
+	bool		match;
+
+	plivo_otp_code_digest(verification_id, purpose, code, digest);
+	match = stored_len == PLIVO_OTP_DIGEST_LEN &&
+		timingsafe_bcmp(digest, stored_digest, PLIVO_OTP_DIGEST_LEN) == 0;
+	explicit_bzero(digest, sizeof(digest));
+	return match;
+}
+
+/* Seal plaintext for the queue row message_id. */
+bytea *
+plivo_otp_encrypt_body(const pg_uuid_t *message_id, const char *plaintext)
+{
+	int			textlen = strlen(plaintext);
+	bytea	   *sealed = palloc(VARHDRSZ + PLIVO_OTP_NONCE_LEN + textlen + PLIVO_OTP_TAG_LEN);
+	uint8	   *nonce = (uint8 *) VARDATA(sealed);
+	uint8	   *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
+	EVP_CIPHER_CTX *ctx;
+	int			outlen = 0;
+	int			finlen = 0;
+	bool		ok;
+
+	if (!pg_strong_random(nonce, PLIVO_OTP_NONCE_LEN))
+		elog(ERROR, "could not generate a nonce");
+	ctx = EVP_CIPHER_CTX_new();
+	if (ctx == NULL)
+		elog(ERROR, "could not allocate a cipher context");
+	ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
+		EVP_EncryptInit_ex(ctx, NULL, NULL, plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY), nonce) == 1 &&
+		EVP_EncryptUpdate(ctx, NULL, &outlen, message_id->data, UUID_LEN) == 1 &&
+		EVP_EncryptUpdate(ctx, ciphertext, &outlen, (const uint8 *) plaintext, textlen) == 1 &&
+		EVP_EncryptFinal_ex(ctx, ciphertext + outlen, &finlen) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, PLIVO_OTP_TAG_LEN,
+							ciphertext + outlen + finlen) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok || outlen + finlen != textlen)
+		elog(ERROR, "could not encrypt a queued message");
+	SET_VARSIZE(sealed, VARHDRSZ + PLIVO_OTP_NONCE_LEN + textlen + PLIVO_OTP_TAG_LEN);
+	return sealed;
+}
+
+/*
+ * Open a sealed body.  Returns a palloc'd string, or NULL when the body
+ * does not authenticate (wrong key, moved to another row, tampered with).
+ */
+char *
+plivo_otp_decrypt_body(const pg_uuid_t *message_id, const bytea *sealed)
+{
+	int			total = VARSIZE_ANY_EXHDR(sealed);
+	const uint8 *nonce = (const uint8 *) VARDATA_ANY(sealed);
+	int			textlen = total - PLIVO_OTP_NONCE_LEN - PLIVO_OTP_TAG_LEN;
+	const uint8 *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
+	char	   *plaintext;
+	EVP_CIPHER_CTX *ctx;
+	int			outlen = 0;
+	int			finlen = 0;
+	bool		ok;
+
+	if (textlen < 0)
+		return NULL;
+	plaintext = palloc(textlen + 1);
+	ctx = EVP_CIPHER_CTX_new();
+	if (ctx == NULL)
+		elog(ERROR, "could not allocate a cipher context");
+	ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
+		EVP_DecryptInit_ex(ctx, NULL, NULL, plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY), nonce) == 1 &&
+		EVP_DecryptUpdate(ctx, NULL, &outlen, message_id->data, UUID_LEN) == 1 &&
+		EVP_DecryptUpdate(ctx, (uint8 *) plaintext, &outlen, ciphertext, textlen) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, PLIVO_OTP_TAG_LEN,
+							(void *) (ciphertext + textlen)) == 1 &&
+		EVP_DecryptFinal_ex(ctx, (uint8 *) plaintext + outlen, &finlen) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok)
+	{
+		explicit_bzero(plaintext, textlen + 1);
+		pfree(plaintext);
+		return NULL;
+	}
+	plaintext[textlen] = '\0';
+	return plaintext;
+}
+
+/* A version-4 UUID from the strong random source. */
+void
+plivo_otp_random_uuid(pg_uuid_t *uuid)
+{
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		elog(ERROR, "could not generate random bytes for a uuid");
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+}

@@ -1,0 +1,173 @@
+/*-------------------------------------------------------------------------
+ *
+ * phone.c
+ *	  Phone numbers: normalisation to E.164, masking for logs and status,
+ *	  and the calling-code allow-list.
+ *
+ * Accepted input: optional surrounding blanks, a leading "+" or "00", then
+ * digits, with single spaces, dashes, dots or parentheses between them.
+ * The result is "+" and 7 to 15 digits, the first not 0.  Nothing here
+ * allocates or reports errors, so callers decide how to refuse.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "plivo_otp.h"
+
+#define E164_MIN_DIGITS 7
+#define E164_MAX_DIGITS 15
+
+static bool
+is_separator(char c)
+{
+	return c == ' ' || c == '-' || c == '.' || c == '(' || c == ')';
+}
+
+/* Normalise input into out (PLIVO_OTP_MAX_PHONE_LEN + 1 bytes); false if malformed. */
+bool
+plivo_otp_normalize_phone(const char *input, char *out)
+{
+	const char *p = input;
+	const char *end;
+	int			ndigits = 0;
+	char		prev = '\0';
+
+	if (input == NULL)
+		return false;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	end = p + strlen(p);
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+
+	if (*p == '+')
+		p++;
+	else if (p[0] == '0' && p[1] == '0')
+		p += 2;
+	else
+		return false;
+
+	/* An optional opening parenthesis may come first: "+(44) 20 ...". */
+	if (*p == '(')
+		p++;
+	if (p >= end || !isdigit((unsigned char) *p) || *p == '0')
+		return false;
+
+	out[0] = '+';
+	for (; p < end; p++)
+	{
+		if (isdigit((unsigned char) *p))
+		{
+			if (ndigits == E164_MAX_DIGITS)
+				return false;
+			out[1 + ndigits++] = *p;
+		}
+		else if (is_separator(*p))
+		{
+			/* Separators sit between digits; two in a row only around parentheses. */
+			if (is_separator(prev) && *p != '(' && prev != ')')
+				return false;
+		}
+		else
+			return false;
+		prev = *p;
+	}
+	if (!isdigit((unsigned char) prev) && prev != ')')
+		return false;
+	if (ndigits < E164_MIN_DIGITS)
+		return false;
+	out[1 + ndigits] = '\0';
+	return true;
+}
+
+/*
+ * "+14155550199" -> "+1415*****99": the calling code and a little of the
+ * area stay readable for operators, the subscriber part does not.
+ */
+char *
+plivo_otp_mask_phone(const char *e164)
+{
+	int			len = strlen(e164);
+	char	   *masked = pstrdup(e164);
+
+	for (int i = 5; i < len - 2; i++)
+		masked[i] = '*';
+	return masked;
+}
+
+/* Is the number's digit string prefixed by one of the comma-separated prefixes? */
+bool
+plivo_otp_country_allowed(const char *e164, const char *allow_list)
+{
+	const char *digits = e164 + (e164[0] == '+');
+	const char *p = allow_list;
+
+	if (allow_list == NULL)
+		return true;
+	while (*p == ' ')
+		p++;
+	if (*p == '\0')
+		return true;
+
+	while (*p)
+	{
+		const char *start;
+		int			len;
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		start = p;
+		while (isdigit((unsigned char) *p))
+			p++;
+		len = p - start;
+		if (len > 0 && strncmp(digits, start, len) == 0)
+			return true;
+		while (*p && *p != ',')
+			p++;
+	}
+	return false;
+}
+
+/* Syntax of plivo_otp.allowed_countries: empty, or "1,44,1876" (1-6 digits each). */
+bool
+plivo_otp_valid_prefix_list(const char *list)
+{
+	const char *p = list;
+	bool		any = false;
+
+	while (*p == ' ')
+		p++;
+	if (*p == '\0')
+		return true;
+	while (*p)
+	{
+		int			len = 0;
+
+		while (*p == ' ')
+			p++;
+		if (*p == '+')
+			return false;
+		while (isdigit((unsigned char) *p))
+		{
+			p++;
+			len++;
+		}
+		if (len < 1 || len > 6)
+			return false;
+		any = true;
+		while (*p == ' ')
+			p++;
+		if (*p == ',')
+		{
+			p++;
+			if (*p == '\0')
+				return false;
+		}
+		else if (*p != '\0')
+			return false;
+	}
+	return any;
+}

@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ *
+ * plivo_otp.c
+ *	  Entry point of the plivo_otp library: _PG_init in a fixed order.
+ *
+ * The library must be in shared_preload_libraries: it needs shared memory
+ * (the failed-attempt ledger that survives rollbacks) and background
+ * workers.  Loaded any other way, it defines nothing and every SQL function
+ * refuses to run with a hint naming the setting.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+#include "plivo_otp.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* True when loaded from shared_preload_libraries. */
+bool		plivo_otp_preloaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+plivo_otp_shmem_request_chain(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	plivo_otp_shmem_request();
+}
+
+static void
+plivo_otp_shmem_startup_chain(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	plivo_otp_shmem_startup();
+}
+
+void
+_PG_init(void)
+{
+	/* pg_upgrade loads libraries only to check them; do nothing then. */
+	if (IsBinaryUpgrade)
+		return;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	plivo_otp_define_settings();
+
+	plivo_otp_preloaded = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = plivo_otp_shmem_request_chain;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = plivo_otp_shmem_startup_chain;
+
+	/*
+	 * The postmaster creates the key file once, so that every process and
+	 * every base backup sees the same secret.  Never on a server in
+	 * recovery: see secret.c.
+	 */
+	plivo_otp_ensure_key_file();
+}
+
+/*
+ * Every SQL-callable function starts here: without the shared memory that
+ * preloading sets up, attempts could not be counted across rollbacks.
+ */
+void
+plivo_otp_require_preload(void)
+{
+	if (!plivo_otp_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("plivo_otp must be loaded via shared_preload_libraries"),
+				 errhint("Add plivo_otp to shared_preload_libraries in postgresql.conf and restart the server.")));
+}

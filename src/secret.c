@@ -1,0 +1,215 @@
+/*-------------------------------------------------------------------------
+ *
+ * secret.c
+ *	  The extension's secret key file, the keys derived from it, and the
+ *	  Plivo auth token file.
+ *
+ * The key file holds 32 random bytes.  It is created once, by the
+ * postmaster while loading the library, with O_CREAT | O_EXCL and mode
+ * 0600, inside the data directory by default so that base backups and
+ * standbys carry it.  A server in recovery never creates one: a standby
+ * without the primary's key would digest codes and encrypt queue bodies
+ * under a key that no longer matches after a failover.
+ *
+ * Each process reads the file once and keeps only keys derived from it
+ * (HMAC-SHA256 of the secret and a label), one per use, so the raw secret
+ * is never used twice.  Nothing here ever prints key or token bytes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "miscadmin.h"
+#include "storage/fd.h"
+
+#include "plivo_otp.h"
+
+static const char *const key_labels[] = {
+	[PLIVO_OTP_KEY_CODE_DIGEST] = "plivo_otp code digest v1",
+	[PLIVO_OTP_KEY_QUEUE_BODY] = "plivo_otp queue body v1",
+};
+
+static uint8 derived_keys[lengthof(key_labels)][PLIVO_OTP_SECRET_LEN];
+static bool derived_keys_loaded = false;
+
+static bool
+server_in_recovery_at_start(void)
+{
+	struct stat st;
+
+	return stat("standby.signal", &st) == 0 || stat("recovery.signal", &st) == 0;
+}
+
+/*
+ * Create the key file if it does not exist.  Called by the postmaster; a
+ * failure is logged and leaves the functions refusing to run, rather than
+ * stopping the whole server.
+ */
+void
+plivo_otp_ensure_key_file(void)
+{
+	uint8		secret[PLIVO_OTP_SECRET_LEN];
+	struct stat st;
+	int			fd;
+
+	if (stat(plivo_otp_key_file, &st) == 0)
+		return;
+
+	if (server_in_recovery_at_start())
+	{
+		ereport(LOG,
+				(errmsg("plivo_otp key file \"%s\" is missing and is not created on a server in recovery",
+						plivo_otp_key_file),
+				 errhint("Copy the primary's key file into place with mode 0600.")));
+		return;
+	}
+
+	if (!pg_strong_random(secret, sizeof(secret)))
+	{
+		ereport(WARNING,
+				(errmsg("could not generate a random plivo_otp key")));
+		return;
+	}
+
+	fd = open(plivo_otp_key_file, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY, S_IRUSR | S_IWUSR);
+	if (fd < 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not create plivo_otp key file \"%s\": %m", plivo_otp_key_file)));
+		explicit_bzero(secret, sizeof(secret));
+		return;
+	}
+	if (write(fd, secret, sizeof(secret)) != sizeof(secret) || pg_fsync(fd) != 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not write plivo_otp key file \"%s\": %m", plivo_otp_key_file)));
+		close(fd);
+		unlink(plivo_otp_key_file);
+		explicit_bzero(secret, sizeof(secret));
+		return;
+	}
+	close(fd);
+	explicit_bzero(secret, sizeof(secret));
+	ereport(LOG,
+			(errmsg("plivo_otp created its key file \"%s\"", plivo_otp_key_file),
+			 errdetail("Back it up with the data directory; pg_upgrade does not copy it.")));
+}
+
+static void
+load_derived_keys(void)
+{
+	uint8		secret[PLIVO_OTP_SECRET_LEN + 1];
+	struct stat st;
+	ssize_t		n;
+	int			fd;
+
+	fd = OpenTransientFile(plivo_otp_key_file, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("plivo_otp key file \"%s\" cannot be opened: %m", plivo_otp_key_file),
+				 errhint("On a primary the server creates it at start; on a standby copy the primary's key file.")));
+	if (fstat(fd, &st) != 0 || (st.st_mode & (S_IRWXO)) != 0)
+	{
+		CloseTransientFile(fd);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("plivo_otp key file \"%s\" is accessible to other users", plivo_otp_key_file),
+				 errhint("Make it readable only by the server's operating system user: chmod 0600.")));
+	}
+	n = read(fd, secret, sizeof(secret));
+	CloseTransientFile(fd);
+	if (n != PLIVO_OTP_SECRET_LEN)
+	{
+		explicit_bzero(secret, sizeof(secret));
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("plivo_otp key file \"%s\" must hold exactly %d bytes", plivo_otp_key_file,
+						PLIVO_OTP_SECRET_LEN)));
+	}
+
+	for (int use = 0; use < lengthof(key_labels); use++)
+	{
+		unsigned int len = 0;
+
+		if (HMAC(EVP_sha256(), secret, PLIVO_OTP_SECRET_LEN,
+				 (const unsigned char *) key_labels[use], strlen(key_labels[use]),
+				 derived_keys[use], &len) == NULL || len != PLIVO_OTP_SECRET_LEN)
+		{
+			explicit_bzero(secret, sizeof(secret));
+			elog(ERROR, "could not derive plivo_otp keys");
+		}
+	}
+	explicit_bzero(secret, sizeof(secret));
+	derived_keys_loaded = true;
+}
+
+/* The key for one use, read from the key file on first call. */
+const uint8 *
+plivo_otp_derived_key(PlivoOtpKeyUse use)
+{
+	if (!derived_keys_loaded)
+		load_derived_keys();
+	return derived_keys[use];
+}
+
+/*
+ * Read the Plivo auth token from plivo_otp.auth_token_file.  Returns a
+ * palloc'd token, or NULL with *error set to a message that names the file
+ * but never its content.
+ */
+char *
+plivo_otp_read_auth_token(char **error)
+{
+	char		buf[257];
+	struct stat st;
+	ssize_t		n;
+	int			fd;
+
+	*error = NULL;
+	fd = OpenTransientFile(plivo_otp_auth_token_file, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		*error = psprintf("could not open auth token file \"%s\": %m", plivo_otp_auth_token_file);
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || (st.st_mode & S_IRWXO) != 0)
+	{
+		CloseTransientFile(fd);
+		*error = psprintf("auth token file \"%s\" is accessible to other users (chmod 0600)",
+						  plivo_otp_auth_token_file);
+		return NULL;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	CloseTransientFile(fd);
+	if (n < 0)
+	{
+		*error = psprintf("could not read auth token file \"%s\": %m", plivo_otp_auth_token_file);
+		return NULL;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		n--;
+	buf[n] = '\0';
+	if (n == 0 || n == sizeof(buf) - 1 || strchr(buf, '\n') != NULL)
+	{
+		explicit_bzero(buf, sizeof(buf));
+		*error = psprintf("auth token file \"%s\" must hold one token of 1 to 255 characters",
+						  plivo_otp_auth_token_file);
+		return NULL;
+	}
+	{
+		char	   *token = pstrdup(buf);
+
+		explicit_bzero(buf, sizeof(buf));
+		return token;
+	}
+}

@@ -1,0 +1,243 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *	  Every plivo_otp.* setting: definition, bounds, units and check hooks.
+ *
+ * Contexts are chosen so that an application role can never change policy:
+ * server-wide settings are PGC_POSTMASTER or PGC_SIGHUP (set in
+ * postgresql.conf, reloaded), policy and template settings are PGC_SUSET
+ * (only a superuser, or a role granted SET on the parameter, may change them
+ * for a session).  No setting holds a secret: the auth token and the key
+ * live in files that settings only name, because a setting's value reaches
+ * pg_settings for pg_read_all_settings members, the reload log line and
+ * postgresql.auto.conf.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <limits.h>
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "plivo_otp.h"
+
+char	   *plivo_otp_database = NULL;
+char	   *plivo_otp_key_file = NULL;
+char	   *plivo_otp_auth_id = NULL;
+char	   *plivo_otp_auth_token_file = NULL;
+char	   *plivo_otp_sender = NULL;
+char	   *plivo_otp_api_url = NULL;
+char	   *plivo_otp_public_url = NULL;
+char	   *plivo_otp_sms_template = NULL;
+char	   *plivo_otp_allowed_countries = NULL;
+char	   *plivo_otp_message_log = NULL;
+int			plivo_otp_code_length = 6;
+int			plivo_otp_code_ttl = 600;
+int			plivo_otp_max_attempts = 5;
+int			plivo_otp_resend_interval = 30;
+int			plivo_otp_number_max_sends = 5;
+int			plivo_otp_number_window = 3600;
+int			plivo_otp_global_max_sends_per_hour = 1000;
+int			plivo_otp_max_live_codes = 100000;
+int			plivo_otp_max_inflight = 10;
+int			plivo_otp_max_requests_per_second = 5;
+int			plivo_otp_request_timeout = 10000;
+int			plivo_otp_retention = 7 * 24 * 3600;
+
+/* NIST SP 800-63B caps out-of-band authentication codes at 10 minutes. */
+#define NIST_OOB_CODE_TTL 600
+
+static bool
+check_code_ttl(int *newval, void **extra, GucSource source)
+{
+	/*
+	 * Warn where someone will read it: in the server log when the
+	 * postmaster reads the file, and to the superuser who SETs it.
+	 */
+	if (*newval > NIST_OOB_CODE_TTL &&
+		(!IsUnderPostmaster || source >= PGC_S_CLIENT))
+		ereport(WARNING,
+				(errmsg("plivo_otp.code_ttl of %d s is longer than 10 minutes", *newval),
+				 errdetail("NIST SP 800-63B limits out-of-band authentication codes to 10 minutes."),
+				 errhint("Longer-lived codes give an attacker more time to guess or intercept them.")));
+	return true;
+}
+
+static bool
+check_template(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || strstr(*newval, "{code}") == NULL)
+	{
+		GUC_check_errdetail("The template must contain the placeholder {code}.");
+		return false;
+	}
+	if (strlen(*newval) > 1000)
+	{
+		GUC_check_errdetail("The template may be at most 1000 bytes long.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_allowed_countries(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && !plivo_otp_valid_prefix_list(*newval))
+	{
+		GUC_check_errdetail("Give calling-code prefixes of 1 to 6 digits separated by commas, such as \"1,44,1876\".");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_message_log(char **newval, void **extra, GucSource source)
+{
+	static const char *const allowed[] = {"false", "true", "number_only", "content_only"};
+
+	for (int i = 0; i < lengthof(allowed); i++)
+		if (*newval != NULL && strcmp(*newval, allowed[i]) == 0)
+			return true;
+	GUC_check_errdetail("Allowed values are false, true, number_only and content_only.");
+	return false;
+}
+
+static bool
+check_auth_id(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	if (p == NULL || *p == '\0')
+		return true;
+	/* Plivo Auth IDs: MA or SA followed by 18 upper-case letters or digits. */
+	if (strlen(p) != 20 || (p[0] != 'M' && p[0] != 'S') || p[1] != 'A')
+	{
+		GUC_check_errdetail("A Plivo Auth ID is 20 characters starting with MA or SA.");
+		return false;
+	}
+	for (p += 2; *p; p++)
+		if (!isdigit((unsigned char) *p) && !(*p >= 'A' && *p <= 'Z'))
+		{
+			GUC_check_errdetail("A Plivo Auth ID holds only upper-case letters and digits.");
+			return false;
+		}
+	return true;
+}
+
+void
+plivo_otp_define_settings(void)
+{
+	/* Where things are: fixed at server start. */
+	DefineCustomStringVariable("plivo_otp.database",
+							   "Database in which the plivo_otp workers run.",
+							   "The extension must be created in this database.",
+							   &plivo_otp_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.key_file",
+							   "File holding the secret key for code digests and queue encryption.",
+							   "Relative paths are taken from the data directory. Created at first start on a primary.",
+							   &plivo_otp_key_file, "plivo_otp.key",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.max_live_codes",
+							"Capacity of the shared failed-attempt ledger.",
+							"Verifications are refused, not left uncounted, when it is full of live codes.",
+							&plivo_otp_max_live_codes, 100000, 100, 10000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	/* Credentials and endpoints: reloadable, read by the workers. */
+	DefineCustomStringVariable("plivo_otp.auth_id",
+							   "Plivo Auth ID (not secret; the token is in auth_token_file).",
+							   NULL, &plivo_otp_auth_id, "",
+							   PGC_SIGHUP, 0, check_auth_id, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.auth_token_file",
+							   "File holding the Plivo Auth Token.",
+							   "Relative paths are taken from the data directory.",
+							   &plivo_otp_auth_token_file, "plivo_otp.token",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.sender",
+							   "Source number or sender ID of messages and calls.",
+							   NULL, &plivo_otp_sender, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.api_url",
+							   "Base URL of Plivo's REST API.",
+							   "https is required except for loopback addresses.",
+							   &plivo_otp_api_url, "https://api.plivo.com",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.public_url",
+							   "Base URL at which Plivo reaches the webhook listener.",
+							   "Used in callback URLs and for signature checks; empty means no callbacks are requested.",
+							   &plivo_otp_public_url, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.message_log",
+							   "Plivo's log setting for sent messages.",
+							   "false (default) keeps no content at Plivo.",
+							   &plivo_otp_message_log, "false",
+							   PGC_SIGHUP, 0, check_message_log, NULL, NULL);
+
+	/* Dispatch. */
+	DefineCustomIntVariable("plivo_otp.max_inflight",
+							"Maximum concurrent requests to Plivo.", NULL,
+							&plivo_otp_max_inflight, 10, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.max_requests_per_second",
+							"Maximum requests per second to Plivo.",
+							"Plivo's default SMS throughput is 5 per second per account.",
+							&plivo_otp_max_requests_per_second, 5, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.request_timeout",
+							"Timeout of one request to Plivo.", NULL,
+							&plivo_otp_request_timeout, 10000, 100, 120000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.retention",
+							"How long finished verifications and their messages are kept.", NULL,
+							&plivo_otp_retention, 7 * 24 * 3600, 3600, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	/* Policy and templates: superuser-only, so an application cannot SET past them. */
+	DefineCustomIntVariable("plivo_otp.code_length",
+							"Number of digits in a code.", NULL,
+							&plivo_otp_code_length, 6, 4, PLIVO_OTP_MAX_CODE_LEN,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.code_ttl",
+							"How long a code can be verified.",
+							"NIST SP 800-63B caps out-of-band codes at 10 minutes; longer values are warned about.",
+							&plivo_otp_code_ttl, 600, 30, 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S, check_code_ttl, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.max_attempts",
+							"Verification attempts allowed per code.", NULL,
+							&plivo_otp_max_attempts, 5, 1, 100,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.resend_interval",
+							"Minimum time between two codes sent to one number.", NULL,
+							&plivo_otp_resend_interval, 30, 0, 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.number_max_sends",
+							"Maximum codes sent to one number within plivo_otp.number_window.",
+							"0 disables the cap.",
+							&plivo_otp_number_max_sends, 5, 0, 100000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.number_window",
+							"Window of plivo_otp.number_max_sends.", NULL,
+							&plivo_otp_number_window, 3600, 60, 7 * 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.global_max_sends_per_hour",
+							"Maximum codes sent per hour by the whole server.",
+							"0 disables the cap.",
+							&plivo_otp_global_max_sends_per_hour, 1000, 0, 100000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.allowed_countries",
+							   "Calling-code prefixes that may receive codes, comma-separated.",
+							   "Empty allows every number. E.164 numbers carry no ISO country, so give prefixes such as 1, 44 or 1876.",
+							   &plivo_otp_allowed_countries, "",
+							   PGC_SUSET, 0, check_allowed_countries, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.sms_template",
+							   "Text of the SMS; {code} is replaced by the code, {minutes} by its lifetime.",
+							   NULL, &plivo_otp_sms_template,
+							   "Your verification code is {code}. It expires in {minutes} minutes.",
+							   PGC_SUSET, 0, check_template, NULL, NULL);
+
+	MarkGUCPrefixReserved("plivo_otp");
+}

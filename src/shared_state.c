@@ -1,0 +1,200 @@
+/*-------------------------------------------------------------------------
+ *
+ * shared_state.c
+ *	  Shared memory of plivo_otp: the failed-attempt ledger, the dispatcher's
+ *	  latch and the counters behind the stats view.
+ *
+ * The ledger counts failed verification attempts outside any transaction,
+ * so a caller that rolls back after a wrong code still used an attempt.  It
+ * is a fixed-size shared hash keyed by verification id, guarded by one
+ * LWLock (tranche "plivo_otp"): shared mode to read a count, exclusive to
+ * add or reclaim entries.  Entries of expired codes are reclaimed when the
+ * table fills; a table full of live codes makes verification fail closed.
+ *
+ * The dispatcher latch pointer and the counters are read and written
+ * without the lock: a pointer store is atomic, counters are pg_atomic.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "plivo_otp.h"
+
+typedef struct LedgerEntry
+{
+	pg_uuid_t	id;				/* hash key: the verification */
+	int32		failures;
+	TimestampTz expires_at;
+} LedgerEntry;
+
+typedef struct PlivoOtpShared
+{
+	LWLock	   *lock;
+	Latch	   *dispatcher_latch;
+	bool		ledger_full_reported;
+	pg_atomic_uint64 counters[PLIVO_OTP_NUM_COUNTERS];
+} PlivoOtpShared;
+
+static PlivoOtpShared *shared = NULL;
+static HTAB *ledger = NULL;
+
+void
+plivo_otp_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PlivoOtpShared)));
+	RequestAddinShmemSpace(hash_estimate_size(plivo_otp_max_live_codes, sizeof(LedgerEntry)));
+	RequestNamedLWLockTranche("plivo_otp", 1);
+}
+
+void
+plivo_otp_shmem_startup(void)
+{
+	HASHCTL		info;
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("plivo_otp", sizeof(PlivoOtpShared), &found);
+	if (!found)
+	{
+		shared->lock = &(GetNamedLWLockTranche("plivo_otp"))->lock;
+		shared->dispatcher_latch = NULL;
+		shared->ledger_full_reported = false;
+		for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
+			pg_atomic_init_u64(&shared->counters[i], 0);
+	}
+	info.keysize = sizeof(pg_uuid_t);
+	info.entrysize = sizeof(LedgerEntry);
+	ledger = ShmemInitHash("plivo_otp failed-attempt ledger",
+						   plivo_otp_max_live_codes, plivo_otp_max_live_codes,
+						   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+require_shared(void)
+{
+	plivo_otp_require_preload();
+	if (shared == NULL || ledger == NULL)
+		elog(ERROR, "plivo_otp shared memory is not initialised");
+}
+
+/* Failed attempts recorded for a verification (0 if none). */
+int
+plivo_otp_ledger_failures(const pg_uuid_t *id)
+{
+	LedgerEntry *entry;
+	int			failures = 0;
+
+	require_shared();
+	LWLockAcquire(shared->lock, LW_SHARED);
+	entry = hash_search(ledger, id, HASH_FIND, NULL);
+	if (entry)
+		failures = entry->failures;
+	LWLockRelease(shared->lock);
+	return failures;
+}
+
+/* Drop entries of expired codes; caller holds the lock exclusively. */
+static long
+reclaim_expired(TimestampTz now)
+{
+	HASH_SEQ_STATUS status;
+	LedgerEntry *entry;
+	long		removed = 0;
+
+	hash_seq_init(&status, ledger);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->expires_at <= now)
+		{
+			hash_search(ledger, &entry->id, HASH_REMOVE, NULL);
+			removed++;
+		}
+	}
+	return removed;
+}
+
+/*
+ * Count one failed attempt, at once and for good: the count does not
+ * follow the caller's transaction.  Returns the new count.  Fails closed
+ * with an ERROR when the ledger is full of live codes.
+ */
+int
+plivo_otp_ledger_record_failure(const pg_uuid_t *id, TimestampTz expires_at)
+{
+	LedgerEntry *entry;
+	bool		found;
+	int			failures;
+
+	require_shared();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = hash_search(ledger, id, HASH_ENTER_NULL, &found);
+	if (entry == NULL && reclaim_expired(GetCurrentTimestamp()) > 0)
+		entry = hash_search(ledger, id, HASH_ENTER_NULL, &found);
+	if (entry == NULL)
+	{
+		bool		report = !shared->ledger_full_reported;
+
+		shared->ledger_full_reported = true;
+		LWLockRelease(shared->lock);
+		if (report)
+			ereport(LOG,
+					(errmsg("plivo_otp failed-attempt ledger is full of live codes; verifications are refused"),
+					 errhint("Raise plivo_otp.max_live_codes.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("cannot verify codes now: too many live codes"),
+				 errdetail("The failed-attempt ledger holds plivo_otp.max_live_codes = %d live codes.",
+						   plivo_otp_max_live_codes),
+				 errhint("Retry when codes expire, or raise plivo_otp.max_live_codes."),
+				 errhidestmt(true)));
+	}
+	if (!found)
+	{
+		entry->failures = 0;
+		entry->expires_at = expires_at;
+		shared->ledger_full_reported = false;
+	}
+	failures = ++entry->failures;
+	LWLockRelease(shared->lock);
+	return failures;
+}
+
+void
+plivo_otp_count(PlivoOtpCounter counter, uint64 n)
+{
+	if (shared)
+		pg_atomic_fetch_add_u64(&shared->counters[counter], n);
+}
+
+uint64
+plivo_otp_counter_value(PlivoOtpCounter counter)
+{
+	require_shared();
+	return pg_atomic_read_u64(&shared->counters[counter]);
+}
+
+/* The dispatcher publishes its latch at start and clears it at exit. */
+void
+plivo_otp_set_dispatcher_latch(Latch *latch)
+{
+	if (shared)
+		shared->dispatcher_latch = latch;
+}
+
+void
+plivo_otp_wake_dispatcher(void)
+{
+	Latch	   *latch = shared ? shared->dispatcher_latch : NULL;
+
+	if (latch)
+		SetLatch(latch);
+}

@@ -1,0 +1,65 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.c
+ *	  Plans prepared once per process and executed with checked results.
+ *
+ * Every statement names its tables with the plivo_otp schema, and the SQL
+ * functions run with a fixed search_path, so a prepared plan never resolves
+ * to an object a caller planted.  Callers are inside SPI_connect.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "spi_util.h"
+
+/* Execute stmt; returns SPI_processed.  Any SPI failure is an ERROR. */
+int
+plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
+			   bool read_only, long count)
+{
+	int			rc;
+
+	if (stmt->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "plivo_otp: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "plivo_otp: SPI_keepplan failed");
+		stmt->plan = plan;
+	}
+	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
+	if (rc < 0)
+		elog(ERROR, "plivo_otp: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+Datum
+plivo_otp_get(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+bool
+plivo_otp_get_bool(int row, int col)
+{
+	bool		isnull;
+	Datum		d = plivo_otp_get(row, col, &isnull);
+
+	return !isnull && DatumGetBool(d);
+}
+
+/* A text column as a C string in the caller's context, or NULL. */
+char *
+plivo_otp_get_text(int row, int col)
+{
+	bool		isnull;
+	Datum		d = plivo_otp_get(row, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
