@@ -22,7 +22,8 @@ OBJS = \
 	src/api_args.o \
 	src/api_send.o \
 	src/api_verify.o \
-	src/api_status.o
+	src/api_status.o \
+	src/signature.o
 
 DATA = $(wildcard sql/plivo_otp--*.sql)
 

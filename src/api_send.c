@@ -11,6 +11,12 @@
  * queue the sealed message and ask for the dispatcher to be woken at commit.
  * A rollback undoes all of it: nothing is ever sent for it.
  *
+ * The policy queries run with a fresh snapshot each (SPI read_only = false),
+ * taken after the advisory lock is granted: in READ COMMITTED a send that
+ * waited for a concurrent send to the same number sees it.  Under REPEATABLE
+ * READ the snapshot is older; the unique index on pending codes still stops
+ * a second live code for the same number and purpose.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -134,7 +140,7 @@ check_send_policy(const char *phone, TimestampTz now)
 	{
 		args[0] = CStringGetTextDatum(phone);
 		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_resend_interval * USECS_PER_SEC);
-		plivo_otp_exec(&latest_send_to_number, args, NULL, true, 1);
+		plivo_otp_exec(&latest_send_to_number, args, NULL, false, 1);
 		latest = DatumGetTimestampTz(plivo_otp_get(0, 1, &isnull));
 		if (!isnull)
 			refuse_send("plivo_otp.resend_interval",
@@ -148,7 +154,7 @@ check_send_policy(const char *phone, TimestampTz now)
 		args[0] = CStringGetTextDatum(phone);
 		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_number_window * USECS_PER_SEC);
 		args[2] = Int32GetDatum(plivo_otp_number_max_sends);
-		plivo_otp_exec(&recent_sends_to_number, args, NULL, true, 1);
+		plivo_otp_exec(&recent_sends_to_number, args, NULL, false, 1);
 		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_number_max_sends)
 			refuse_send("plivo_otp.number_max_sends",
 						psprintf("This number was sent %d codes within plivo_otp.number_window (%d seconds).",
@@ -161,7 +167,7 @@ check_send_policy(const char *phone, TimestampTz now)
 	{
 		args[0] = TimestampTzGetDatum(now - USECS_PER_HOUR);
 		args[1] = Int32GetDatum(plivo_otp_global_max_sends_per_hour);
-		plivo_otp_exec(&recent_sends_global, args, NULL, true, 1);
+		plivo_otp_exec(&recent_sends_global, args, NULL, false, 1);
 		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_global_max_sends_per_hour)
 			refuse_send("plivo_otp.global_max_sends_per_hour",
 						psprintf("The server sent %d codes within the last hour.",
@@ -259,7 +265,7 @@ plivo_otp_send(PG_FUNCTION_ARGS)
 	{
 		args[0] = CStringGetTextDatum(idempotency_key);
 		args[1] = TimestampTzGetDatum(now);
-		if (plivo_otp_exec(&find_idempotent, args, NULL, true, 1) == 1)
+		if (plivo_otp_exec(&find_idempotent, args, NULL, false, 1) == 1)
 		{
 			bool		isnull;
 			char	   *old_phone = plivo_otp_get_text(0, 2);

@@ -1,0 +1,37 @@
+# 004_log_privacy.pl: the extension's errors never copy a phone number or a
+# code into the server log: statements are hidden and numbers masked.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+use PlivoOtpTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = new_node('log_privacy',
+	conf => "log_statement = none\nlog_min_error_statement = error\nplivo_otp.resend_interval = 30\nplivo_otp.allowed_countries = '44'\n");
+
+my @cases = (
+	[ "SELECT plivo_otp.otp_send('+44 20 7946 0001x')", qr/invalid phone number/ ],
+	[ "SELECT plivo_otp.otp_send('+15557770001')", qr/country is not allowed/ ],
+	[ "SELECT plivo_otp.otp_send('+442079460002'); SELECT plivo_otp.otp_send('+442079460002')",
+		qr/resend_interval reached/ ],
+	[ "SELECT plivo_otp.otp_check('+442079460003', '987654', 'bad purpose!')", qr/invalid purpose/ ],
+	[ "SELECT plivo_otp.otp_send('+442079460004', 'fax')", qr/invalid channel/ ],
+	[ "SELECT plivo_otp.otp_send('+442079460005', 'sms', 'default', '')", qr/invalid idempotency key/ ],
+);
+for my $case (@cases)
+{
+	my ($sql, $expect) = @$case;
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql);
+	like($stderr, $expect, "the client sees the error ($expect)");
+}
+
+my $log = slurp_file($node->logfile);
+like($log, qr/ERROR:  invalid phone number/, 'the errors are logged');
+unlike($log, qr/STATEMENT:/, 'no statement accompanies them');
+unlike($log, qr/7946 ?000\d|79460{3}\d|5557770001|987654/, 'no phone number or code reaches the log');
+like($log, qr/\+1555\*+01/, 'numbers in messages are masked');
+
+$node->stop;
+done_testing();
