@@ -23,6 +23,10 @@ OBJS = \
 	src/api_send.o \
 	src/api_verify.o \
 	src/api_status.o \
+	src/api_stats.o \
+	src/http_multi.o \
+	src/plivo_api.o \
+	src/dispatcher.o \
 	src/signature.o
 
 DATA = $(wildcard sql/plivo_otp--*.sql)

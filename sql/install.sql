@@ -14,13 +14,13 @@ WHERE n.nspname = 'plivo_otp' AND a.grantee = 0;
 SELECT has_schema_privilege('public', 'plivo_otp', 'USAGE') AS public_usage;
 
 -- Functions: SECURITY DEFINER, fixed search_path, commented, not executable by PUBLIC.
-SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args,
+SELECT p.oid::regprocedure AS function,
 	   p.prosecdef, p.proconfig,
 	   obj_description(p.oid, 'pg_proc') IS NOT NULL AS commented,
 	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'plivo_otp'
-ORDER BY 1, 2;
+ORDER BY 1;
 
 -- Every object belongs to the extension, so DROP EXTENSION removes it all.
 SELECT count(*) AS objects_outside_extension

@@ -136,3 +136,21 @@ COMMENT ON FUNCTION plivo_otp.otp_cancel(uuid) IS
 'cancel a pending verification and its unsent messages; true if it was pending';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA plivo_otp FROM PUBLIC;
+
+-- Monitoring: the outbound queue and the dispatcher.
+CREATE FUNCTION plivo_otp.dispatcher_stats(
+	OUT queue_depth bigint, OUT oldest_due_age interval, OUT in_flight integer,
+	OUT accepted bigint, OUT retried bigint, OUT refused bigint, OUT expired bigint,
+	OUT unknown bigint, OUT last_error text, OUT last_error_at timestamptz,
+	OUT dispatcher_pid integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'plivo_otp_dispatcher_stats'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.dispatcher_stats() IS
+'queue depth, age of the oldest due message, requests in flight, outcome counters since start, last error';
+REVOKE ALL ON FUNCTION plivo_otp.dispatcher_stats() FROM PUBLIC;
+
+CREATE VIEW plivo_otp.dispatcher_stats AS SELECT * FROM plivo_otp.dispatcher_stats();
+REVOKE ALL ON plivo_otp.dispatcher_stats FROM PUBLIC;
+COMMENT ON VIEW plivo_otp.dispatcher_stats IS 'one row: the state of the outbound queue and of the dispatcher';

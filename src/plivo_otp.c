@@ -14,6 +14,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 
 #include "plivo_otp.h"
@@ -44,6 +45,23 @@ plivo_otp_shmem_startup_chain(void)
 	plivo_otp_shmem_startup();
 }
 
+/* The dispatcher: a primary-only worker, restarted a second after a failure. */
+static void
+register_dispatcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "plivo_otp", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "plivo_otp_dispatcher_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "plivo_otp dispatcher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "plivo_otp dispatcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
 void
 _PG_init(void)
 {
@@ -69,6 +87,8 @@ _PG_init(void)
 	 * recovery: see secret.c.
 	 */
 	plivo_otp_ensure_key_file();
+
+	register_dispatcher();
 }
 
 /*

@@ -114,7 +114,20 @@ extern int	plivo_otp_ledger_record_failure(const pg_uuid_t *id,
 											TimestampTz expires_at);
 extern void plivo_otp_count(PlivoOtpCounter counter, uint64 n);
 extern uint64 plivo_otp_counter_value(PlivoOtpCounter counter);
+typedef struct PlivoOtpDispatcherSnapshot
+{
+	int			pid;			/* 0 when no dispatcher runs */
+	int			inflight;
+	char		last_error[256];
+	TimestampTz last_error_at;
+	uint64		counters[PLIVO_OTP_NUM_COUNTERS];
+} PlivoOtpDispatcherSnapshot;
+
 extern void plivo_otp_set_dispatcher_latch(Latch *latch);
+extern void plivo_otp_set_dispatcher_pid(pid_t pid);
+extern void plivo_otp_set_dispatcher_inflight(int n);
+extern void plivo_otp_set_last_error(const char *error);
+extern void plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap);
 extern void plivo_otp_wake_dispatcher(void);
 
 /* commit_wake.c: wake the dispatcher when a transaction that queued commits */

@@ -40,6 +40,10 @@ typedef struct PlivoOtpShared
 	LWLock	   *lock;
 	Latch	   *dispatcher_latch;
 	bool		ledger_full_reported;
+	pid_t		dispatcher_pid;
+	pg_atomic_uint32 dispatcher_inflight;
+	char		last_error[256];	/* sanitised: no token, no full number */
+	TimestampTz last_error_at;
 	pg_atomic_uint64 counters[PLIVO_OTP_NUM_COUNTERS];
 } PlivoOtpShared;
 
@@ -67,6 +71,10 @@ plivo_otp_shmem_startup(void)
 		shared->lock = &(GetNamedLWLockTranche("plivo_otp"))->lock;
 		shared->dispatcher_latch = NULL;
 		shared->ledger_full_reported = false;
+		shared->dispatcher_pid = 0;
+		pg_atomic_init_u32(&shared->dispatcher_inflight, 0);
+		shared->last_error[0] = '\0';
+		shared->last_error_at = 0;
 		for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&shared->counters[i], 0);
 	}
@@ -197,4 +205,45 @@ plivo_otp_wake_dispatcher(void)
 
 	if (latch)
 		SetLatch(latch);
+}
+
+void
+plivo_otp_set_dispatcher_pid(pid_t pid)
+{
+	if (shared)
+		shared->dispatcher_pid = pid;
+}
+
+void
+plivo_otp_set_dispatcher_inflight(int n)
+{
+	if (shared)
+		pg_atomic_write_u32(&shared->dispatcher_inflight, (uint32) n);
+}
+
+/* The dispatcher's latest error, for the stats view (already sanitised). */
+void
+plivo_otp_set_last_error(const char *error)
+{
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	strlcpy(shared->last_error, error, sizeof(shared->last_error));
+	shared->last_error_at = GetCurrentTimestamp();
+	LWLockRelease(shared->lock);
+}
+
+/* A snapshot of the dispatcher's state for plivo_otp.dispatcher_stats. */
+void
+plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap)
+{
+	require_shared();
+	LWLockAcquire(shared->lock, LW_SHARED);
+	snap->pid = shared->dispatcher_latch ? shared->dispatcher_pid : 0;
+	snap->inflight = (int) pg_atomic_read_u32(&shared->dispatcher_inflight);
+	strlcpy(snap->last_error, shared->last_error, sizeof(snap->last_error));
+	snap->last_error_at = shared->last_error_at;
+	LWLockRelease(shared->lock);
+	for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
+		snap->counters[i] = pg_atomic_read_u64(&shared->counters[i]);
 }

@@ -1,0 +1,69 @@
+/*-------------------------------------------------------------------------
+ *
+ * api_stats.c
+ *	  plivo_otp.dispatcher_stats(): the state of the outbound queue and of
+ *	  the dispatcher, for monitoring.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "plivo_otp.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(plivo_otp_dispatcher_stats);
+
+#define STATS_COLUMNS 11
+
+static PlivoOtpStatement queue_state = {
+	"SELECT count(*), $1 - min(next_try_at) FILTER (WHERE next_try_at <= $1)"
+	" FROM plivo_otp.messages WHERE dispatch_state = 'pending'",
+	1, {TIMESTAMPTZOID}
+};
+
+Datum
+plivo_otp_dispatcher_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[STATS_COLUMNS];
+	bool		nulls[STATS_COLUMNS] = {0};
+	PlivoOtpDispatcherSnapshot snap;
+	Datum		args[1];
+	bool		isnull;
+	Datum		age;
+
+	plivo_otp_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	plivo_otp_dispatcher_snapshot(&snap);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "plivo_otp: SPI_connect failed");
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	plivo_otp_exec(&queue_state, args, NULL, true, 1);
+	values[0] = Int64GetDatum(DatumGetInt64(plivo_otp_get(0, 1, &isnull)));
+	age = plivo_otp_get(0, 2, &nulls[1]);
+	values[1] = nulls[1] ? (Datum) 0 : SPI_datumTransfer(age, false, -1);
+	SPI_finish();
+
+	values[2] = Int32GetDatum(snap.inflight);
+	values[3] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_ACCEPTED]);
+	values[4] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_RETRIED]);
+	values[5] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_REFUSED]);
+	values[6] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_EXPIRED]);
+	values[7] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_UNKNOWN]);
+	values[8] = CStringGetTextDatum(snap.last_error);
+	nulls[8] = snap.last_error[0] == '\0';
+	values[9] = TimestampTzGetDatum(snap.last_error_at);
+	nulls[9] = snap.last_error_at == 0;
+	values[10] = Int32GetDatum(snap.pid);
+	nulls[10] = snap.pid == 0;
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -1,0 +1,295 @@
+/*-------------------------------------------------------------------------
+ *
+ * http_multi.c
+ *	  Concurrent HTTP requests with libcurl's multi interface in
+ *	  socket-action style, for a worker's single-threaded event loop.
+ *
+ * libcurl tells us which sockets to watch (socket callback) and when to
+ * call it back (timer callback).  The sockets go into one epoll descriptor
+ * owned here; the worker waits on that descriptor together with its latch,
+ * because a WaitEventSet has a fixed size while HTTP sockets come and go.
+ *
+ * No callback here ever calls ereport, palloc or anything else that could
+ * longjmp out of libcurl: they record what happened in plain C memory, and
+ * the worker looks at it after the libcurl call has returned.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "utils/timestamp.h"
+
+#include "http_multi.h"
+
+static CURLM *multi = NULL;
+static int	epoll_fd = -1;
+static long timer_ms = -1;		/* libcurl's requested wake-up, -1 for none */
+static TimestampTz timer_set_at = 0;
+static int	running = 0;
+static HttpTransfer *active = NULL;	/* running transfers, for abort_all */
+
+static void
+link_active(HttpTransfer *t)
+{
+	t->prev = NULL;
+	t->next = active;
+	if (active)
+		active->prev = t;
+	active = t;
+	running++;
+}
+
+static void
+unlink_active(HttpTransfer *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		active = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	t->next = t->prev = NULL;
+	running--;
+}
+
+/* Keep epoll in step with what libcurl wants to hear about a socket. */
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = fd;
+	if (what == CURL_POLL_REMOVE)
+	{
+		/* The socket may already be closed; ENOENT/EBADF are harmless here. */
+		(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+		curl_multi_assign(multi, fd, NULL);
+		return 0;
+	}
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	if (socketp == NULL)
+	{
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+			(void) epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+		curl_multi_assign(multi, fd, (void *) 1);
+	}
+	else
+		(void) epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+	return 0;
+}
+
+static int
+timer_callback(CURLM *m, long timeout_ms, void *userp)
+{
+	timer_ms = timeout_ms;
+	timer_set_at = GetCurrentTimestamp();
+	return 0;
+}
+
+static size_t
+write_callback(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpTransfer *t = (HttpTransfer *) userp;
+	size_t		n = size * nmemb;
+	size_t		room = HTTP_MAX_RESPONSE - t->response_len;
+	size_t		take = Min(n, room);
+
+	if (take > 0)
+	{
+		char	   *grown = realloc(t->response, t->response_len + take + 1);
+
+		if (grown == NULL)
+			return 0;			/* libcurl fails the transfer: CURLE_WRITE_ERROR */
+		t->response = grown;
+		memcpy(t->response + t->response_len, data, take);
+		t->response_len += take;
+		t->response[t->response_len] = '\0';
+	}
+	if (take < n)
+		t->response_truncated = true;
+	return n;
+}
+
+/* Remember a Retry-After given in seconds (HTTP dates are rare from APIs). */
+static size_t
+header_callback(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpTransfer *t = (HttpTransfer *) userp;
+	size_t		n = size * nmemb;
+	static const char name[] = "retry-after:";
+
+	if (n > sizeof(name) && pg_strncasecmp(data, name, sizeof(name) - 1) == 0)
+	{
+		long		secs = 0;
+		size_t		i = sizeof(name) - 1;
+		bool		digits = false;
+
+		while (i < n && (data[i] == ' ' || data[i] == '\t'))
+			i++;
+		while (i < n && data[i] >= '0' && data[i] <= '9' && secs < 86400)
+		{
+			secs = secs * 10 + (data[i++] - '0');
+			digits = true;
+		}
+		if (digits)
+			t->retry_after = secs;
+	}
+	return n;
+}
+
+void
+plivo_otp_http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		elog(ERROR, "plivo_otp: could not initialise libcurl");
+	multi = curl_multi_init();
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (multi == NULL || epoll_fd < 0)
+		elog(ERROR, "plivo_otp: could not initialise the HTTP event loop: %m");
+	if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback) != CURLM_OK ||
+		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback) != CURLM_OK)
+		elog(ERROR, "plivo_otp: could not configure libcurl");
+}
+
+int
+plivo_otp_http_epoll_fd(void)
+{
+	return epoll_fd;
+}
+
+/* Milliseconds until libcurl wants to be called back, or -1. */
+long
+plivo_otp_http_timeout_ms(void)
+{
+	long		elapsed;
+
+	if (timer_ms < 0)
+		return -1;
+	elapsed = (long) ((GetCurrentTimestamp() - timer_set_at) / 1000);
+	return Max(0, timer_ms - elapsed);
+}
+
+/* Hand a prepared easy handle to the multi handle. */
+void
+plivo_otp_http_start(HttpTransfer *t)
+{
+	t->retry_after = -1;
+	t->errbuf[0] = '\0';
+	if (curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, write_callback) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_callback) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK)
+		elog(ERROR, "plivo_otp: could not configure an HTTP request");
+	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
+		elog(ERROR, "plivo_otp: could not start an HTTP request");
+	link_active(t);
+}
+
+/*
+ * Let libcurl make progress: on every ready socket when the epoll
+ * descriptor is readable, and on its timer when that has expired.
+ */
+void
+plivo_otp_http_drive(bool socket_ready)
+{
+	int			still;
+
+	if (socket_ready)
+	{
+		struct epoll_event events[64];
+		int			n = epoll_wait(epoll_fd, events, lengthof(events), 0);
+
+		for (int i = 0; i < n; i++)
+		{
+			int			mask = 0;
+
+			if (events[i].events & EPOLLIN)
+				mask |= CURL_CSELECT_IN;
+			if (events[i].events & EPOLLOUT)
+				mask |= CURL_CSELECT_OUT;
+			if (events[i].events & (EPOLLERR | EPOLLHUP))
+				mask |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(multi, events[i].data.fd, mask, &still);
+		}
+	}
+	if (timer_ms >= 0 && plivo_otp_http_timeout_ms() == 0)
+	{
+		timer_ms = -1;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
+	}
+}
+
+/* A finished transfer, removed from the multi handle, or NULL. */
+HttpTransfer *
+plivo_otp_http_next_done(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HttpTransfer *t = NULL;
+		long		request_size = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		t->result = msg->data.result;
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->http_status);
+		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
+		t->request_sent = request_size > 0;
+		curl_multi_remove_handle(multi, t->easy);
+		unlink_active(t);
+		return t;
+	}
+	return NULL;
+}
+
+/* Stop every running transfer (at shutdown); each is passed to the callback. */
+void
+plivo_otp_http_abort_all(void (*each) (HttpTransfer *transfer))
+{
+	while (active)
+	{
+		HttpTransfer *t = active;
+		long		request_size = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
+		t->result = CURLE_ABORTED_BY_CALLBACK;
+		t->http_status = 0;
+		t->request_sent = request_size > 0;
+		curl_multi_remove_handle(multi, t->easy);
+		unlink_active(t);
+		each(t);
+	}
+}
+
+int
+plivo_otp_http_inflight(void)
+{
+	return running;
+}
+
+void
+plivo_otp_http_free(HttpTransfer *t)
+{
+	if (t->easy)
+		curl_easy_cleanup(t->easy);
+	if (t->headers)
+		curl_slist_free_all(t->headers);
+	free(t->response);
+	if (t->request_body)
+	{
+		/* The body holds the message text, and so the code. */
+		explicit_bzero(t->request_body, strlen(t->request_body));
+		pfree(t->request_body);
+	}
+	pfree(t);
+}

@@ -1,0 +1,256 @@
+/*-------------------------------------------------------------------------
+ *
+ * plivo_api.c
+ *	  Plivo's Send Message request and response.
+ *
+ * POST {api_url}/v1/Account/{auth_id}/Message/ with HTTP Basic auth (Auth
+ * ID, Auth Token) and a JSON body: src (or powerpack_uuid), dst without the
+ * '+', text, type, url/method for status callbacks, log, message_expiry.
+ * A 2xx answer carries {"message_uuid": ["..."]}; errors carry {"error":
+ * "..."}.  https is required unless the API URL is a loopback address
+ * (tests and local stand-ins).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "common/jsonapi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/json.h"
+
+#include "plivo_api.h"
+
+#define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
+
+/* "127.x.y.z" up to the port or path, and nothing else (not "127.evil.com"). */
+static bool
+is_ipv4_loopback(const char *host)
+{
+	const char *p = host;
+
+	if (strncmp(p, "127.", 4) != 0)
+		return false;
+	for (p += 4; *p && *p != ':' && *p != '/'; p++)
+		if (!isdigit((unsigned char) *p) && *p != '.')
+			return false;
+	return true;
+}
+
+/*
+ * Is url acceptable as plivo_otp.api_url?  https anywhere, plain http only
+ * to 127.0.0.0/8, localhost or [::1].
+ */
+bool
+plivo_otp_check_api_url(const char *url, bool *loopback, char **why)
+{
+	const char *host;
+
+	*loopback = false;
+	if (strncmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else if (strncmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else
+	{
+		*why = "plivo_otp.api_url must start with https://";
+		return false;
+	}
+	*loopback = is_ipv4_loopback(host) ||
+		(strncmp(host, "localhost", 9) == 0 &&
+		 (host[9] == ':' || host[9] == '/' || host[9] == '\0')) ||
+		strncmp(host, "[::1]", 5) == 0;
+	if (url[4] == ':' && !*loopback)
+	{
+		*why = "plivo_otp.api_url must use https except for loopback addresses";
+		return false;
+	}
+	return true;
+}
+
+static void
+append_json_field(StringInfo buf, const char *name, const char *value)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, name);
+	appendStringInfoChar(buf, ':');
+	escape_json(buf, value);
+}
+
+/* A ready-to-start Send Message request for one SMS. */
+HttpTransfer *
+plivo_otp_message_request(const PlivoConfig *config, const char *e164,
+						  const char *text, int expiry_seconds)
+{
+	HttpTransfer *t = palloc0(sizeof(HttpTransfer));
+	StringInfoData body;
+	char	   *url;
+	bool		ok;
+
+	initStringInfo(&body);
+	appendStringInfoChar(&body, '{');
+	if (strncmp(config->sender, "powerpack:", 10) == 0)
+		append_json_field(&body, "powerpack_uuid", config->sender + 10);
+	else
+		append_json_field(&body, "src", config->sender);
+	append_json_field(&body, "dst", e164[0] == '+' ? e164 + 1 : e164);
+	append_json_field(&body, "text", text);
+	append_json_field(&body, "type", "sms");
+	if (config->callback_url)
+	{
+		append_json_field(&body, "url", config->callback_url);
+		append_json_field(&body, "method", "POST");
+	}
+	append_json_field(&body, "log", config->message_log);
+	appendStringInfo(&body, ",\"message_expiry\":%d}", expiry_seconds);
+	t->request_body = body.data;
+
+	url = psprintf("%s/v1/Account/%s/Message/", config->api_url, config->auth_id);
+	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	t->headers = t->headers ? curl_slist_append(t->headers, "Accept: application/json") : NULL;
+	t->easy = curl_easy_init();
+	if (t->easy == NULL || t->headers == NULL)
+		elog(ERROR, "plivo_otp: could not allocate an HTTP request");
+
+	ok = curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR,
+						 config->api_url_loopback ? "http,https" : "https") == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_USERNAME, config->auth_id) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PASSWORD, config->auth_token) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request_body) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body.len) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) config->request_timeout_ms) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
+						 (long) Min(config->request_timeout_ms, 5000)) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_VERBOSE, 0L) == CURLE_OK;
+	pfree(url);
+	if (!ok)
+		elog(ERROR, "plivo_otp: could not configure an HTTP request");
+	return t;
+}
+
+typedef struct SendResponseState
+{
+	int			depth;
+	bool		in_uuid_array;
+	char	   *field;
+	char	   *message_uuid;
+	char	   *error;
+} SendResponseState;
+
+static void
+response_object_start(void *state)
+{
+	((SendResponseState *) state)->depth++;
+}
+
+static void
+response_end(void *state)
+{
+	SendResponseState *s = state;
+
+	s->depth--;
+	s->in_uuid_array = false;
+}
+
+static void
+response_array_start(void *state)
+{
+	SendResponseState *s = state;
+
+	s->depth++;
+	s->in_uuid_array = s->depth == 2 && s->field && strcmp(s->field, "message_uuid") == 0;
+}
+
+static void
+response_field_start(void *state, char *fname, bool isnull)
+{
+	SendResponseState *s = state;
+
+	if (s->depth == 1)
+		s->field = fname;
+}
+
+static void
+response_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	SendResponseState *s = state;
+
+	if (tokentype != JSON_TOKEN_STRING)
+		return;
+	if (s->depth == 1 && s->field && strcmp(s->field, "error") == 0 && s->error == NULL)
+		s->error = token;
+	else if (s->in_uuid_array && s->message_uuid == NULL)
+		s->message_uuid = token;
+	else if (s->depth == 1 && s->field && strcmp(s->field, "message_uuid") == 0)
+		s->message_uuid = token;	/* tolerate a bare string */
+}
+
+/*
+ * Read message_uuid (the first of the array) and error from a response
+ * body.  False if the body is not JSON.
+ */
+bool
+plivo_otp_parse_send_response(const char *body, char **message_uuid, char **error)
+{
+	SendResponseState state = {0};
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+
+	*message_uuid = NULL;
+	*error = NULL;
+	if (body == NULL)
+		return false;
+	sem.semstate = &state;
+	sem.object_start = response_object_start;
+	sem.object_end = response_end;
+	sem.array_start = response_array_start;
+	sem.array_end = response_end;
+	sem.object_field_start = response_field_start;
+	sem.scalar = response_scalar;
+	lex = makeJsonLexContextCstringLen(pstrdup(body), strlen(body), PG_UTF8, true);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
+		return false;
+	*message_uuid = state.message_uuid;
+	*error = state.error;
+	return true;
+}
+
+/*
+ * Plivo's error texts can quote the destination number: mask long digit
+ * runs, drop control characters and cap the length before the text goes to
+ * a table or a log.
+ */
+char *
+plivo_otp_sanitize_error(const char *text)
+{
+	StringInfoData buf;
+	const char *p = text;
+
+	initStringInfo(&buf);
+	while (*p && buf.len < 200)
+	{
+		if (isdigit((unsigned char) *p))
+		{
+			const char *start = p;
+
+			while (isdigit((unsigned char) *p))
+				p++;
+			if (p - start >= 6)
+				appendStringInfo(&buf, "%.4s***", start);
+			else
+				appendBinaryStringInfo(&buf, start, p - start);
+			continue;
+		}
+		appendStringInfoChar(&buf, iscntrl((unsigned char) *p) ? ' ' : *p);
+		p++;
+	}
+	return buf.data;
+}
