@@ -3,6 +3,9 @@
 # new_node() starts a private cluster with plivo_otp preloaded and the
 # extension created; learn_code() learns a 4-digit code as an operator with
 # the key file could (see sql/setup.sql for the digest format).
+# start_standin() runs test/plivo_standin.py (the local Plivo) and returns a
+# handle whose methods drive its control API; dispatcher_conf() gives the
+# postgresql.conf lines that point a node at it.
 
 package PlivoOtpTest;
 
@@ -12,8 +15,18 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
+use File::Basename qw(dirname);
+use HTTP::Tiny;
+use JSON::PP;
+use Time::HiRes qw(usleep);
 
-our @EXPORT = qw(new_node learn_code);
+our @EXPORT = qw(new_node learn_code start_standin dispatcher_conf code_from_text
+  wait_until $AUTH_ID $AUTH_TOKEN);
+
+our $AUTH_ID = 'MATESTTESTTESTTEST01';
+our $AUTH_TOKEN = 'test-auth-token-0123456789';
+my $standin_script = dirname(__FILE__) . '/../plivo_standin.py';
+my @standins;
 
 my $learn_code_sql = <<'SQL';
 CREATE FUNCTION learn_code(vid uuid) RETURNS text LANGUAGE sql AS $$
@@ -36,7 +49,10 @@ sub new_node
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(%{ $opts{init} // {} });
 	$node->append_conf('postgresql.conf',
-		"shared_preload_libraries = 'plivo_otp'\nplivo_otp.database = 'postgres'\nplivo_otp.code_length = 4\n")
+		"shared_preload_libraries = 'plivo_otp'\nplivo_otp.database = 'postgres'\nplivo_otp.code_length = 4\n"
+		  # The tests look for codes and numbers in the log: keep the
+		  # framework's log_statement = all from putting them there.
+		  . "log_statement = none\n")
 	  unless defined $opts{preload} && !$opts{preload};
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	return $node if defined $opts{start} && !$opts{start};
@@ -49,10 +65,120 @@ sub new_node
 	return $node;
 }
 
+# Start the local Plivo; %opts: args => [extra command-line arguments].
+sub start_standin
+{
+	my (%opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $token_file = "$dir/token";
+	open my $fh, '>', $token_file or die "$token_file: $!";
+	print $fh $AUTH_TOKEN;
+	close $fh;
+	chmod 0600, $token_file;
+	my $port_file = "$dir/port";
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open STDOUT, '>', "$dir/standin.log";
+		open STDERR, '>&', \*STDOUT;
+		exec('python3', $standin_script, '--port', '0', '--port-file', $port_file,
+			'--auth-id', $AUTH_ID, '--auth-token-file', $token_file,
+			@{ $opts{args} // [] })
+		  or die "exec: $!";
+	}
+	for (1 .. 200)
+	{
+		last if -s $port_file;
+		usleep(50_000);
+	}
+	die "the Plivo stand-in did not start" unless -s $port_file;
+	my $port = PostgreSQL::Test::Utils::slurp_file($port_file);
+	chomp $port;
+	my $self = bless {
+		pid => $pid, port => $port, dir => $dir, token_file => $token_file,
+		http => HTTP::Tiny->new(timeout => 30),
+		url => "http://127.0.0.1:$port",
+	}, 'PlivoOtpTest::Standin';
+	push @standins, $self;
+	return $self;
+}
+
+END
+{
+	for my $s (@standins)
+	{
+		kill 'TERM', $s->{pid} if $s->{pid};
+	}
+}
+
+# postgresql.conf lines pointing a node's dispatcher at the stand-in.
+sub dispatcher_conf
+{
+	my ($standin, %extra) = @_;
+	my $conf = "plivo_otp.auth_id = '$AUTH_ID'\n"
+	  . "plivo_otp.auth_token_file = '$standin->{token_file}'\n"
+	  . "plivo_otp.sender = '14155550000'\n"
+	  . "plivo_otp.api_url = '$standin->{url}'\n";
+	$conf .= "plivo_otp.$_ = '$extra{$_}'\n" for sort keys %extra;
+	return $conf;
+}
+
+# The code in an SMS text rendered from the default template.
+sub code_from_text
+{
+	my ($text) = @_;
+	return $text =~ /code is (\d+)/ ? $1 : undef;
+}
+
+# Poll a sub until it returns true, for at most $secs seconds.
+sub wait_until
+{
+	my ($secs, $check) = @_;
+	my $deadline = time + $secs;
+	while (time < $deadline)
+	{
+		return 1 if $check->();
+		usleep(50_000);
+	}
+	return $check->();
+}
+
 sub learn_code
 {
 	my ($node, $vid) = @_;
 	return $node->safe_psql('postgres', "SELECT learn_code('$vid')");
+}
+
+package PlivoOtpTest::Standin;
+
+use JSON::PP;
+
+sub _call
+{
+	my ($self, $method, $path, $body) = @_;
+	my $res = $self->{http}->request($method, "$self->{url}/_control/$path",
+		$body ? { content => encode_json($body),
+			headers => { 'Content-Type' => 'application/json' } } : {});
+	die "stand-in $path: $res->{status} $res->{content}" unless $res->{success};
+	return decode_json($res->{content});
+}
+
+sub behave { my ($self, %rule) = @_; return $self->_call('POST', 'behave', \%rule); }
+sub reset { my ($self) = @_; return $self->_call('POST', 'reset', {}); }
+sub requests { my ($self, $since) = @_; return $self->_call('GET', 'requests?since=' . ($since // 0)); }
+sub messages { my ($self) = @_; return $self->_call('GET', 'messages'); }
+sub calls { my ($self) = @_; return $self->_call('GET', 'calls'); }
+sub stats { my ($self) = @_; return $self->_call('GET', 'stats'); }
+sub callback { my ($self, %req) = @_; return $self->_call('POST', 'callback', \%req); }
+sub replay { my ($self, $req) = @_; return $self->_call('POST', 'replay', $req); }
+
+# The accepted messages sent to one number (E.164 with or without '+').
+sub messages_to
+{
+	my ($self, $phone) = @_;
+	$phone =~ s/^\+//;
+	return [ grep { $_->{dst} eq $phone } @{ $self->messages } ];
 }
 
 1;
