@@ -3,6 +3,7 @@
 #
 #   sudo bash test/run.sh              # everything
 #   sudo bash test/run.sh regress tap  # only some suites
+#   TAP_FILES=test/t/005_dispatch.pl sudo bash test/run.sh tap
 #
 # Suites: regress (pg_regress), isolation (race specs), tap (test/t/*.pl,
 # with the local Plivo stand-in), unit (the signature code outside the
@@ -98,6 +99,7 @@ for suite in $suites; do
 	tap)
 		log "TAP"
 		(cd "$build" && as_pg make -s installcheck REGRESS= ISOLATION= \
+			${TAP_FILES:+PROVE_TESTS="$TAP_FILES"} \
 			PROVE_FLAGS="--verbose --timer") > "$work/tap.out" 2>&1
 		count_tap "$work/tap.out"
 		if grep -qE '^not ok|Wstat|Result: FAIL' "$work/tap.out"; then
