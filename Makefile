@@ -26,8 +26,13 @@ OBJS = \
 	src/api_stats.o \
 	src/http_multi.o \
 	src/plivo_api.o \
+	src/worker_common.o \
 	src/dispatcher.o \
-	src/signature.o
+	src/signature.o \
+	src/callback_auth.o \
+	src/delivery.o \
+	src/api_callback.o \
+	src/listener.o
 
 DATA = $(wildcard sql/plivo_otp--*.sql)
 

@@ -43,6 +43,7 @@ CREATE TABLE plivo_otp.messages (
 	dispatch_state	text NOT NULL DEFAULT 'pending'
 		CHECK (dispatch_state IN ('pending', 'sending', 'accepted', 'refused', 'expired', 'unknown', 'canceled')),
 	delivery_status text,
+	delivery_sequence bigint,	-- Sequence of the callback that set delivery_status
 	provider_uuid	text UNIQUE,
 	tries			integer NOT NULL DEFAULT 0,
 	next_try_at		timestamptz NOT NULL,
@@ -71,6 +72,7 @@ CREATE TABLE plivo_otp.delivery_events (
 	applied_at		timestamptz,
 	UNIQUE (provider_uuid, status, sequence)
 );
+CREATE INDEX delivery_events_received ON plivo_otp.delivery_events (received_at);
 CREATE INDEX delivery_events_unapplied ON plivo_otp.delivery_events (provider_uuid)
 	WHERE applied_at IS NULL;
 
@@ -79,6 +81,37 @@ CREATE TABLE plivo_otp.callback_nonces (
 	nonce			text PRIMARY KEY,
 	seen_at			timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX callback_nonces_seen ON plivo_otp.callback_nonces (seen_at);
+
+-- Plivo's SMS ErrorCode values and what they mean (paraphrased from Plivo's
+-- documentation), shown by otp_status as error_text.
+CREATE TABLE plivo_otp.plivo_error_codes (
+	code			text PRIMARY KEY,
+	meaning			text NOT NULL,
+	retry_helps		boolean NOT NULL
+);
+INSERT INTO plivo_otp.plivo_error_codes VALUES
+	('10', 'invalid message: blank, too long or rejected content', false),
+	('20', 'temporary carrier network error', true),
+	('30', 'spam detected by the carrier', false),
+	('40', 'invalid source number or sender ID', false),
+	('50', 'invalid destination number (format, landline or not SMS-capable)', false),
+	('60', 'loop detected between source and destination', false),
+	('70', 'destination permanently unavailable', false),
+	('80', 'destination temporarily unavailable (handset off or out of coverage)', true),
+	('90', 'no route available to the destination', true),
+	('100', 'prohibited by the carrier', false),
+	('110', 'message too long', false),
+	('200', 'recipient opted out from this sender', false),
+	('201', 'US toll-free number cannot reach this Canadian destination', false),
+	('300', 'failed to dispatch the message', true),
+	('420', 'message expired in Plivo''s queue', false),
+	('450', 'destination country barred by Geo Permissions', false),
+	('451', 'blocked by the messaging Fraud Shield hourly threshold', false),
+	('452', 'blocked by Fraud Shield as potential SMS pumping', false),
+	('900', 'insufficient credit', false),
+	('910', 'account disabled', false),
+	('1000', 'unknown error', true);
 
 REVOKE ALL ON ALL TABLES IN SCHEMA plivo_otp FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA plivo_otp FROM PUBLIC;
@@ -134,6 +167,22 @@ LANGUAGE C VOLATILE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION plivo_otp.otp_cancel(uuid) IS
 'cancel a pending verification and its unsent messages; true if it was pending';
+
+CREATE FUNCTION plivo_otp.ingest_callback(method text, url text, params jsonb, headers jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'plivo_otp_ingest_callback_sql'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) IS
+'record a Plivo message-status callback received by the application: same signature and replay checks as the listener; returns recorded or duplicate';
+
+CREATE FUNCTION plivo_otp.signature_valid(version text, method text, url text, params jsonb,
+										  nonce text, signature text, auth_token text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plivo_otp_signature_valid'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text) IS
+'check one Plivo signature (v2 or v3; a header value may list several, comma-separated) for the given token';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA plivo_otp FROM PUBLIC;
 

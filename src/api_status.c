@@ -30,10 +30,11 @@ static PlivoOtpStatement read_status = {
 	"  CASE WHEN v.state = 'pending' AND v.expires_at <= $2 THEN 'expired' ELSE v.state END,"
 	"  v.channel, v.phone, v.max_attempts - v.attempts, v.created_at, v.expires_at,"
 	"  v.verified_at, m.dispatch_state, m.delivery_status, m.provider_uuid, m.error_code,"
-	"  m.last_error, greatest(v.updated_at, m.updated_at), v.max_attempts"
+	"  coalesce(ec.meaning, m.last_error), greatest(v.updated_at, m.updated_at), v.max_attempts"
 	" FROM plivo_otp.verifications v"
 	" LEFT JOIN LATERAL (SELECT * FROM plivo_otp.messages"
 	"   WHERE verification_id = v.id ORDER BY created_at DESC LIMIT 1) m ON true"
+	" LEFT JOIN plivo_otp.plivo_error_codes ec ON ec.code = m.error_code"
 	" WHERE v.id = $1",
 	2, {UUIDOID, TIMESTAMPTZOID}
 };

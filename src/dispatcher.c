@@ -40,10 +40,7 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -52,20 +49,18 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lmgr.h"
 #include "storage/proc.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "delivery.h"
 #include "plivo_api.h"
 #include "plivo_otp.h"
 #include "spi_util.h"
+#include "worker_common.h"
 
 PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 
@@ -104,7 +99,6 @@ static List *outcomes = NIL;
 static PlivoConfig config;
 static bool configured = false;
 static bool recovered = false;
-static bool extension_missing_logged = false;
 
 static double tokens;
 static TimestampTz tokens_at;
@@ -168,92 +162,30 @@ static PlivoOtpStatement purge_old = {
 	1, {TIMESTAMPTZOID}
 };
 
+static PlivoOtpStatement purge_events = {
+	"DELETE FROM plivo_otp.delivery_events WHERE id IN ("
+	" SELECT id FROM plivo_otp.delivery_events WHERE received_at < $1"
+	" LIMIT " CppAsString2(PURGE_BATCH) ")",
+	1, {TIMESTAMPTZOID}
+};
+
+/*
+ * Nonces are remembered for a day: Plivo retries a callback for minutes, and
+ * a replay of an older one finds its event already stored (a duplicate).
+ */
+#define NONCE_WINDOW_SECS (24 * 3600)
+static PlivoOtpStatement purge_nonces = {
+	"DELETE FROM plivo_otp.callback_nonces WHERE nonce IN ("
+	" SELECT nonce FROM plivo_otp.callback_nonces WHERE seen_at < $1"
+	" LIMIT " CppAsString2(PURGE_BATCH) ")",
+	1, {TIMESTAMPTZOID}
+};
+
 static void
 clear_dispatcher_latch(int code, Datum arg)
 {
 	plivo_otp_set_dispatcher_latch(NULL);
 	plivo_otp_set_dispatcher_inflight(0);
-}
-
-/*
- * Start a transaction for one unit of work.  False (and nothing open) when
- * the extension is absent or DROP EXTENSION holds the queue.
- */
-static bool
-begin_work(const char *activity)
-{
-	Oid			nsp;
-	Oid			queue;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-
-	nsp = get_namespace_oid(PLIVO_OTP_SCHEMA, true);
-	queue = OidIsValid(nsp) ? get_relname_relid("messages", nsp) : InvalidOid;
-	if (!OidIsValid(get_extension_oid("plivo_otp", true)) || !OidIsValid(queue) ||
-		!ConditionalLockRelationOid(queue, RowExclusiveLock))
-	{
-		if (!extension_missing_logged)
-			ereport(LOG,
-					(errmsg("plivo_otp dispatcher is waiting for the extension in database \"%s\"",
-							plivo_otp_database),
-					 errhint("Run CREATE EXTENSION plivo_otp in the database named by plivo_otp.database.")));
-		extension_missing_logged = true;
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		return false;
-	}
-	extension_missing_logged = false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
-	return true;
-}
-
-static void
-end_work(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/*
- * Run one unit of work; an ERROR is logged and rolled back instead of
- * ending the worker (requests in flight would otherwise be orphaned).
- */
-static bool
-run_work(const char *activity, void (*work) (void))
-{
-	MemoryContext caller = CurrentMemoryContext;
-	bool		ok = true;
-
-	PG_TRY();
-	{
-		if (begin_work(activity))
-		{
-			work();
-			end_work();
-		}
-		else
-			ok = false;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(caller);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	return ok;
 }
 
 /* (Re)read settings and the auth token; say clearly what is missing. */
@@ -430,6 +362,7 @@ record_outcomes_work(void)
 {
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
+	bool		accepted = false;
 
 	foreach(lc, outcomes)
 	{
@@ -451,7 +384,12 @@ record_outcomes_work(void)
 		plivo_otp_exec(&record_outcome, args, nulls, false, 0);
 		if (o->next_try_at && (next_due == 0 || o->next_try_at < next_due))
 			next_due = o->next_try_at;
+		if (o->provider_uuid)
+			accepted = true;
 	}
+	/* Callbacks that beat this commit are waiting for these UUIDs. */
+	if (accepted)
+		plivo_otp_apply_waiting_events();
 }
 
 static void
@@ -459,7 +397,7 @@ record_outcomes(void)
 {
 	if (outcomes == NIL)
 		return;
-	if (run_work("recording Plivo outcomes", record_outcomes_work))
+	if (plivo_otp_run_work("recording Plivo outcomes", record_outcomes_work))
 	{
 		outcomes = NIL;
 		MemoryContextReset(outcome_context);
@@ -555,7 +493,7 @@ claim_and_start(void)
 	if (room <= 0)
 		return;
 	claim_limit = room;
-	if (!run_work("claiming due messages", claim_work))
+	if (!plivo_otp_run_work("claiming due messages", claim_work))
 		next_due = 0;			/* the backstop timer tries again */
 }
 
@@ -571,16 +509,22 @@ expire_work(void)
 	n = plivo_otp_exec(&expire_unsendable, args, NULL, false, 0);
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
+
+	/* A backstop for callbacks that raced the recording of their UUID. */
+	plivo_otp_apply_waiting_events();
 }
 
 static void
 purge_work(void)
 {
+	TimestampTz now = GetCurrentTimestamp();
 	Datum		args[1];
 
-	args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
-								  (int64) plivo_otp_retention * USECS_PER_SEC);
+	args[0] = TimestampTzGetDatum(now - (int64) plivo_otp_retention * USECS_PER_SEC);
 	plivo_otp_exec(&purge_old, args, NULL, false, 0);
+	plivo_otp_exec(&purge_events, args, NULL, false, 0);
+	args[0] = TimestampTzGetDatum(now - NONCE_WINDOW_SECS * USECS_PER_SEC);
+	plivo_otp_exec(&purge_nonces, args, NULL, false, 0);
 }
 
 static void
@@ -645,11 +589,7 @@ plivo_otp_dispatcher_main(Datum main_arg)
 {
 	WaitEventSet *wait_set;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(plivo_otp_database, NULL, 0);
-	pgstat_report_appname("plivo_otp dispatcher " PLIVO_OTP_VERSION);
+	plivo_otp_worker_connect("plivo_otp dispatcher");
 
 	dispatcher_context = AllocSetContextCreate(TopMemoryContext, "plivo_otp dispatcher",
 											   ALLOCSET_DEFAULT_SIZES);
@@ -701,17 +641,17 @@ plivo_otp_dispatcher_main(Datum main_arg)
 		record_outcomes();
 
 		if (!recovered)
-			recovered = run_work("recovering messages left in flight", recover_work);
+			recovered = plivo_otp_run_work("recovering messages left in flight", recover_work);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_expire_at)
 		{
-			run_work("expiring unsendable messages", expire_work);
+			plivo_otp_run_work("expiring unsendable messages", expire_work);
 			next_expire_at = now + EXPIRE_EVERY_MS * 1000;
 		}
 		if (now >= next_purge_at)
 		{
-			run_work("purging old verifications", purge_work);
+			plivo_otp_run_work("purging old verifications", purge_work);
 			next_purge_at = now + PURGE_EVERY_MS * 1000;
 		}
 

@@ -62,6 +62,25 @@ register_dispatcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* The webhook listener: only when plivo_otp.listen_port is set. */
+static void
+register_listener(void)
+{
+	BackgroundWorker worker;
+
+	if (plivo_otp_listen_port == 0)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "plivo_otp", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "plivo_otp_listener_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "plivo_otp listener", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "plivo_otp listener", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
 void
 _PG_init(void)
 {
@@ -89,6 +108,7 @@ _PG_init(void)
 	plivo_otp_ensure_key_file();
 
 	register_dispatcher();
+	register_listener();
 }
 
 /*

@@ -54,6 +54,9 @@ extern int	plivo_otp_max_inflight;
 extern int	plivo_otp_max_requests_per_second;
 extern int	plivo_otp_request_timeout;
 extern int	plivo_otp_retention;
+extern char *plivo_otp_listen_address;
+extern int	plivo_otp_listen_port;
+extern int	plivo_otp_listen_max_connections;
 extern void plivo_otp_define_settings(void);
 
 /* secret.c: the key file and keys derived from it */

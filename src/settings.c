@@ -46,6 +46,9 @@ int			plivo_otp_max_inflight = 10;
 int			plivo_otp_max_requests_per_second = 5;
 int			plivo_otp_request_timeout = 10000;
 int			plivo_otp_retention = 7 * 24 * 3600;
+char	   *plivo_otp_listen_address = NULL;
+int			plivo_otp_listen_port = 0;
+int			plivo_otp_listen_max_connections = 200;
 
 /* NIST SP 800-63B caps out-of-band authentication codes at 10 minutes. */
 #define NIST_OOB_CODE_TTL 600
@@ -145,6 +148,20 @@ plivo_otp_define_settings(void)
 							"Capacity of the shared failed-attempt ledger.",
 							"Verifications are refused, not left uncounted, when it is full of live codes.",
 							&plivo_otp_max_live_codes, 100000, 100, 10000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plivo_otp.listen_address",
+							   "Address on which the webhook listener accepts Plivo's callbacks.",
+							   "Put it behind a TLS-terminating reverse proxy; see plivo_otp.public_url.",
+							   &plivo_otp_listen_address, "127.0.0.1",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.listen_port",
+							"TCP port of the webhook listener; 0 (the default) starts no listener.",
+							NULL, &plivo_otp_listen_port, 0, 0, 65535,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.listen_max_connections",
+							"Maximum concurrent connections to the webhook listener.",
+							NULL, &plivo_otp_listen_max_connections, 200, 4, 10000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	/* Credentials and endpoints: reloadable, read by the workers. */

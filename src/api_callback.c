@@ -1,0 +1,211 @@
+/*-------------------------------------------------------------------------
+ *
+ * api_callback.c
+ *	  SQL functions for Plivo's callbacks: ingest_callback() for
+ *	  applications that receive the webhooks in their own web tier, and
+ *	  signature_valid() to check one signature (used by the regression test
+ *	  of every published test vector).
+ *
+ * ingest_callback applies exactly the listener's rules (callback_auth.c,
+ * delivery.c): the signature must verify over the URL Plivo called, and
+ * the nonce must be new.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "callback_auth.h"
+#include "delivery.h"
+#include "plivo_otp.h"
+
+PG_FUNCTION_INFO_V1(plivo_otp_ingest_callback_sql);
+PG_FUNCTION_INFO_V1(plivo_otp_signature_valid);
+
+#define MAX_CALLBACK_PARAMS 256
+
+/* A flat JSON object of strings as params; anything else is 22023. */
+static int
+jsonb_to_params(Jsonb *object, const char *what, PlivoParam **out)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	PlivoParam *params = palloc0(sizeof(PlivoParam) * MAX_CALLBACK_PARAMS);
+	int			n = 0;
+	char	   *key = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(object))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what),
+				 errhint("Pass the request's fields as {\"name\": \"value\", ...}.")));
+	it = JsonbIteratorInit(&object->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s must hold only string values", what),
+						 errdetail("The value of \"%s\" is not a string.", key)));
+			if (n == MAX_CALLBACK_PARAMS)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("%s has more than %d fields", what, MAX_CALLBACK_PARAMS)));
+			params[n].key = key;
+			params[n].value = pnstrdup(v.val.string.val, v.val.string.len);
+			n++;
+		}
+	}
+	*out = params;
+	return n;
+}
+
+static const char *
+find_header(const PlivoParam *headers, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (pg_strcasecmp(headers[i].key, name) == 0)
+			return headers[i].value;
+	return NULL;
+}
+
+static const char *
+method_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *method = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+
+	if (pg_strcasecmp(method, "GET") == 0)
+		return "GET";
+	if (pg_strcasecmp(method, "POST") == 0)
+		return "POST";
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("method must be GET or POST"),
+			 errhint("Pass the HTTP method of the callback request.")));
+	return NULL;
+}
+
+static const char *
+describe(PlivoSigResult result)
+{
+	switch (result)
+	{
+		case PLIVO_SIG_MISSING:
+			return "The request carries no X-Plivo-Signature-V3 or -V2 header.";
+		case PLIVO_SIG_MISMATCH:
+			return "No signature matches the URL, parameters and nonce.";
+		case PLIVO_SIG_MALFORMED:
+			return "The URL or the nonce cannot be used to check a signature.";
+		default:
+			return "The signature could not be checked.";
+	}
+}
+
+Datum
+plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
+{
+	const char *method;
+	char	   *url;
+	PlivoParam *params;
+	PlivoParam *headers;
+	int			nparams;
+	int			nheaders;
+	PlivoCallbackHeaders h;
+	PlivoSigResult result;
+	PlivoIngestResult ingested;
+	const char *nonce;
+	char	   *token;
+	char	   *why;
+
+	plivo_otp_require_preload();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("method, url, params and headers must not be null")));
+	method = method_arg(fcinfo, 0);
+	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	nparams = jsonb_to_params(PG_GETARG_JSONB_P(2), "params", &params);
+	nheaders = jsonb_to_params(PG_GETARG_JSONB_P(3), "headers", &headers);
+
+	h.v3 = find_header(headers, nheaders, "X-Plivo-Signature-V3");
+	h.ma_v3 = find_header(headers, nheaders, "X-Plivo-Signature-Ma-V3");
+	h.v3_nonce = find_header(headers, nheaders, "X-Plivo-Signature-V3-Nonce");
+	h.v2 = find_header(headers, nheaders, "X-Plivo-Signature-V2");
+	h.ma_v2 = find_header(headers, nheaders, "X-Plivo-Signature-Ma-V2");
+	h.v2_nonce = find_header(headers, nheaders, "X-Plivo-Signature-V2-Nonce");
+
+	token = plivo_otp_read_auth_token(&why);
+	if (token == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot check callback signatures: %s", why),
+				 errhint("Put the Plivo auth token in the file named by plivo_otp.auth_token_file, mode 0600.")));
+	result = plivo_otp_authenticate_callback(method, url, params, nparams, &h, token, &nonce);
+	explicit_bzero(token, strlen(token));
+	if (result != PLIVO_SIG_VALID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("callback signature is not valid"),
+				 errdetail_internal("%s", describe(result)),
+				 errhint("Pass the URL exactly as Plivo called it, with every parameter and X-Plivo-Signature-* header of the request.")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "plivo_otp: SPI_connect failed");
+	ingested = plivo_otp_ingest_callback(params, nparams, nonce);
+	SPI_finish();
+
+	switch (ingested)
+	{
+		case PLIVO_INGEST_REPLAYED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("callback nonce was already used"),
+					 errdetail("A request with this signature nonce was accepted before; a replay changes nothing."),
+					 errhint("Answer the sender with 403.")));
+			break;
+		case PLIVO_INGEST_INCOMPLETE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("callback lacks MessageUUID or Status"),
+					 errhint("Only message-status callbacks can be ingested.")));
+			break;
+		case PLIVO_INGEST_DUPLICATE:
+			PG_RETURN_TEXT_P(cstring_to_text("duplicate"));
+		case PLIVO_INGEST_RECORDED:
+			break;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text("recorded"));
+}
+
+/* signature_valid(version, method, url, params, nonce, signature, auth_token) */
+Datum
+plivo_otp_signature_valid(PG_FUNCTION_ARGS)
+{
+	char	   *version = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *method = method_arg(fcinfo, 1);
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *nonce = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	char	   *signature = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	char	   *token = text_to_cstring(PG_GETARG_TEXT_PP(6));
+	PlivoParam *params;
+	int			nparams = jsonb_to_params(PG_GETARG_JSONB_P(3), "params", &params);
+
+	plivo_otp_require_preload();
+	if (pg_strcasecmp(version, "v3") == 0)
+		PG_RETURN_BOOL(plivo_otp_check_v3(method, url, params, nparams, nonce,
+										  signature, token) == PLIVO_SIG_VALID);
+	if (pg_strcasecmp(version, "v2") == 0)
+		PG_RETURN_BOOL(plivo_otp_check_v2(url, nonce, signature, token) == PLIVO_SIG_VALID);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("signature version must be v2 or v3")));
+	PG_RETURN_NULL();
+}

@@ -1,0 +1,30 @@
+/*-------------------------------------------------------------------------
+ *
+ * callback_auth.h
+ *	  Which Plivo signature a callback must carry, and whether it does.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PLIVO_OTP_CALLBACK_AUTH_H
+#define PLIVO_OTP_CALLBACK_AUTH_H
+
+#include "signature.h"
+
+/* The X-Plivo-Signature-* header values of a request (NULL when absent). */
+typedef struct PlivoCallbackHeaders
+{
+	const char *v3;
+	const char *ma_v3;
+	const char *v3_nonce;
+	const char *v2;
+	const char *ma_v2;
+	const char *v2_nonce;
+} PlivoCallbackHeaders;
+
+extern PlivoSigResult plivo_otp_authenticate_callback(const char *method, const char *url,
+													  const PlivoParam *params, int nparams,
+													  const PlivoCallbackHeaders *headers,
+													  const char *token,
+													  const char **nonce);
+
+#endif							/* PLIVO_OTP_CALLBACK_AUTH_H */

@@ -1,0 +1,193 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.c
+ *	  Authenticated message-status callbacks become delivery events and
+ *	  delivery states, idempotently and monotonically.
+ *
+ * Used by the listener and by ingest_callback(), inside their transaction
+ * (SPI connected):
+ *	1. the nonce is recorded in callback_nonces; a nonce seen before is a
+ *	   replay and changes nothing.  It is recorded in the same transaction
+ *	   as the event, so a first try that failed does not burn the nonce of
+ *	   Plivo's retry;
+ *	2. the event is stored, unique on (MessageUUID, Status, Sequence): a
+ *	   duplicate changes nothing;
+ *	3. the message with that UUID takes the status if it moves forward:
+ *	   queued < sent < a final status (delivered, undelivered, failed,
+ *	   rejected); one final status replaces another only with a higher
+ *	   Sequence.  Plivo's words go to delivery_status, never dispatch_state.
+ * A callback can beat the dispatcher's commit of the message's UUID: its
+ * event waits (applied_at NULL) and plivo_otp_apply_waiting_events(),
+ * called by the dispatcher after recording UUIDs and every second, applies
+ * it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+
+#include "delivery.h"
+#include "plivo_otp.h"
+#include "spi_util.h"
+
+#define RANK(s) \
+	"CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \
+	" WHEN 'delivered' THEN 3 WHEN 'undelivered' THEN 3 WHEN 'failed' THEN 3" \
+	" WHEN 'rejected' THEN 3 ELSE 0 END"
+
+/* Does status $2 (sequence $3) move message m forward? */
+#define MOVES_FORWARD \
+	"(" RANK("$2") " > " RANK("m.delivery_status") \
+	" OR (" RANK("$2") " = 3 AND " RANK("m.delivery_status") " = 3" \
+	" AND $3 > coalesce(m.delivery_sequence, -1)))"
+
+/* Plivo's ErrorCode is kept for failures only ("000" means none). */
+#define ERROR_CODE_FOR(status, code) \
+	"CASE WHEN " status " IN ('undelivered', 'failed', 'rejected')" \
+	" AND " code " NOT IN ('', '000', '0') THEN " code " END"
+
+static PlivoOtpStatement record_nonce = {
+	"INSERT INTO plivo_otp.callback_nonces (nonce, seen_at) VALUES ($1, $2)"
+	" ON CONFLICT DO NOTHING",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement record_event = {
+	"INSERT INTO plivo_otp.delivery_events"
+	" (provider_uuid, status, sequence, error_code, params, received_at)"
+	" VALUES ($1, $2, $3, nullif($4, ''), $5::jsonb, $6)"
+	" ON CONFLICT (provider_uuid, status, sequence) DO NOTHING RETURNING id",
+	6, {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement apply_event = {
+	"WITH target AS (SELECT id FROM plivo_otp.messages WHERE provider_uuid = $1 FOR UPDATE),"
+	" moved AS ("
+	" UPDATE plivo_otp.messages m SET delivery_status = $2, delivery_sequence = $3,"
+	"  error_code = " ERROR_CODE_FOR("$2", "$4") ", updated_at = $5"
+	" FROM target WHERE m.id = target.id AND " MOVES_FORWARD " RETURNING m.id)"
+	" UPDATE plivo_otp.delivery_events SET applied_at = $5"
+	" WHERE id = $6 AND EXISTS (SELECT 1 FROM target)",
+	6, {TEXTOID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID}
+};
+
+/* Events that arrived before their message's UUID was recorded. */
+static PlivoOtpStatement apply_waiting = {
+	"WITH best AS ("
+	" SELECT DISTINCT ON (e.provider_uuid) e.provider_uuid, e.status, e.sequence, e.error_code"
+	" FROM plivo_otp.delivery_events e"
+	" JOIN plivo_otp.messages m ON m.provider_uuid = e.provider_uuid"
+	" WHERE e.applied_at IS NULL"
+	" ORDER BY e.provider_uuid, " RANK("e.status") " DESC, e.sequence DESC),"
+	" moved AS ("
+	" UPDATE plivo_otp.messages m SET delivery_status = best.status,"
+	"  delivery_sequence = best.sequence,"
+	"  error_code = " ERROR_CODE_FOR("best.status", "coalesce(best.error_code, '')") ","
+	"  updated_at = $1"
+	" FROM best WHERE m.provider_uuid = best.provider_uuid"
+	"  AND (" RANK("best.status") " > " RANK("m.delivery_status")
+	"   OR (" RANK("best.status") " = 3 AND " RANK("m.delivery_status") " = 3"
+	"   AND best.sequence > coalesce(m.delivery_sequence, -1))))"
+	" UPDATE plivo_otp.delivery_events e SET applied_at = $1"
+	" FROM plivo_otp.messages m"
+	" WHERE e.applied_at IS NULL AND m.provider_uuid = e.provider_uuid",
+	1, {TIMESTAMPTZOID}
+};
+
+static const char *
+param_value(const PlivoParam *params, int nparams, const char *key)
+{
+	for (int i = 0; i < nparams; i++)
+		if (strcmp(params[i].key, key) == 0)
+			return params[i].value;
+	return NULL;
+}
+
+/* The callback's parameters as a JSON object, kept with the event. */
+static char *
+params_json(const PlivoParam *params, int nparams)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < nparams; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, params[i].key);
+		appendStringInfoChar(&buf, ':');
+		escape_json(&buf, params[i].value);
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* Record one authenticated callback; see the rules above. */
+PlivoIngestResult
+plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce)
+{
+	const char *uuid = param_value(params, nparams, "MessageUUID");
+	const char *status = param_value(params, nparams, "Status");
+	const char *sequence_text = param_value(params, nparams, "Sequence");
+	const char *error_code = param_value(params, nparams, "ErrorCode");
+	TimestampTz now = GetCurrentTimestamp();
+	int64		sequence = -1;
+	int64		event_id;
+	Datum		args[6];
+	bool		isnull;
+
+	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
+		strlen(uuid) > 64 || strlen(status) > 32)
+		return PLIVO_INGEST_INCOMPLETE;
+	if (sequence_text)
+	{
+		char	   *end;
+		long long	v = strtoll(sequence_text, &end, 10);
+
+		if (*sequence_text != '\0' && *end == '\0' && v >= 0)
+			sequence = v;
+	}
+
+	args[0] = CStringGetTextDatum(nonce);
+	args[1] = TimestampTzGetDatum(now);
+	if (plivo_otp_exec(&record_nonce, args, NULL, false, 0) == 0)
+		return PLIVO_INGEST_REPLAYED;
+
+	args[0] = CStringGetTextDatum(uuid);
+	args[1] = CStringGetTextDatum(status);
+	args[2] = Int64GetDatum(sequence);
+	args[3] = CStringGetTextDatum(error_code ? error_code : "");
+	args[4] = CStringGetTextDatum(params_json(params, nparams));
+	args[5] = TimestampTzGetDatum(now);
+	if (plivo_otp_exec(&record_event, args, NULL, false, 0) == 0)
+		return PLIVO_INGEST_DUPLICATE;
+	event_id = DatumGetInt64(plivo_otp_get(0, 1, &isnull));
+
+	args[0] = CStringGetTextDatum(uuid);
+	args[1] = CStringGetTextDatum(status);
+	args[2] = Int64GetDatum(sequence);
+	args[3] = CStringGetTextDatum(error_code ? error_code : "");
+	args[4] = TimestampTzGetDatum(now);
+	args[5] = Int64GetDatum(event_id);
+	plivo_otp_exec(&apply_event, args, NULL, false, 0);
+	return PLIVO_INGEST_RECORDED;
+}
+
+/* Apply events whose message UUID has been recorded since; returns how many. */
+int
+plivo_otp_apply_waiting_events(void)
+{
+	Datum		args[1];
+
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	return plivo_otp_exec(&apply_waiting, args, NULL, false, 0);
+}
