@@ -1,0 +1,127 @@
+-- callbacks: ingest_callback() checks signatures and nonces like the listener,
+-- records delivery events idempotently, and moves delivery states only forward.
+
+-- The auth token lives in a file (here, the default name in the data directory).
+-- (Written with mode 0600: the extension refuses a token file others can read.)
+SELECT current_setting('data_directory') || '/plivo_otp.token' AS token_file \gset
+\setenv TOKEN_FILE :token_file
+\! umask 077; printf 'regress-token-0123456789' > "$TOKEN_FILE"
+
+
+-- Sign a callback as Plivo does (V3, POST), with pgcrypto.
+CREATE FUNCTION test.sign_v3_post(url text, params jsonb, nonce text, token text) RETURNS text
+LANGUAGE sql AS $$
+	SELECT encode(hmac(convert_to(url || '?' ||
+		coalesce((SELECT string_agg(key || value, '' ORDER BY key COLLATE "C", value COLLATE "C")
+				  FROM jsonb_each_text(params)), '') || '.' || nonce, 'UTF8'),
+		convert_to(token, 'UTF8'), 'sha256'), 'base64')
+$$;
+CREATE FUNCTION test.sign_v2(url text, nonce text, token text) RETURNS text
+LANGUAGE sql AS $$
+	SELECT encode(hmac(convert_to(url || nonce, 'UTF8'), convert_to(token, 'UTF8'), 'sha256'), 'base64')
+$$;
+-- A status callback for a message, signed with V3 and a given nonce.
+CREATE FUNCTION test.callback(uuid text, status text, seq int, nonce text,
+	error_code text DEFAULT '000', token text DEFAULT 'regress-token-0123456789',
+	OUT params jsonb, OUT headers jsonb)
+LANGUAGE sql AS $$
+	SELECT p, jsonb_build_object('X-Plivo-Signature-V3',
+			test.sign_v3_post('https://otp.example.com/plivo/sms-status', p, nonce, token),
+			'X-Plivo-Signature-V3-Nonce', nonce)
+	FROM (SELECT jsonb_build_object('MessageUUID', uuid, 'Status', status, 'Sequence', seq::text,
+			'ErrorCode', error_code, 'To', '15005556001', 'From', '14155550000') AS p) s
+$$;
+CREATE FUNCTION test.ingest(uuid text, status text, seq int, nonce text, error_code text DEFAULT '000')
+RETURNS text LANGUAGE sql AS $$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status', c.params, c.headers)
+	FROM test.callback(uuid, status, seq, nonce, error_code) c
+$$;
+
+-- A message as the dispatcher leaves it once Plivo accepted it.
+SELECT plivo_otp.otp_send('+15005556001') AS vid \gset
+UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'uuid-0001', body = NULL
+WHERE verification_id = :'vid';
+
+-- queued, then sent, then delivered.
+SELECT test.ingest('uuid-0001', 'queued', 1, '10000000000000000001');
+SELECT dispatch_state, delivery_status FROM plivo_otp.otp_status(:'vid');
+SELECT test.ingest('uuid-0001', 'sent', 2, '10000000000000000002');
+SELECT test.ingest('uuid-0001', 'delivered', 4, '10000000000000000003');
+SELECT dispatch_state, delivery_status, error_code FROM plivo_otp.otp_status(:'vid');
+
+-- Late or out of order: sent (3) after delivered changes nothing.
+SELECT test.ingest('uuid-0001', 'sent', 3, '10000000000000000004');
+SELECT delivery_status FROM plivo_otp.otp_status(:'vid');
+-- The same event again under a new nonce is a duplicate: nothing changes.
+SELECT test.ingest('uuid-0001', 'delivered', 4, '10000000000000000005');
+SELECT count(*) AS events FROM plivo_otp.delivery_events WHERE provider_uuid = 'uuid-0001';
+
+-- A replayed request (same nonce) is refused and changes nothing.
+SELECT * FROM test.error_of($$SELECT test.ingest('uuid-0001', 'queued', 9, '10000000000000000001')$$);
+SELECT delivery_status FROM plivo_otp.otp_status(:'vid');
+
+-- A body altered after signing is refused, and so is a forged or missing signature.
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+		c.params || '{"Status": "undelivered"}', c.headers)
+	FROM test.callback('uuid-0001', 'delivered', 5, '10000000000000000006') c$$);
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+		c.params, c.headers)
+	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000007', '30', 'wrong-token') c$$);
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+		'{"MessageUUID": "uuid-0001", "Status": "failed"}', '{}')$$);
+-- The URL is part of what is signed.
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://evil.example.com/plivo/sms-status',
+		c.params, c.headers)
+	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000008') c$$);
+SELECT count(*) AS events_after_refusals FROM plivo_otp.delivery_events WHERE provider_uuid = 'uuid-0001';
+
+-- No downgrade: a wrong V3 signature is not rescued by a valid V2 one.
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+		c.params, c.headers || jsonb_build_object(
+			'X-Plivo-Signature-V2', test.sign_v2('https://otp.example.com/plivo/sms-status',
+												 '10000000000000000009', 'regress-token-0123456789'),
+			'X-Plivo-Signature-V2-Nonce', '10000000000000000009'))
+	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000010', '30', 'wrong-token') c$$);
+-- V2 alone is accepted (it signs only the URL and nonce: TLS protects the body).
+SELECT plivo_otp.otp_send('+15005556002') AS vid2 \gset
+UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'uuid-0002', body = NULL
+WHERE verification_id = :'vid2';
+SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+	'{"MessageUUID": "uuid-0002", "Status": "undelivered", "Sequence": "2", "ErrorCode": "30"}',
+	jsonb_build_object(
+		'x-plivo-signature-v2', test.sign_v2('https://otp.example.com/plivo/sms-status',
+											 '10000000000000000011', 'regress-token-0123456789'),
+		'x-plivo-signature-v2-nonce', '10000000000000000011'));
+-- An undelivered message shows Plivo's ErrorCode and its meaning.
+SELECT dispatch_state, delivery_status, error_code, error_text FROM plivo_otp.otp_status(:'vid2');
+
+-- The main-account header (Ma-V3) is accepted too; several comma-separated signatures are.
+SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status', c.params,
+	jsonb_build_object('X-Plivo-Signature-Ma-V3', 'bm90IGl0=,' || (c.headers->>'X-Plivo-Signature-V3'),
+					   'X-Plivo-Signature-V3-Nonce', '10000000000000000012'))
+FROM test.callback('uuid-0002', 'delivered', 3, '10000000000000000012') c;
+SELECT delivery_status, error_code FROM plivo_otp.otp_status(:'vid2');
+
+-- A callback for a UUID not recorded yet is kept, waiting for its message.
+SELECT test.ingest('uuid-not-yet', 'delivered', 1, '10000000000000000013');
+SELECT status, applied_at IS NULL AS waiting FROM plivo_otp.delivery_events WHERE provider_uuid = 'uuid-not-yet';
+
+-- Bad input.
+SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('PUT', 'https://a', '{}', '{}')$$);
+SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('POST', 'https://a', '[1]', '{}')$$);
+SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('POST', NULL, '{}', '{}')$$);
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+		c.params - 'MessageUUID', jsonb_build_object('X-Plivo-Signature-V3',
+			test.sign_v3_post('https://otp.example.com/plivo/sms-status', c.params - 'MessageUUID',
+							  '10000000000000000014', 'regress-token-0123456789'),
+			'X-Plivo-Signature-V3-Nonce', '10000000000000000014'))
+	FROM test.callback('uuid-0001', 'failed', 7, '10000000000000000014') c$$);
+
+-- Dispatch state is ours alone: no callback ever changed it.
+SELECT DISTINCT dispatch_state FROM plivo_otp.messages WHERE provider_uuid IS NOT NULL;
