@@ -13,8 +13,10 @@ Python 3.11, standard library only; `--help` shows the command line. The control
   POST /_control/reset     forget rules, requests, messages, calls and counters
   GET  /_control/requests?since=N, /_control/messages, /_control/calls, /_control/stats
   POST /_control/callback  {"message_uuid", "status", "error_code", "signature", "sequence",
-                            "url", "method", "extra_params", "tamper", "timeout"}
-  POST /_control/replay    {"url", "method", "params", "headers"}: resend a callback as is
+                            "url", "method", "extra_params", "tamper", "timeout", "send_to"}
+  POST /_control/replay    {"url", "method", "params", "headers", "send_to"}: resend a
+                           callback as is (send_to: connect to this base URL instead of
+                           the signed url's host, as through a reverse proxy)
 """
 
 import argparse
@@ -320,14 +322,23 @@ class App:
             else:
                 params[str(k)] = str(v)
         return self.replay({"url": url, "method": method, "params": params,
-                            "headers": headers, "timeout": req.get("timeout")})
+                            "headers": headers, "timeout": req.get("timeout"),
+                            "send_to": req.get("send_to")})
 
     def replay(self, req):
         url, method = req.get("url"), str(req.get("method") or "POST").upper()
         if not url:
             raise Refused(400, "url is required")
         params, headers = req.get("params") or {}, req.get("headers") or {}
-        status, body, error = deliver(url, method, params, headers, float(req.get("timeout") or 8))
+        # send_to: connect elsewhere than the signed url says, as a reverse proxy
+        # in front of the listener does (the signature still covers url).
+        target = url
+        if req.get("send_to"):
+            parts = urlsplit(url)
+            target = str(req["send_to"]).rstrip("/") + parts.path + (
+                "?" + parts.query if parts.query else "")
+        status, body, error = deliver(target, method, params, headers,
+                                      float(req.get("timeout") or 8))
         with self.lock:
             self.stats["callbacks_sent"] += 1
             if status is None or not 200 <= status < 300:
