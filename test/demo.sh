@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# test/demo.sh: the main job, end to end, on this machine.
+#
+#   sudo bash test/demo.sh          build, install, start a throwaway PostgreSQL
+#                                   with plivo_otp and a local Plivo stand-in, and
+#                                   walk through send -> SMS -> delivery -> verify
+#   sudo bash test/demo.sh --stop   stop the demo and remove everything it made
+#
+# The demo keeps running afterwards for exploration: it prints how to connect.
+# Everything lives in /tmp/plivo_otp_demo (override with PLIVO_OTP_DEMO_DIR).
+
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$repo/test/lib.sh"
+
+demo=${PLIVO_OTP_DEMO_DIR:-/tmp/plivo_otp_demo}
+AUTH_ID=MADEMODEMODEMODEMO01
+
+stop_demo() {
+	if [ -f "$demo/data/postmaster.pid" ]; then
+		as_pg "$PG_BINDIR/pg_ctl" -D "$demo/data" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+	if [ -f "$demo/standin.pid" ]; then
+		kill "$(cat "$demo/standin.pid")" 2>/dev/null || true
+	fi
+	rm -rf "$demo"
+}
+
+if [ "${1:-}" = "--stop" ]; then
+	stop_demo
+	echo "demo stopped and removed"
+	exit 0
+fi
+
+ensure_packages
+[ -d "$demo" ] && { log "removing the previous demo"; stop_demo; }
+mkdir -p "$demo"
+chmod 755 "$demo"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$demo"
+
+build_copy "$repo" "$demo/build"
+install_build "$demo/build"
+
+log "starting the local Plivo stand-in"
+as_pg sh -c "umask 077; printf 'demo-auth-token-%s' \"\$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')\" > '$demo/plivo.token'"
+as_pg sh -c "nohup python3 '$demo/build/test/plivo_standin.py' --port 0 --port-file '$demo/standin.port' \
+	--auth-id $AUTH_ID --auth-token-file '$demo/plivo.token' --auto-callbacks queued,sent,delivered \
+	--callback-interval 0.3 > '$demo/standin.log' 2>&1 & echo \$! > '$demo/standin.pid'"
+for _ in $(seq 50); do [ -s "$demo/standin.port" ] && break; sleep 0.1; done
+plivo_port=$(cat "$demo/standin.port")
+pg_port=$(free_port)
+listen_port=$(free_port)
+
+log "starting PostgreSQL with plivo_otp (port $pg_port, listener on $listen_port)"
+as_pg "$PG_BINDIR/initdb" -D "$demo/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+cat >> "$demo/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$demo'
+port = $pg_port
+shared_preload_libraries = 'plivo_otp'
+plivo_otp.database = 'postgres'
+plivo_otp.auth_id = '$AUTH_ID'
+plivo_otp.auth_token_file = '$demo/plivo.token'
+plivo_otp.sender = '14155550000'
+plivo_otp.api_url = 'http://127.0.0.1:$plivo_port'
+plivo_otp.listen_port = $listen_port
+plivo_otp.public_url = 'http://127.0.0.1:$listen_port'
+EOF
+as_pg "$PG_BINDIR/pg_ctl" -D "$demo/data" -l "$demo/postgres.log" -w start >/dev/null
+
+plivo_get() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$plivo_port/_control/$1"; }
+psql_demo() { as_pg "$PG_BINDIR/psql" -X -h "$demo" -p "$pg_port" -d postgres "$@"; }
+show() { printf '\n-- %s\n' "$1"; }
+
+psql_demo -q -c "CREATE EXTENSION plivo_otp"
+
+show "Issue a code (the SMS leaves only because this transaction commits)"
+vid=$(psql_demo -qAt -c "SELECT plivo_otp.otp_send('+1 (415) 555-0199', 'sms', 'login')")
+echo "otp_send -> $vid"
+
+show "A rolled-back send never leaves the database"
+psql_demo -q -c "BEGIN" -c "SELECT plivo_otp.otp_send('+14155550188') IS NOT NULL AS queued" -c "ROLLBACK"
+
+show "The SMS as Plivo (the stand-in) received it"
+sms=""
+for _ in $(seq 50); do
+	sms=$(plivo_get messages |
+		python3 -c 'import json,sys; m=[x for x in json.load(sys.stdin) if x["dst"]=="14155550199"]; print(json.dumps(m[-1]) if m else "")')
+	[ -n "$sms" ] && break
+	sleep 0.1
+done
+echo "$sms" | python3 -m json.tool
+code=$(echo "$sms" | python3 -c 'import json,sys,re; print(re.search(r"(\d{4,10})", json.load(sys.stdin)["text"]).group(1))')
+echo "messages to the rolled-back number: $(plivo_get messages | grep -c 14155550188 || true)"
+
+show "Delivery states arrive as signed callbacks (queued, sent, delivered)"
+for _ in $(seq 50); do
+	st=$(psql_demo -qAt -c "SELECT delivery_status FROM plivo_otp.otp_status('$vid')")
+	[ "$st" = delivered ] && break
+	sleep 0.1
+done
+psql_demo -x -c "SELECT * FROM plivo_otp.otp_status('$vid')"
+psql_demo -c "SELECT status, sequence, received_at::time(0) FROM plivo_otp.delivery_events ORDER BY id"
+
+show "Refusals: a wrong code uses an attempt; a resend inside the cool-down is refused"
+psql_demo -c "SELECT plivo_otp.otp_check('+14155550199', '000000', 'login') AS wrong_code"
+psql_demo -c "SELECT attempts_left FROM plivo_otp.otp_status('$vid')"
+psql_demo -c "SELECT plivo_otp.otp_send('+14155550199', 'sms', 'login')" 2>&1 | sed 's/^/  /' || true
+psql_demo -c "SELECT plivo_otp.otp_send('415-555-0199')" 2>&1 | sed 's/^/  /' || true
+
+show "Verify the code from the SMS: approved once, then used up"
+psql_demo -c "SELECT plivo_otp.otp_check('+14155550199', '$code', 'login') AS first_try"
+psql_demo -c "SELECT plivo_otp.otp_check('+14155550199', '$code', 'login') AS second_try"
+
+show "What the tables hold: a digest and a wiped body, never the code"
+psql_demo -c "SELECT v.state, encode(substr(v.code_digest, 1, 8), 'hex') || '...' AS code_digest, m.body IS NULL AS body_wiped, m.dispatch_state, m.delivery_status FROM plivo_otp.verifications v JOIN plivo_otp.messages m ON m.verification_id = v.id WHERE v.id = '$vid'"
+
+show "The dispatcher"
+psql_demo -x -c "SELECT * FROM plivo_otp.dispatcher_stats"
+
+cat <<EOF
+
+The demo keeps running. Explore it with:
+  $( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres -- " )$PG_BINDIR/psql -h $demo -p $pg_port -d postgres
+  (the local Plivo's record of what it received: http://127.0.0.1:$plivo_port/_control/messages)
+Stop and remove it with:
+  bash $repo/test/demo.sh --stop
+EOF
