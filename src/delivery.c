@@ -43,11 +43,11 @@
 	" WHEN 'delivered' THEN 3 WHEN 'undelivered' THEN 3 WHEN 'failed' THEN 3" \
 	" WHEN 'rejected' THEN 3 ELSE 0 END"
 
-/* Does status $2 (sequence $3) move message m forward? */
-#define MOVES_FORWARD \
-	"(" RANK("$2") " > " RANK("m.delivery_status") \
-	" OR (" RANK("$2") " = 3 AND " RANK("m.delivery_status") " = 3" \
-	" AND $3 > coalesce(m.delivery_sequence, -1)))"
+/* Does status s with sequence seq move message m forward? */
+#define MOVES_FORWARD(s, seq) \
+	"(" RANK(s) " > " RANK("m.delivery_status") \
+	" OR (" RANK(s) " = 3 AND " RANK("m.delivery_status") " = 3" \
+	" AND " seq " > coalesce(m.delivery_sequence, -1)))"
 
 /* Plivo's ErrorCode is kept for failures only ("000" means none). */
 #define ERROR_CODE_FOR(status, code) \
@@ -73,7 +73,7 @@ static PlivoOtpStatement apply_event = {
 	" moved AS ("
 	" UPDATE plivo_otp.messages m SET delivery_status = $2, delivery_sequence = $3,"
 	"  error_code = " ERROR_CODE_FOR("$2", "$4") ", updated_at = $5"
-	" FROM target WHERE m.id = target.id AND " MOVES_FORWARD " RETURNING m.id)"
+	" FROM target WHERE m.id = target.id AND " MOVES_FORWARD("$2", "$3") " RETURNING m.id)"
 	" UPDATE plivo_otp.delivery_events SET applied_at = $5"
 	" WHERE id = $6 AND EXISTS (SELECT 1 FROM target)",
 	6, {TEXTOID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID}
@@ -93,9 +93,7 @@ static PlivoOtpStatement apply_waiting = {
 	"  error_code = " ERROR_CODE_FOR("best.status", "coalesce(best.error_code, '')") ","
 	"  updated_at = $1"
 	" FROM best WHERE m.provider_uuid = best.provider_uuid"
-	"  AND (" RANK("best.status") " > " RANK("m.delivery_status")
-	"   OR (" RANK("best.status") " = 3 AND " RANK("m.delivery_status") " = 3"
-	"   AND best.sequence > coalesce(m.delivery_sequence, -1))))"
+	"  AND " MOVES_FORWARD("best.status", "best.sequence") ")"
 	" UPDATE plivo_otp.delivery_events e SET applied_at = $1"
 	" FROM plivo_otp.messages m"
 	" WHERE e.applied_at IS NULL AND m.provider_uuid = e.provider_uuid",

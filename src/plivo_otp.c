@@ -45,9 +45,13 @@ plivo_otp_shmem_startup_chain(void)
 	plivo_otp_shmem_startup();
 }
 
-/* The dispatcher: a primary-only worker, restarted a second after a failure. */
+/*
+ * Register one of the workers: primary only (BgWorkerStart_RecoveryFinished,
+ * so the postmaster starts it after promotion), restarted a second after a
+ * failure, named so pg_stat_activity.backend_type shows what it is.
+ */
 static void
-register_dispatcher(void)
+register_worker(const char *name, const char *function)
 {
 	BackgroundWorker worker;
 
@@ -56,28 +60,9 @@ register_dispatcher(void)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = 1;
 	strlcpy(worker.bgw_library_name, "plivo_otp", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "plivo_otp_dispatcher_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "plivo_otp dispatcher", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "plivo_otp dispatcher", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
-/* The webhook listener: only when plivo_otp.listen_port is set. */
-static void
-register_listener(void)
-{
-	BackgroundWorker worker;
-
-	if (plivo_otp_listen_port == 0)
-		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	strlcpy(worker.bgw_library_name, "plivo_otp", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "plivo_otp_listener_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "plivo_otp listener", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "plivo_otp listener", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -107,8 +92,10 @@ _PG_init(void)
 	 */
 	plivo_otp_ensure_key_file();
 
-	register_dispatcher();
-	register_listener();
+	register_worker("plivo_otp dispatcher", "plivo_otp_dispatcher_main");
+	/* The webhook listener only when plivo_otp.listen_port is set. */
+	if (plivo_otp_listen_port != 0)
+		register_worker("plivo_otp listener", "plivo_otp_listener_main");
 }
 
 /*
