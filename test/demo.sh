@@ -17,12 +17,7 @@ demo=${PLIVO_OTP_DEMO_DIR:-/tmp/plivo_otp_demo}
 AUTH_ID=MADEMODEMODEMODEMO01
 
 stop_demo() {
-	if [ -f "$demo/data/postmaster.pid" ]; then
-		as_pg "$PG_BINDIR/pg_ctl" -D "$demo/data" -m fast -w stop >/dev/null 2>&1 || true
-	fi
-	if [ -f "$demo/standin.pid" ]; then
-		kill "$(cat "$demo/standin.pid")" 2>/dev/null || true
-	fi
+	stop_all "$demo"
 	rm -rf "$demo"
 }
 
@@ -42,31 +37,19 @@ build_copy "$repo" "$demo/build"
 install_build "$demo/build"
 
 log "starting the local Plivo stand-in"
-as_pg sh -c "umask 077; printf 'demo-auth-token-%s' \"\$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')\" > '$demo/plivo.token'"
-as_pg sh -c "nohup python3 '$demo/build/test/plivo_standin.py' --port 0 --port-file '$demo/standin.port' \
-	--auth-id $AUTH_ID --auth-token-file '$demo/plivo.token' --auto-callbacks queued,sent,delivered \
-	--callback-interval 0.3 > '$demo/standin.log' 2>&1 & echo \$! > '$demo/standin.pid'"
-for _ in $(seq 50); do [ -s "$demo/standin.port" ] && break; sleep 0.1; done
-plivo_port=$(cat "$demo/standin.port")
+start_standin "$demo" $AUTH_ID --auto-callbacks queued,sent,delivered --callback-interval 0.3
+plivo_port=$STANDIN_PORT
 pg_port=$(free_port)
 listen_port=$(free_port)
 
 log "starting PostgreSQL with plivo_otp (port $pg_port, listener on $listen_port)"
-as_pg "$PG_BINDIR/initdb" -D "$demo/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
-cat >> "$demo/data/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$demo'
-port = $pg_port
-shared_preload_libraries = 'plivo_otp'
-plivo_otp.database = 'postgres'
-plivo_otp.auth_id = '$AUTH_ID'
-plivo_otp.auth_token_file = '$demo/plivo.token'
-plivo_otp.sender = '14155550000'
-plivo_otp.api_url = 'http://127.0.0.1:$plivo_port'
-plivo_otp.listen_port = $listen_port
-plivo_otp.public_url = 'http://127.0.0.1:$listen_port'
-EOF
-as_pg "$PG_BINDIR/pg_ctl" -D "$demo/data" -l "$demo/postgres.log" -w start >/dev/null
+start_cluster "$demo" "$pg_port" \
+	"plivo_otp.auth_id = '$AUTH_ID'" \
+	"plivo_otp.auth_token_file = '$demo/plivo.token'" \
+	"plivo_otp.sender = '14155550000'" \
+	"plivo_otp.api_url = 'http://127.0.0.1:$plivo_port'" \
+	"plivo_otp.listen_port = $listen_port" \
+	"plivo_otp.public_url = 'http://127.0.0.1:$listen_port'"
 
 plivo_get() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$plivo_port/_control/$1"; }
 psql_demo() { as_pg "$PG_BINDIR/psql" -X -h "$demo" -p "$pg_port" -d postgres "$@"; }

@@ -61,3 +61,45 @@ install_build() {
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# Start the local Plivo stand-in (from the build copy in $1/build, readable
+# by postgres even when the checkout is not) in directory $1 (owned by postgres when
+# root) with auth id $2 and extra arguments; sets STANDIN_PORT.  The token
+# goes to $1/plivo.token (mode 0600), the pid to $1/standin.pid.
+start_standin() {
+	local dir=$1 auth_id=$2
+	shift 2
+	as_pg sh -c "umask 077; printf 'token-%s' \"\$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')\" > '$dir/plivo.token'"
+	as_pg sh -c "nohup python3 '$dir/build/test/plivo_standin.py' --port 0 --port-file '$dir/standin.port' \
+		--auth-id $auth_id --auth-token-file '$dir/plivo.token' $* > '$dir/standin.log' 2>&1 & echo \$! > '$dir/standin.pid'"
+	for _ in $(seq 100); do [ -s "$dir/standin.port" ] && break; sleep 0.1; done
+	STANDIN_PORT=$(cat "$dir/standin.port")
+}
+
+# initdb and start a cluster in $1/data, listening on a socket in $1 and on
+# TCP port $2 of no address; the rest of the arguments are postgresql.conf lines.
+start_cluster() {
+	local dir=$1 port=$2 line
+	shift 2
+	as_pg "$PG_BINDIR/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+	{
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir'"
+		echo "port = $port"
+		echo "shared_preload_libraries = 'plivo_otp'"
+		echo "plivo_otp.database = 'postgres'"
+		for line in "$@"; do echo "$line"; done
+	} >> "$dir/data/postgresql.conf"
+	as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w start >/dev/null
+}
+
+# Stop what start_cluster and start_standin started in $1.
+stop_all() {
+	local dir=$1
+	if [ -f "$dir/data/postmaster.pid" ]; then
+		as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+	if [ -f "$dir/standin.pid" ]; then
+		kill "$(cat "$dir/standin.pid")" 2>/dev/null || true
+	fi
+}

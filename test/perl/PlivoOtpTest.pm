@@ -150,6 +150,58 @@ sub learn_code
 	return $node->safe_psql('postgres', "SELECT learn_code('$vid')");
 }
 
+# Helpers added for the dispatcher tests (006-008).
+
+push @EXPORT, qw(dispatcher_pid dispatcher_stats message_row phone_n);
+
+# The pid of the running dispatcher, or '' when there is none.
+sub dispatcher_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'plivo_otp dispatcher'");
+}
+
+# plivo_otp.dispatcher_stats as a hash (NULLs read as '').
+sub dispatcher_stats
+{
+	my ($node) = @_;
+	my @cols = qw(queue_depth in_flight accepted retried refused expired unknown
+	  last_error dispatcher_pid);
+	my $out = $node->safe_psql('postgres',
+		'SELECT ' . join(', ', map { "coalesce(${_}::text, '')" } @cols)
+		  . ' FROM plivo_otp.dispatcher_stats',
+		extra_params => [ '-F', "" ]);
+	my %h;
+	@h{@cols} = split //, $out, -1;
+	return \%h;
+}
+
+# The latest message of a verification: dispatch_state, tries, http_status,
+# last_error, body IS NULL, extract(epoch FROM expires_at), as a hash.
+sub message_row
+{
+	my ($node, $vid) = @_;
+	my @cols = qw(dispatch_state tries http_status last_error wiped expires_epoch provider_uuid);
+	my $out = $node->safe_psql('postgres',
+		"SELECT dispatch_state, tries, coalesce(http_status::text, ''), coalesce(last_error, ''),"
+		  . " body IS NULL, extract(epoch FROM expires_at), coalesce(provider_uuid, '')"
+		  . " FROM plivo_otp.messages WHERE verification_id = '$vid'"
+		  . " ORDER BY created_at DESC LIMIT 1",
+		extra_params => [ '-F', "" ]);
+	return undef if $out eq '';
+	my %h;
+	@h{@cols} = split //, $out, -1;
+	return \%h;
+}
+
+# A distinct test number, +1415555nnnn (caps are per number).
+sub phone_n
+{
+	my ($n) = @_;
+	return sprintf('+1415555%04d', $n);
+}
+
 package PlivoOtpTest::Standin;
 
 use JSON::PP;
@@ -179,6 +231,14 @@ sub messages_to
 	my ($self, $phone) = @_;
 	$phone =~ s/^\+//;
 	return [ grep { $_->{dst} eq $phone } @{ $self->messages } ];
+}
+
+# Every API request (whatever its outcome) whose JSON body was for one number.
+sub requests_to
+{
+	my ($self, $phone) = @_;
+	$phone =~ s/^\+//;
+	return [ grep { $_->{json} && ($_->{json}{dst} // '') eq $phone } @{ $self->requests } ];
 }
 
 1;
