@@ -479,6 +479,9 @@ claim_work(void)
 
 		next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
+	/* Due rows that could not be claimed (locked by someone): look again soon, not at once. */
+	if (n == 0 && next_due != 0 && next_due <= now)
+		next_due = now + 250 * 1000;
 	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
 }
 

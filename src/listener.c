@@ -90,7 +90,6 @@ typedef struct CallbackRequest
 
 static struct MHD_Daemon *http_daemon = NULL;
 static CallbackRequest *ready = NULL;	/* authentic, suspended, to record */
-static int	nready = 0;
 
 /* Configuration read at start and on SIGHUP (TopMemoryContext). */
 static char *auth_token = NULL;
@@ -334,7 +333,6 @@ handle_request(void *cls, struct MHD_Connection *conn, const char *path,
 
 	req->next_ready = ready;
 	ready = req;
-	nready++;
 	MHD_suspend_connection(conn);
 	return MHD_YES;
 }
@@ -366,7 +364,6 @@ record_ready(void)
 	bool		committed = false;
 
 	ready = NULL;
-	nready = 0;
 	if (batch == NULL)
 		return;
 

@@ -162,7 +162,8 @@ sub dispatcher_pid
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'plivo_otp dispatcher'");
 }
 
-# plivo_otp.dispatcher_stats as a hash (NULLs read as '').
+# plivo_otp.dispatcher_stats as a hash (NULLs read as ''; oldest_due_age in
+# seconds).
 sub dispatcher_stats
 {
 	my ($node) = @_;
@@ -170,10 +171,11 @@ sub dispatcher_stats
 	  last_error dispatcher_pid);
 	my $out = $node->safe_psql('postgres',
 		'SELECT ' . join(', ', map { "coalesce(${_}::text, '')" } @cols)
+		  . ", coalesce(extract(epoch FROM oldest_due_age)::text, '')"
 		  . ' FROM plivo_otp.dispatcher_stats',
-		extra_params => [ '-F', "" ]);
+		extra_params => [ '-F', "\x1f" ]);
 	my %h;
-	@h{@cols} = split //, $out, -1;
+	@h{ @cols, 'oldest_due_age' } = split /\x1f/, $out, -1;
 	return \%h;
 }
 
@@ -188,10 +190,10 @@ sub message_row
 		  . " body IS NULL, extract(epoch FROM expires_at), coalesce(provider_uuid, '')"
 		  . " FROM plivo_otp.messages WHERE verification_id = '$vid'"
 		  . " ORDER BY created_at DESC LIMIT 1",
-		extra_params => [ '-F', "" ]);
+		extra_params => [ '-F', "\x1f" ]);
 	return undef if $out eq '';
 	my %h;
-	@h{@cols} = split //, $out, -1;
+	@h{@cols} = split /\x1f/, $out, -1;
 	return \%h;
 }
 
@@ -200,6 +202,247 @@ sub phone_n
 {
 	my ($n) = @_;
 	return sprintf('+1415555%04d', $n);
+}
+
+# Helpers added for the listener tests (010-012): a node with the webhook
+# listener on a free port, raw HTTP to it, and Plivo's signatures computed
+# here (so tests can craft headers the stand-in never sends).
+
+use Digest::SHA qw(hmac_sha256_base64);
+use IO::Select;
+use IO::Socket::INET;
+
+push @EXPORT, qw(listener_node listener_pid listener_up read_response http_send
+  http_request sign_v2 sign_v3 form_encode new_nonce signed_request signed_callback
+  callback_count);
+
+# A started node with the extension whose listener is on a free port; its
+# callbacks are checked against public_url (default: the listener's own
+# address).  Returns ($node, $port).  %opts: public_url, conf (extra lines).
+sub listener_node
+{
+	my ($name, $standin, %opts) = @_;
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $public = $opts{public_url} // "http://127.0.0.1:$port";
+	my $node = new_node($name,
+		conf => dispatcher_conf($standin, public_url => $public)
+		  . "plivo_otp.listen_port = $port\n"
+		  . ($opts{conf} // ''));
+	die "the listener of $name does not accept connections on port $port"
+	  unless listener_up($port, 10);
+	return ($node, $port);
+}
+
+# The pid of the running listener, or '' when there is none.
+sub listener_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'plivo_otp listener'");
+}
+
+# True once 127.0.0.1:$port accepts TCP connections (waits at most $secs).
+sub listener_up
+{
+	my ($port, $secs) = @_;
+	return wait_until($secs // 0, sub {
+		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+			Proto => 'tcp', Timeout => 1);
+		return 0 unless $s;
+		close $s;
+		return 1;
+	});
+}
+
+# Read one HTTP response from $sock within $timeout seconds: a hash with
+# status (undef if the server closed or said nothing), headers (lower-case
+# names), body, and error when there was no complete response.
+sub read_response
+{
+	my ($sock, $timeout) = @_;
+	my $deadline = Time::HiRes::time() + ($timeout // 10);
+	my $sel = IO::Select->new($sock);
+	my $buf = '';
+	my ($status, %headers, $need);
+	while (1)
+	{
+		if (!defined $status && $buf =~ /\r\n\r\n/)
+		{
+			my ($head) = split /\r\n\r\n/, $buf, 2;
+			my @lines = split /\r\n/, $head;
+			(shift @lines) =~ m{^HTTP/\d\.\d (\d{3})} or return { error => "bad status line: $buf" };
+			$status = $1;
+			for (@lines)
+			{
+				$headers{ lc $1 } = $2 if /^([^:]+):\s*(.*?)\s*$/;
+			}
+			$buf = substr($buf, length($head) + 4);
+			$need = $headers{'content-length'};
+		}
+		return { status => $status, headers => \%headers, body => substr($buf, 0, $need) }
+		  if defined $status && defined $need && length($buf) >= $need;
+		my $left = $deadline - Time::HiRes::time();
+		return { status => $status, headers => \%headers, body => $buf,
+			error => defined $status ? 'timeout reading the body' : 'timeout' }
+		  if $left <= 0 || !$sel->can_read($left);
+		my $n = sysread($sock, $buf, 65536, length $buf);
+		if (!$n)
+		{
+			my $why = defined $n ? 'closed' : "read: $!";
+			return { status => $status, headers => \%headers, body => $buf }
+			  if defined $status && !defined $need;
+			return { status => $status, headers => \%headers, body => $buf, error => $why };
+		}
+	}
+}
+
+# Send raw bytes to 127.0.0.1:$port on a new connection and read the answer.
+sub http_send
+{
+	my ($port, $raw, $timeout) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+		Proto => 'tcp', Timeout => 5)
+	  or return { error => "connect: $!" };
+	$sock->autoflush(1);
+	local $SIG{PIPE} = 'IGNORE';
+	syswrite($sock, $raw) // return { error => "write: $!" };
+	my $res = read_response($sock, $timeout);
+	close $sock;
+	return $res;
+}
+
+# One HTTP/1.1 request on its own connection.  %o: headers => {...},
+# body => bytes (a Content-Length is added), timeout.
+sub http_request
+{
+	my ($port, $method, $target, %o) = @_;
+	my $raw = "$method $target HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nConnection: close\r\n";
+	my %h = %{ $o{headers} // {} };
+	$h{'Content-Length'} = length $o{body} if defined $o{body} && !exists $h{'Content-Length'};
+	$raw .= "$_: $h{$_}\r\n" for sort keys %h;
+	$raw .= "\r\n" . ($o{body} // '');
+	return http_send($port, $raw, $o{timeout});
+}
+
+sub _pct
+{
+	my ($s) = @_;
+	utf8::encode($s) if utf8::is_utf8($s);
+	$s =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord $1)/ge;
+	return $s;
+}
+
+# application/x-www-form-urlencoded from a list of (key, value) pairs.
+sub form_encode
+{
+	my @kv = @_;
+	my @out;
+	push @out, _pct(shift @kv) . '=' . _pct(shift @kv) while @kv;
+	return join '&', @out;
+}
+
+sub _b64_padded
+{
+	my $s = shift;
+	return $s . '=' x ((4 - length($s) % 4) % 4);
+}
+
+# X-Plivo-Signature-V2: base64 HMAC-SHA256 of the URL (no query) and nonce.
+sub sign_v2
+{
+	my ($url, $nonce, $token) = @_;
+	$url =~ s/[?#].*//s;
+	return _b64_padded(hmac_sha256_base64($url . $nonce, $token // $AUTH_TOKEN));
+}
+
+# X-Plivo-Signature-V3 of a request to $url (no query) with the decoded
+# parameters @$pairs ([key, value] each), as plivo-api.md section 3.3.
+sub sign_v3
+{
+	my ($method, $url, $pairs, $nonce, $token) = @_;
+	my @p = sort { $a->[0] cmp $b->[0] || $a->[1] cmp $b->[1] } @$pairs;
+	my $msg = $url;
+	if (@p)
+	{
+		$msg .= uc($method) eq 'GET'
+		  ? '?' . join('&', map { "$_->[0]=$_->[1]" } @p)
+		  : '?' . join('', map { $_->[0] . $_->[1] } @p);
+	}
+	return _b64_padded(hmac_sha256_base64("$msg.$nonce", $token // $AUTH_TOKEN));
+}
+
+# A fresh 20-digit nonce, as Plivo's.
+sub new_nonce
+{
+	return join '', map { int rand 10 } 1 .. 20;
+}
+
+# The raw bytes of a message-status callback signed here, and what went in
+# it.  %o: uuid, status, sequence, error_code, params => [extra k, v],
+# method (POST), url (the signed URL; default the listener's own address),
+# path (/plivo/sms-status), v3 => 0 to leave V3 out, v3_header (another
+# name for it, e.g. X-Plivo-Signature-Ma-V3), v3_token (sign V3 with another
+# token), v2 => 1 to add V2 (v2_nonce), token, nonce, headers => {extra},
+# keep_alive => 1.
+sub signed_request
+{
+	my ($port, %o) = @_;
+	my $method = $o{method} // 'POST';
+	my $path = $o{path} // '/plivo/sms-status';
+	my $url = $o{url} // "http://127.0.0.1:$port$path";
+	my @kv = (MessageUUID => $o{uuid}, Status => $o{status} // 'delivered',
+		Sequence => $o{sequence} // 1, ErrorCode => $o{error_code} // '000',
+		To => '14155550199', From => '14155550000', Units => '1',
+		MessageTime => '2024-01-01 12:00:00.000000', @{ $o{params} // [] });
+	my @pairs;
+	push @pairs, [ splice(@kv, 0, 2) ] while @kv;
+	my $nonce = $o{nonce} // new_nonce();
+	my %h = %{ $o{headers} // {} };
+	unless (defined $o{v3} && !$o{v3})
+	{
+		$h{ $o{v3_header} // 'X-Plivo-Signature-V3' } //=
+		  sign_v3($method, $url, \@pairs, $nonce, $o{v3_token} // $o{token});
+		$h{'X-Plivo-Signature-V3-Nonce'} //= $nonce;
+	}
+	if ($o{v2})
+	{
+		my $n2 = $o{v2_nonce} // new_nonce();
+		$h{'X-Plivo-Signature-V2'} //= sign_v2($url, $n2, $o{token});
+		$h{'X-Plivo-Signature-V2-Nonce'} //= $n2;
+	}
+	my $form = form_encode(map { @$_ } @pairs);
+	my $target = $method eq 'GET' ? "$path?$form" : $path;
+	my $raw = "$method $target HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n"
+	  . ($o{keep_alive} ? '' : "Connection: close\r\n");
+	if ($method ne 'GET')
+	{
+		$raw .= "Content-Type: application/x-www-form-urlencoded\r\n"
+		  . 'Content-Length: ' . length($form) . "\r\n";
+	}
+	$raw .= "$_: $h{$_}\r\n" for sort keys %h;
+	$raw .= "\r\n" . ($method ne 'GET' ? $form : '');
+	return { raw => $raw, nonce => $nonce, pairs => \@pairs, headers => \%h };
+}
+
+# Send a callback built by signed_request; the response, with the request
+# under {request}.
+sub signed_callback
+{
+	my ($port, %o) = @_;
+	my $req = signed_request($port, %o);
+	my $res = http_send($port, $req->{raw}, $o{timeout});
+	$res->{request} = $req;
+	return $res;
+}
+
+# How many rows plivo_otp.delivery_events (or another table) holds,
+# optionally for one provider UUID.
+sub callback_count
+{
+	my ($node, $uuid, $table) = @_;
+	$table //= 'delivery_events';
+	return $node->safe_psql('postgres', "SELECT count(*) FROM plivo_otp.$table"
+		  . (defined $uuid ? " WHERE provider_uuid = '$uuid'" : ''));
 }
 
 package PlivoOtpTest::Standin;

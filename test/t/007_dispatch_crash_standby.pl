@@ -97,7 +97,9 @@ like($pid1, qr/^\d+$/, 'the dispatcher runs');
 $plivo->behave(mode => 'slow', count => 3, delay => 4);
 my @cp = map { phone_n(310 + $_) } 1 .. 6;
 my @cv = send_codes($node, @cp);
-ok(wait_until(10, sub { $plivo->stats->{requests} == 3 && dispatcher_stats($node)->{in_flight} == 3 }),
+ok(wait_until(10, sub { $plivo->stats->{requests} == 3 && $node->safe_psql('postgres',
+	"SELECT count(*) FILTER (WHERE dispatch_state = 'sending') || '/' || count(*) FILTER (WHERE dispatch_state = 'pending')"
+	  . ' FROM plivo_otp.messages') eq '3/3' }),
 	'three requests are in flight (max_inflight = 3), three messages wait');
 my %in_flight = map { $_->{json}{dst} => 1 } @{ $plivo->requests };
 kill 'KILL', $pid1;
