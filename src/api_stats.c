@@ -49,7 +49,7 @@ plivo_otp_dispatcher_stats(PG_FUNCTION_ARGS)
 	plivo_otp_exec(&queue_state, args, NULL, true, 1);
 	values[0] = Int64GetDatum(DatumGetInt64(plivo_otp_get(0, 1, &isnull)));
 	age = plivo_otp_get(0, 2, &nulls[1]);
-	values[1] = nulls[1] ? (Datum) 0 : SPI_datumTransfer(age, false, -1);
+	values[1] = nulls[1] ? (Datum) 0 : SPI_datumTransfer(age, false, sizeof(Interval));
 	SPI_finish();
 
 	values[2] = Int32GetDatum(snap.inflight);

@@ -100,8 +100,21 @@ static PlivoConfig config;
 static bool configured = false;
 static bool recovered = false;
 
+/*
+ * A token bucket for max_requests_per_second.  Its burst is a tenth of a
+ * second's worth (at least one request): any one-second window then holds
+ * at most rate + burst requests, also as Plivo sees them with some network
+ * jitter.  A burst of a whole second would allow almost twice the rate.
+ */
 static double tokens;
 static TimestampTz tokens_at;
+
+static double
+rate_burst(void)
+{
+	return Max(1.0, plivo_otp_max_requests_per_second / 10.0);
+}
+
 static TimestampTz next_due = 0;	/* earliest next_try_at seen, 0 if none */
 static TimestampTz next_expire_at = 0;
 static TimestampTz next_purge_at = 0;
@@ -239,7 +252,7 @@ load_config(void)
 		ereport(LOG,
 				(errmsg("plivo_otp dispatcher is not configured and sends nothing: %s", why),
 				 errhint("Queued messages wait until it is configured, or expire.")));
-	tokens = plivo_otp_max_requests_per_second;
+	tokens = rate_burst();
 	tokens_at = GetCurrentTimestamp();
 }
 
@@ -405,13 +418,13 @@ record_outcomes(void)
 	/* On failure they stay queued here and are recorded on the next turn. */
 }
 
-/* Refill the token bucket of max_requests_per_second (burst: one second). */
+/* Refill the token bucket of max_requests_per_second. */
 static void
 refill_tokens(TimestampTz now)
 {
 	double		rate = plivo_otp_max_requests_per_second;
 
-	tokens = Min(rate, tokens + rate * (double) (now - tokens_at) / USECS_PER_SEC);
+	tokens = Min(rate_burst(), tokens + rate * (double) (now - tokens_at) / USECS_PER_SEC);
 	tokens_at = now;
 }
 
@@ -630,7 +643,13 @@ plivo_otp_dispatcher_main(Datum main_arg)
 		{
 			plivo_otp_http_abort_all(abandon_transfer);
 			record_outcomes();
-			proc_exit(0);
+			/*
+			 * Exit code 1, not 0: the postmaster unregisters a background
+			 * worker that exits with 0, so pg_terminate_backend would stop
+			 * dispatching until the next server restart.  At server
+			 * shutdown the postmaster restarts nothing anyway.
+			 */
+			proc_exit(1);
 		}
 		if (ConfigReloadPending)
 		{

@@ -20,6 +20,8 @@ typedef struct HttpTransfer
 	struct curl_slist *headers;
 	void	   *owner;			/* the caller's data about this request */
 	char	   *request_body;	/* palloc'd; wiped when the transfer is freed */
+	size_t		request_len;
+	size_t		request_off;	/* how much of it libcurl has read */
 	struct HttpTransfer *next;	/* list of running transfers */
 	struct HttpTransfer *prev;
 

@@ -548,7 +548,7 @@ plivo_otp_listener_main(Datum main_arg)
 		if (ShutdownRequestPending)
 		{
 			MHD_stop_daemon(http_daemon);
-			proc_exit(0);
+			proc_exit(1);		/* 0 would unregister the worker: see dispatcher.c */
 		}
 		if (ConfigReloadPending)
 		{

@@ -80,6 +80,25 @@ append_json_field(StringInfo buf, const char *name, const char *value)
 	escape_json(buf, value);
 }
 
+/*
+ * libcurl reads the body through this callback, and there is deliberately
+ * no seek callback: when a reused keep-alive connection closes without an
+ * answer, libcurl would otherwise send the same POST again on a new
+ * connection, by itself.  Unable to rewind, it fails the transfer instead,
+ * and the dispatcher judges it as sent without an answer ('unknown'),
+ * which keeps delivery at most once.
+ */
+static size_t
+read_request_body(char *buf, size_t size, size_t nitems, void *userp)
+{
+	HttpTransfer *t = (HttpTransfer *) userp;
+	size_t		n = Min(size * nitems, t->request_len - t->request_off);
+
+	memcpy(buf, t->request_body + t->request_off, n);
+	t->request_off += n;
+	return n;
+}
+
 /* A ready-to-start Send Message request for one SMS. */
 HttpTransfer *
 plivo_otp_message_request(const PlivoConfig *config, const char *e164,
@@ -107,10 +126,13 @@ plivo_otp_message_request(const PlivoConfig *config, const char *e164,
 	append_json_field(&body, "log", config->message_log);
 	appendStringInfo(&body, ",\"message_expiry\":%d}", expiry_seconds);
 	t->request_body = body.data;
+	t->request_len = body.len;
+	t->request_off = 0;
 
 	url = psprintf("%s/v1/Account/%s/Message/", config->api_url, config->auth_id);
 	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	t->headers = t->headers ? curl_slist_append(t->headers, "Accept: application/json") : NULL;
+	t->headers = t->headers ? curl_slist_append(t->headers, "Expect:") : NULL;
 	t->easy = curl_easy_init();
 	if (t->easy == NULL || t->headers == NULL)
 		elog(ERROR, "plivo_otp: could not allocate an HTTP request");
@@ -124,11 +146,16 @@ plivo_otp_message_request(const PlivoConfig *config, const char *e164,
 		curl_easy_setopt(t->easy, CURLOPT_PASSWORD, config->auth_token) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request_body) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body.len) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POST, 1L) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, read_request_body) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_READDATA, t) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body.len) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) config->request_timeout_ms) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
 						 (long) Min(config->request_timeout_ms, 5000)) == CURLE_OK &&
+		/* Reuse only fresh connections: a stale one that the far end closed
+		 * makes a request fail as 'unknown' (see read_request_body). */
+		curl_easy_setopt(t->easy, CURLOPT_MAXAGE_CONN, 20L) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_VERBOSE, 0L) == CURLE_OK;
 	pfree(url);
 	if (!ok)

@@ -38,9 +38,12 @@ sub status_of
 # ---------------------------------------------------------------------------
 # Expiry while Plivo is down.  It takes up to the code's 30 s life, so it has
 # its own node and stand-in and runs while the rest of this file does.
+# restart_after_crash (the framework turns it off): should a server process
+# crash, the server comes back, the checks fail, and the run goes on.
+my $restart = "restart_after_crash = on\n";
 my $down = start_standin();
 $down->behave(mode => '500');    # every request, forever
-my $node_x = new_node('expiry', conf => dispatcher_conf($down));
+my $node_x = new_node('expiry', conf => dispatcher_conf($down) . $restart);
 my $x_phone = phone_n(201);
 my $x_vid = send_code($node_x, $x_phone, "SET plivo_otp.code_ttl = '30s'; ");
 ok(wait_until(10, sub { dispatcher_stats($node_x)->{queue_depth} == 1 && @{ $down->requests_to($x_phone) } >= 1 }),
@@ -48,7 +51,7 @@ ok(wait_until(10, sub { dispatcher_stats($node_x)->{queue_depth} == 1 && @{ $dow
 
 # ---------------------------------------------------------------------------
 my $plivo = start_standin();
-my $node = new_node('failures', conf => dispatcher_conf($plivo, request_timeout => '1s'));
+my $node = new_node('failures', conf => dispatcher_conf($plivo, request_timeout => '1s') . $restart);
 my $base = dispatcher_stats($node);
 
 # 500 twice, then 202: accepted once.
@@ -187,6 +190,9 @@ $s = dispatcher_stats($node_x);
 is("$s->{expired}|$s->{accepted}|$s->{queue_depth}", '1|0|0', 'dispatcher_stats: one expired, none accepted, queue empty');
 ok($s->{retried} == @xr - 1 || $s->{retried} == @xr,
 	"dispatcher_stats.retried counts every failed try that was queued again ($s->{retried})");
+
+unlike(slurp_file($node->logfile) . slurp_file($node_x->logfile), qr/terminated by signal/,
+	'no server process crashed');
 
 $node->stop;
 $node_x->stop;
