@@ -87,6 +87,23 @@ SELECT * FROM test.error_of($$
 												 '10000000000000000009', 'regress-token-0123456789'),
 			'X-Plivo-Signature-V2-Nonce', '10000000000000000009'))
 	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000010', '30', 'wrong-token') c$$);
+-- A request signed with both families, accepted by V3, cannot be replayed as V2 alone
+-- with a rewritten body: its V2 nonce was recorded too.
+SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status', c.params,
+	c.headers || jsonb_build_object(
+		'X-Plivo-Signature-V2', test.sign_v2('https://otp.example.com/plivo/sms-status',
+											 '10000000000000000015', 'regress-token-0123456789'),
+		'X-Plivo-Signature-V2-Nonce', '10000000000000000015'))
+FROM test.callback('uuid-0001', 'delivered', 8, '10000000000000000016') c;
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+		'{"MessageUUID": "uuid-0001", "Status": "failed", "Sequence": "99", "ErrorCode": "30"}',
+		jsonb_build_object(
+			'X-Plivo-Signature-V2', test.sign_v2('https://otp.example.com/plivo/sms-status',
+												 '10000000000000000015', 'regress-token-0123456789'),
+			'X-Plivo-Signature-V2-Nonce', '10000000000000000015'))$$);
+SELECT delivery_status, error_code FROM plivo_otp.otp_status(:'vid');
+
 -- V2 alone is accepted (it signs only the URL and nonce: TLS protects the body).
 SELECT plivo_otp.otp_send('+15005556002') AS vid2 \gset
 UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'uuid-0002', body = NULL

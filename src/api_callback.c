@@ -122,6 +122,7 @@ plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
 	PlivoSigResult result;
 	PlivoIngestResult ingested;
 	const char *nonce;
+	const char *other_nonce;
 	char	   *token;
 	char	   *why;
 
@@ -148,7 +149,8 @@ plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot check callback signatures: %s", why),
 				 errhint("Put the Plivo auth token in the file named by plivo_otp.auth_token_file, mode 0600.")));
-	result = plivo_otp_authenticate_callback(method, url, params, nparams, &h, token, &nonce);
+	result = plivo_otp_authenticate_callback(method, url, params, nparams, &h, token, &nonce,
+											  &other_nonce);
 	explicit_bzero(token, strlen(token));
 	if (result != PLIVO_SIG_VALID)
 		ereport(ERROR,
@@ -159,7 +161,7 @@ plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "plivo_otp: SPI_connect failed");
-	ingested = plivo_otp_ingest_callback(params, nparams, nonce);
+	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce);
 	SPI_finish();
 
 	switch (ingested)

@@ -11,6 +11,11 @@
  * request that carries no V3 header at all.  Either the account header or
  * the main-account ("Ma") header may carry the valid signature.
  *
+ * A request accepted by V3 that also carries V2 headers has its V2 nonce
+ * recorded as well (*other_nonce): otherwise whoever saw the request could
+ * send it once more with the V3 headers stripped, and V2, which does not
+ * cover the body, would verify with a nonce never recorded.
+ *
  * Plain C, no server calls: the listener calls it from libmicrohttpd's
  * callback, where nothing may longjmp.
  *
@@ -29,17 +34,19 @@ present(const char *header)
 
 /*
  * PLIVO_SIG_VALID when the request is signed with token; *nonce is then the
- * nonce of the family that verified (to be recorded against replays).
+ * nonce of the family that verified and *other_nonce the other family's
+ * nonce or NULL (both to be recorded against replays).
  */
 PlivoSigResult
 plivo_otp_authenticate_callback(const char *method, const char *url,
 								const PlivoParam *params, int nparams,
 								const PlivoCallbackHeaders *h, const char *token,
-								const char **nonce)
+								const char **nonce, const char **other_nonce)
 {
 	PlivoSigResult result = PLIVO_SIG_MISSING;
 
 	*nonce = NULL;
+	*other_nonce = NULL;
 	if (present(h->v3) || present(h->ma_v3))
 	{
 		if (present(h->v3))
@@ -47,7 +54,12 @@ plivo_otp_authenticate_callback(const char *method, const char *url,
 		if (result != PLIVO_SIG_VALID && present(h->ma_v3))
 			result = plivo_otp_check_v3(method, url, params, nparams, h->v3_nonce, h->ma_v3, token);
 		if (result == PLIVO_SIG_VALID)
+		{
 			*nonce = h->v3_nonce;
+			if ((present(h->v2) || present(h->ma_v2)) && h->v2_nonce != NULL &&
+				h->v2_nonce[0] != '\0' && strcmp(h->v2_nonce, h->v3_nonce) != 0)
+				*other_nonce = h->v2_nonce;
+		}
 		return result == PLIVO_SIG_MISSING ? PLIVO_SIG_MISMATCH : result;
 	}
 	if (present(h->v2) || present(h->ma_v2))

@@ -25,6 +25,7 @@ extern PlivoSigResult plivo_otp_authenticate_callback(const char *method, const 
 													  const PlivoParam *params, int nparams,
 													  const PlivoCallbackHeaders *headers,
 													  const char *token,
-													  const char **nonce);
+													  const char **nonce,
+													  const char **other_nonce);
 
 #endif							/* PLIVO_OTP_CALLBACK_AUTH_H */

@@ -6,7 +6,8 @@
  *
  * Used by the listener and by ingest_callback(), inside their transaction
  * (SPI connected):
- *	1. the nonce is recorded in callback_nonces; a nonce seen before is a
+ *	1. the nonce (and the other family's nonce of a request signed with
+ *	   both) is recorded in callback_nonces; a nonce seen before is a
  *	   replay and changes nothing.  It is recorded in the same transaction
  *	   as the event, so a first try that failed does not burn the nonce of
  *	   Plivo's retry;
@@ -55,9 +56,10 @@
 	" AND " code " NOT IN ('', '000', '0') THEN " code " END"
 
 static PlivoOtpStatement record_nonce = {
-	"INSERT INTO plivo_otp.callback_nonces (nonce, seen_at) VALUES ($1, $2)"
+	"INSERT INTO plivo_otp.callback_nonces (nonce, seen_at)"
+	" SELECT n, $2 FROM unnest(ARRAY[$1, $3]) n WHERE n IS NOT NULL"
 	" ON CONFLICT DO NOTHING",
-	2, {TEXTOID, TIMESTAMPTZOID}
+	3, {TEXTOID, TIMESTAMPTZOID, TEXTOID}
 };
 
 static PlivoOtpStatement record_event = {
@@ -131,7 +133,8 @@ params_json(const PlivoParam *params, int nparams)
 
 /* Record one authenticated callback; see the rules above. */
 PlivoIngestResult
-plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce)
+plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce,
+						  const char *other_nonce)
 {
 	const char *uuid = param_value(params, nparams, "MessageUUID");
 	const char *status = param_value(params, nparams, "Status");
@@ -155,9 +158,12 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 			sequence = v;
 	}
 
+	/* Every nonce the request carries must be new. */
 	args[0] = CStringGetTextDatum(nonce);
 	args[1] = TimestampTzGetDatum(now);
-	if (plivo_otp_exec(&record_nonce, args, NULL, false, 0) == 0)
+	args[2] = other_nonce ? CStringGetTextDatum(other_nonce) : (Datum) 0;
+	if (plivo_otp_exec(&record_nonce, args, other_nonce ? "   " : "  n", false, 0) <
+		(other_nonce ? 2 : 1))
 		return PLIVO_INGEST_REPLAYED;
 
 	args[0] = CStringGetTextDatum(uuid);

@@ -20,7 +20,7 @@ typedef enum PlivoIngestResult
 } PlivoIngestResult;
 
 extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int nparams,
-												   const char *nonce);
+												   const char *nonce, const char *other_nonce);
 extern int	plivo_otp_apply_waiting_events(void);
 
 #endif							/* PLIVO_OTP_DELIVERY_H */

@@ -85,6 +85,7 @@ typedef struct CallbackRequest
 	int			nparams;
 	char	   *storage;		/* the params' strings */
 	char	   *nonce;
+	char	   *other_nonce;	/* V2's, when V3 verified and V2 came too */
 	struct CallbackRequest *next_ready;
 } CallbackRequest;
 
@@ -219,6 +220,7 @@ validate(CallbackRequest *req)
 	PlivoCallbackHeaders h;
 	PlivoSigResult result;
 	const char *nonce = NULL;
+	const char *other_nonce = NULL;
 	char		url[2048];
 
 	if (!configured)
@@ -245,13 +247,14 @@ validate(CallbackRequest *req)
 		return;
 	}
 	result = plivo_otp_authenticate_callback(req->method, url, req->params, req->nparams,
-											 &h, auth_token, &nonce);
+											 &h, auth_token, &nonce, &other_nonce);
 	if (result == PLIVO_SIG_ERROR)
 	{
 		decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "could not check the signature\n");
 		return;
 	}
-	if (result != PLIVO_SIG_VALID || nonce == NULL || strlen(nonce) > 128)
+	if (result != PLIVO_SIG_VALID || nonce == NULL || strlen(nonce) > 128 ||
+		(other_nonce != NULL && strlen(other_nonce) > 128))
 	{
 		decide(req, MHD_HTTP_FORBIDDEN, "invalid signature\n");
 		return;
@@ -262,7 +265,8 @@ validate(CallbackRequest *req)
 		return;
 	}
 	req->nonce = strdup(nonce);
-	if (req->nonce == NULL)
+	req->other_nonce = other_nonce ? strdup(other_nonce) : NULL;
+	if (req->nonce == NULL || (other_nonce != NULL && req->other_nonce == NULL))
 		decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
 }
 
@@ -348,6 +352,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(req->body);
 	free(req->storage);
 	free(req->nonce);
+	free(req->other_nonce);
 	free(req);
 	*con_cls = NULL;
 }
@@ -379,7 +384,8 @@ record_ready(void)
 				BeginInternalSubTransaction(NULL);
 				PG_TRY();
 				{
-					switch (plivo_otp_ingest_callback(req->params, req->nparams, req->nonce))
+					switch (plivo_otp_ingest_callback(req->params, req->nparams, req->nonce,
+													  req->other_nonce))
 					{
 						case PLIVO_INGEST_RECORDED:
 						case PLIVO_INGEST_DUPLICATE:
@@ -492,6 +498,9 @@ start_daemon(void)
 								   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 								   MHD_OPTION_CONNECTION_LIMIT,
 								   (unsigned int) plivo_otp_listen_max_connections,
+								   /* No one address may take every slot (0: no limit). */
+								   MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+								   (unsigned int) plivo_otp_listen_max_connections_per_address,
 								   MHD_OPTION_CONNECTION_TIMEOUT,
 								   (unsigned int) CONNECTION_TIMEOUT_SECS,
 								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) CONNECTION_MEMORY,
@@ -502,6 +511,32 @@ start_daemon(void)
 		ereport(ERROR,
 				(errmsg("plivo_otp listener could not listen on %s port %d: %m",
 						plivo_otp_listen_address, plivo_otp_listen_port)));
+}
+
+static unsigned int
+open_connections(void)
+{
+	const union MHD_DaemonInfo *info;
+
+	info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return info ? info->num_connections : 0;
+}
+
+/*
+ * MHD_run, and once more if that closed connections: at the connection
+ * limit libmicrohttpd takes its listening socket out of its epoll set and
+ * puts it back only at the start of a run, so without the second run the
+ * connections waiting to be accepted would wait for our next wake-up (up
+ * to 10 s when no connection is left to time out).
+ */
+static void
+run_daemon(void)
+{
+	unsigned int before = open_connections();
+
+	MHD_run(http_daemon);
+	if (open_connections() < before)
+		MHD_run(http_daemon);
 }
 
 static long
@@ -558,11 +593,11 @@ plivo_otp_listener_main(Datum main_arg)
 		}
 
 		/* Accept, read and judge; then record the batch and answer it. */
-		MHD_run(http_daemon);
+		run_daemon();
 		if (ready != NULL)
 		{
 			record_ready();
-			MHD_run(http_daemon);
+			run_daemon();
 		}
 	}
 }

@@ -57,6 +57,7 @@ extern int	plivo_otp_retention;
 extern char *plivo_otp_listen_address;
 extern int	plivo_otp_listen_port;
 extern int	plivo_otp_listen_max_connections;
+extern int	plivo_otp_listen_max_connections_per_address;
 extern void plivo_otp_define_settings(void);
 
 /* secret.c: the key file and keys derived from it */

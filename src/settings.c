@@ -49,6 +49,7 @@ int			plivo_otp_retention = 7 * 24 * 3600;
 char	   *plivo_otp_listen_address = NULL;
 int			plivo_otp_listen_port = 0;
 int			plivo_otp_listen_max_connections = 200;
+int			plivo_otp_listen_max_connections_per_address = 50;
 
 /* NIST SP 800-63B caps out-of-band authentication codes at 10 minutes. */
 #define NIST_OOB_CODE_TTL 600
@@ -162,6 +163,11 @@ plivo_otp_define_settings(void)
 	DefineCustomIntVariable("plivo_otp.listen_max_connections",
 							"Maximum concurrent connections to the webhook listener.",
 							NULL, &plivo_otp_listen_max_connections, 200, 4, 10000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.listen_max_connections_per_address",
+							"Maximum concurrent listener connections from one client address.",
+							"Behind a reverse proxy every connection comes from the proxy: raise it, or 0 for no limit.",
+							&plivo_otp_listen_max_connections_per_address, 50, 0, 10000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	/* Credentials and endpoints: reloadable, read by the workers. */

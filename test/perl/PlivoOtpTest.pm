@@ -218,13 +218,14 @@ push @EXPORT, qw(listener_node listener_pid listener_up read_response http_send
 
 # A started node with the extension whose listener is on a free port; its
 # callbacks are checked against public_url (default: the listener's own
-# address).  Returns ($node, $port).  %opts: public_url, conf (extra lines).
+# address).  Returns ($node, $port).  %opts: public_url, conf (extra
+# lines), init (options for init, e.g. allows_streaming => 1).
 sub listener_node
 {
 	my ($name, $standin, %opts) = @_;
 	my $port = PostgreSQL::Test::Cluster::get_free_port();
 	my $public = $opts{public_url} // "http://127.0.0.1:$port";
-	my $node = new_node($name,
+	my $node = new_node($name, init => $opts{init} // {},
 		conf => dispatcher_conf($standin, public_url => $public)
 		  . "plivo_otp.listen_port = $port\n"
 		  . ($opts{conf} // ''));
@@ -256,13 +257,14 @@ sub listener_up
 
 # Read one HTTP response from $sock within $timeout seconds: a hash with
 # status (undef if the server closed or said nothing), headers (lower-case
-# names), body, and error when there was no complete response.
+# names), body, and error when there was no complete response.  Bytes read
+# past the response (pipelined answers) are kept for the next call.
 sub read_response
 {
 	my ($sock, $timeout) = @_;
 	my $deadline = Time::HiRes::time() + ($timeout // 10);
 	my $sel = IO::Select->new($sock);
-	my $buf = '';
+	my $buf = delete ${*$sock}{plivo_otp_unread} // '';
 	my ($status, %headers, $need);
 	while (1)
 	{
@@ -279,8 +281,11 @@ sub read_response
 			$buf = substr($buf, length($head) + 4);
 			$need = $headers{'content-length'};
 		}
-		return { status => $status, headers => \%headers, body => substr($buf, 0, $need) }
-		  if defined $status && defined $need && length($buf) >= $need;
+		if (defined $status && defined $need && length($buf) >= $need)
+		{
+			${*$sock}{plivo_otp_unread} = substr($buf, $need);
+			return { status => $status, headers => \%headers, body => substr($buf, 0, $need) };
+		}
 		my $left = $deadline - Time::HiRes::time();
 		return { status => $status, headers => \%headers, body => $buf,
 			error => defined $status ? 'timeout reading the body' : 'timeout' }
