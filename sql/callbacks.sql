@@ -72,11 +72,17 @@ SELECT * FROM test.error_of($$
 SELECT * FROM test.error_of($$
 	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
 		'{"MessageUUID": "uuid-0001", "Status": "failed"}', '{}')$$);
--- The URL is part of what is signed.
+-- Only URLs under plivo_otp.public_url count (a V2 signature covers just URL and nonce,
+-- so a callback this account sent elsewhere must not be usable here).
 SELECT * FROM test.error_of($$
 	SELECT plivo_otp.ingest_callback('POST', 'https://evil.example.com/plivo/sms-status',
 		c.params, c.headers)
 	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000008') c$$);
+-- Under public_url, the path is part of what is signed.
+SELECT * FROM test.error_of($$
+	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/other',
+		c.params, c.headers)
+	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000017') c$$);
 SELECT count(*) AS events_after_refusals FROM plivo_otp.delivery_events WHERE provider_uuid = 'uuid-0001';
 
 -- No downgrade: a wrong V3 signature is not rescued by a valid V2 one.
@@ -130,7 +136,7 @@ SELECT status, applied_at IS NULL AS waiting FROM plivo_otp.delivery_events WHER
 
 -- Bad input.
 SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('PUT', 'https://a', '{}', '{}')$$);
-SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('POST', 'https://a', '[1]', '{}')$$);
+SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status', '[1]', '{}')$$);
 SELECT * FROM test.error_of($$SELECT plivo_otp.ingest_callback('POST', NULL, '{}', '{}')$$);
 SELECT * FROM test.error_of($$
 	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',

@@ -109,8 +109,43 @@ describe(PlivoSigResult result)
 	}
 }
 
+static Datum ingest(PG_FUNCTION_ARGS);
+
+/*
+ * The URL must be under plivo_otp.public_url, as the listener's always is:
+ * a V2 signature covers only URL and nonce, so a V2-signed callback that the
+ * same Plivo account sent to some other endpoint must not count here.
+ */
+static void
+check_public_url(const char *url)
+{
+	char	   *base = pstrdup(plivo_otp_public_url);
+	size_t		len = strlen(base);
+
+	while (len > 0 && base[len - 1] == '/')
+		base[--len] = '\0';
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("plivo_otp.public_url is not set"),
+				 errhint("Set it to the base URL that Plivo calls back (the one the dispatcher puts in each message).")));
+	if (strncmp(url, base, len) != 0 || (url[len] != '\0' && url[len] != '/' && url[len] != '?'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("callback URL is not under plivo_otp.public_url"),
+				 errdetail("Only callbacks to %s are accepted.", base),
+				 errhint("Pass the URL exactly as Plivo called it.")));
+}
+
+/* The statement carries the callback's numbers: errors hide it (api_args.c). */
 Datum
 plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
+{
+	return plivo_otp_hiding_statement(ingest, fcinfo);
+}
+
+static Datum
+ingest(PG_FUNCTION_ARGS)
 {
 	const char *method;
 	char	   *url;
@@ -133,6 +168,7 @@ plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
 				 errmsg("method, url, params and headers must not be null")));
 	method = method_arg(fcinfo, 0);
 	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	check_public_url(url);
 	nparams = jsonb_to_params(PG_GETARG_JSONB_P(2), "params", &params);
 	nheaders = jsonb_to_params(PG_GETARG_JSONB_P(3), "headers", &headers);
 

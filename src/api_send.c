@@ -11,11 +11,10 @@
  * queue the sealed message and ask for the dispatcher to be woken at commit.
  * A rollback undoes all of it: nothing is ever sent for it.
  *
- * The policy queries run with a fresh snapshot each (SPI read_only = false),
- * taken after the advisory lock is granted: in READ COMMITTED a send that
- * waited for a concurrent send to the same number sees it.  Under REPEATABLE
- * READ the snapshot is older; the unique index on pending codes still stops
- * a second live code for the same number and purpose.
+ * The policy queries run with the latest snapshot, taken after the advisory
+ * lock is granted, whatever the caller's isolation level: a send that waited
+ * for a concurrent send to the same number sees it, so no isolation level
+ * lets a caller past the limits.
  *
  *-------------------------------------------------------------------------
  */
@@ -140,7 +139,7 @@ check_send_policy(const char *phone, TimestampTz now)
 	{
 		args[0] = CStringGetTextDatum(phone);
 		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_resend_interval * USECS_PER_SEC);
-		plivo_otp_exec(&latest_send_to_number, args, NULL, false, 1);
+		plivo_otp_exec_latest(&latest_send_to_number, args, NULL, 1);
 		latest = DatumGetTimestampTz(plivo_otp_get(0, 1, &isnull));
 		if (!isnull)
 			refuse_send("plivo_otp.resend_interval",
@@ -154,7 +153,7 @@ check_send_policy(const char *phone, TimestampTz now)
 		args[0] = CStringGetTextDatum(phone);
 		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_number_window * USECS_PER_SEC);
 		args[2] = Int32GetDatum(plivo_otp_number_max_sends);
-		plivo_otp_exec(&recent_sends_to_number, args, NULL, false, 1);
+		plivo_otp_exec_latest(&recent_sends_to_number, args, NULL, 1);
 		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_number_max_sends)
 			refuse_send("plivo_otp.number_max_sends",
 						psprintf("This number was sent %d codes within plivo_otp.number_window (%d seconds).",
@@ -167,7 +166,20 @@ check_send_policy(const char *phone, TimestampTz now)
 	{
 		args[0] = TimestampTzGetDatum(now - USECS_PER_HOUR);
 		args[1] = Int32GetDatum(plivo_otp_global_max_sends_per_hour);
-		plivo_otp_exec(&recent_sends_global, args, NULL, false, 1);
+		plivo_otp_exec_latest(&recent_sends_global, args, NULL, 1);
+
+		/*
+		 * Near the cap, concurrent sends to different numbers could all pass
+		 * together: serialise them (only then, so the common case stays
+		 * parallel) and count again.  At most MaxConnections sends run at
+		 * once, so further from the cap than that none can overshoot it.
+		 */
+		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >=
+			plivo_otp_global_max_sends_per_hour - MaxConnections)
+		{
+			lock_key("plivo_otp global cap");
+			plivo_otp_exec_latest(&recent_sends_global, args, NULL, 1);
+		}
 		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_global_max_sends_per_hour)
 			refuse_send("plivo_otp.global_max_sends_per_hour",
 						psprintf("The server sent %d codes within the last hour.",
@@ -202,8 +214,16 @@ render_sms(const char *code, int ttl_seconds)
 	return buf.data;
 }
 
+static Datum send_code(PG_FUNCTION_ARGS);
+
 Datum
 plivo_otp_send(PG_FUNCTION_ARGS)
+{
+	return plivo_otp_hiding_statement(send_code, fcinfo);
+}
+
+static Datum
+send_code(PG_FUNCTION_ARGS)
 {
 	char		phone[PLIVO_OTP_MAX_PHONE_LEN + 1];
 	char	   *channel;
@@ -265,7 +285,7 @@ plivo_otp_send(PG_FUNCTION_ARGS)
 	{
 		args[0] = CStringGetTextDatum(idempotency_key);
 		args[1] = TimestampTzGetDatum(now);
-		if (plivo_otp_exec(&find_idempotent, args, NULL, false, 1) == 1)
+		if (plivo_otp_exec_latest(&find_idempotent, args, NULL, 1) == 1)
 		{
 			bool		isnull;
 			char	   *old_phone = plivo_otp_get_text(0, 2);

@@ -7,7 +7,9 @@
  * The rules, in order: no live code -> not_found; an expired code ->
  * expired; failures (the larger of the row's count and the shared ledger's,
  * which survives rollbacks) at the cap -> max_attempts, before the code is
- * even compared; then a constant-time comparison of digests.  A wrong or
+ * even compared; then a constant-time comparison of digests.  The ledger
+ * entry is reserved before that comparison, so a full ledger refuses right
+ * and wrong codes alike.  A wrong or
  * malformed code is counted in the ledger at once and in the row within the
  * transaction.
  *
@@ -106,7 +108,6 @@ check_code(FunctionCallInfo fcinfo)
 	max_attempts = DatumGetInt32(plivo_otp_get(0, 5, &isnull));
 	expires_at = DatumGetTimestampTz(plivo_otp_get(0, 6, &isnull));
 	now = GetCurrentTimestamp();
-	ledger_failures = plivo_otp_ledger_failures(&id);
 
 	if (strcmp(state, "pending") != 0 && strcmp(state, "max_attempts") != 0 &&
 		strcmp(state, "expired") != 0)
@@ -117,7 +118,9 @@ check_code(FunctionCallInfo fcinfo)
 			record_outcome(&id, "expired", attempts, now);
 		result = "expired";
 	}
-	else if ((failures = Max(attempts, ledger_failures)) >= max_attempts)
+	/* Reserve the ledger entry before anything is compared (fails closed if full). */
+	else if ((ledger_failures = plivo_otp_ledger_reserve(&id, expires_at)),
+			 (failures = Max(attempts, ledger_failures)) >= max_attempts)
 	{
 		if (strcmp(state, "pending") == 0)
 			record_outcome(&id, "max_attempts", failures, now);
@@ -147,14 +150,26 @@ check_code(FunctionCallInfo fcinfo)
 	return result;
 }
 
+static Datum
+check_code_text(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(check_code(fcinfo)));
+}
+
+static Datum
+check_code_bool(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(strcmp(check_code(fcinfo), "approved") == 0);
+}
+
 Datum
 plivo_otp_check(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(check_code(fcinfo)));
+	return plivo_otp_hiding_statement(check_code_text, fcinfo);
 }
 
 Datum
 plivo_otp_verify(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(strcmp(check_code(fcinfo), "approved") == 0);
+	return plivo_otp_hiding_statement(check_code_bool, fcinfo);
 }

@@ -57,7 +57,7 @@
 
 static PlivoOtpStatement record_nonce = {
 	"INSERT INTO plivo_otp.callback_nonces (nonce, seen_at)"
-	" SELECT n, $2 FROM unnest(ARRAY[$1, $3]) n WHERE n IS NOT NULL"
+	" SELECT n, $2 FROM pg_catalog.unnest(ARRAY[$1, $3]) n WHERE n IS NOT NULL"
 	" ON CONFLICT DO NOTHING",
 	3, {TEXTOID, TIMESTAMPTZOID, TEXTOID}
 };

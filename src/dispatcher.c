@@ -94,6 +94,7 @@ typedef struct Outcome
 
 static MemoryContext dispatcher_context;
 static MemoryContext outcome_context;
+static MemoryContext loop_context;
 static List *outcomes = NIL;
 
 static PlivoConfig config;
@@ -429,6 +430,7 @@ refill_tokens(TimestampTz now)
 }
 
 static int	claim_limit;
+static List *to_start = NIL;	/* requests of the current claim, started once it commits */
 
 static void
 claim_work(void)
@@ -478,11 +480,9 @@ claim_work(void)
 		t = plivo_otp_message_request(&config, phone, text,
 									  (int) Min(life, PLIVO_MAX_MESSAGE_EXPIRY));
 		t->owner = m;
+		to_start = lappend(to_start, t);
 		MemoryContextSwitchTo(old);
 		explicit_bzero(text, strlen(text));
-
-		plivo_otp_http_start(t);
-		tokens -= 1;
 	}
 
 	/* When is the next row due?  (Now, if the batch was cut short.) */
@@ -502,15 +502,47 @@ static void
 claim_and_start(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
 	int			room;
+	int			outcomes_before;
 
 	refill_tokens(now);
 	room = Min(plivo_otp_max_inflight - plivo_otp_http_inflight(), (int) tokens);
 	if (room <= 0)
 		return;
 	claim_limit = room;
-	if (!plivo_otp_run_work("claiming due messages", claim_work))
+	to_start = NIL;
+	outcomes_before = list_length(outcomes);
+	if (plivo_otp_run_work("claiming due messages", claim_work))
+	{
+		/*
+		 * Only now that the claim has committed: a request started inside a
+		 * claim that then rolled back would be sent, and its row, pending
+		 * again, claimed and sent a second time.
+		 */
+		foreach(lc, to_start)
+		{
+			plivo_otp_http_start((HttpTransfer *) lfirst(lc));
+			tokens -= 1;
+		}
+	}
+	else
+	{
+		foreach(lc, to_start)
+		{
+			HttpTransfer *t = (HttpTransfer *) lfirst(lc);
+
+			pfree(((InflightMessage *) t->owner)->masked_phone);
+			pfree(t->owner);
+			plivo_otp_http_free(t);
+		}
+		/* Outcomes judged inside the rolled-back claim no longer apply. */
+		outcomes = list_truncate(outcomes, outcomes_before);
 		next_due = 0;			/* the backstop timer tries again */
+	}
+	list_free(to_start);
+	to_start = NIL;
+	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
 }
 
 static void
@@ -616,6 +648,10 @@ plivo_otp_dispatcher_main(Datum main_arg)
 	plivo_otp_set_dispatcher_pid(MyProcPid);
 	before_shmem_exit(clear_dispatcher_latch, (Datum) 0);
 
+	/* Whatever a turn of the loop allocates lives until the next turn. */
+	loop_context = AllocSetContextCreate(dispatcher_context, "plivo_otp dispatcher loop",
+										 ALLOCSET_DEFAULT_SIZES);
+
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
@@ -631,6 +667,8 @@ plivo_otp_dispatcher_main(Datum main_arg)
 		TimestampTz now = GetCurrentTimestamp();
 		int			n;
 
+		MemoryContextSwitchTo(loop_context);
+		MemoryContextReset(loop_context);
 		n = WaitEventSetWait(wait_set, compute_timeout(now), events, lengthof(events),
 							 PG_WAIT_EXTENSION);
 		for (int i = 0; i < n; i++)

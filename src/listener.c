@@ -553,6 +553,7 @@ void
 plivo_otp_listener_main(Datum main_arg)
 {
 	WaitEventSet *wait_set;
+	MemoryContext loop_context;
 	const union MHD_DaemonInfo *info;
 
 	plivo_otp_worker_connect("plivo_otp listener");
@@ -562,6 +563,8 @@ plivo_otp_listener_main(Datum main_arg)
 	if (info == NULL)
 		ereport(ERROR, (errmsg("plivo_otp listener has no epoll descriptor")));
 
+	loop_context = AllocSetContextCreate(TopMemoryContext, "plivo_otp listener loop",
+										 ALLOCSET_DEFAULT_SIZES);
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
@@ -576,6 +579,9 @@ plivo_otp_listener_main(Datum main_arg)
 	{
 		WaitEvent	events[3];
 
+		/* Whatever a turn of the loop allocates lives until the next turn. */
+		MemoryContextSwitchTo(loop_context);
+		MemoryContextReset(loop_context);
 		(void) WaitEventSetWait(wait_set, daemon_timeout_ms(), events, lengthof(events),
 								PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

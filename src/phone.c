@@ -85,15 +85,19 @@ plivo_otp_normalize_phone(const char *input, char *out)
 
 /*
  * "+14155550199" -> "+1415*****99": the calling code and a little of the
- * area stay readable for operators, the subscriber part does not.
+ * area stay readable for operators, the subscriber part does not.  At least
+ * half the digits are hidden, so short numbers stay masked too
+ * ("+1234567" -> "+12***67").
  */
 char *
 plivo_otp_mask_phone(const char *e164)
 {
 	int			len = strlen(e164);
+	int			ndigits = len - 1;
+	int			shown_prefix = Min(4, ndigits - 2 - ndigits / 2);
 	char	   *masked = pstrdup(e164);
 
-	for (int i = 5; i < len - 2; i++)
+	for (int i = 1 + Max(shown_prefix, 1); i < len - 2; i++)
 		masked[i] = '*';
 	return masked;
 }

@@ -58,6 +58,12 @@ plivo_otp_check_api_url(const char *url, bool *loopback, char **why)
 		*why = "plivo_otp.api_url must start with https://";
 		return false;
 	}
+	/* No userinfo: "http://127.0.0.1:1@evil.example" goes to evil.example. */
+	if (strcspn(host, "@/?#") < strlen(host) && host[strcspn(host, "@/?#")] == '@')
+	{
+		*why = "plivo_otp.api_url must not contain user information (@)";
+		return false;
+	}
 	*loopback = is_ipv4_loopback(host) ||
 		(strncmp(host, "localhost", 9) == 0 &&
 		 (host[9] == ':' || host[9] == '/' || host[9] == '\0')) ||

@@ -95,6 +95,7 @@ extern bool plivo_otp_valid_prefix_list(const char *list);
 extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);
 extern char *plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno);
 extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
+extern Datum plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo);
 
 /* shared_state.c: failed-attempt ledger, dispatcher latch, counters */
 typedef enum PlivoOtpCounter
@@ -114,6 +115,7 @@ typedef enum PlivoOtpCounter
 extern void plivo_otp_shmem_request(void);
 extern void plivo_otp_shmem_startup(void);
 extern int	plivo_otp_ledger_failures(const pg_uuid_t *id);
+extern int	plivo_otp_ledger_reserve(const pg_uuid_t *id, TimestampTz expires_at);
 extern int	plivo_otp_ledger_record_failure(const pg_uuid_t *id,
 											TimestampTz expires_at);
 extern void plivo_otp_count(PlivoOtpCounter counter, uint64 n);

@@ -39,6 +39,13 @@ static const char *const key_labels[] = {
 static uint8 derived_keys[lengthof(key_labels)][PLIVO_OTP_SECRET_LEN];
 static bool derived_keys_loaded = false;
 
+/* Owned by the server's OS user and closed to group and others. */
+static bool
+private_file(const struct stat *st)
+{
+	return st->st_uid == geteuid() && (st->st_mode & (S_IRWXG | S_IRWXO)) == 0;
+}
+
 static bool
 server_in_recovery_at_start(void)
 {
@@ -99,6 +106,15 @@ plivo_otp_ensure_key_file(void)
 	}
 	close(fd);
 	explicit_bzero(secret, sizeof(secret));
+	/* The new directory entry must survive a power loss too, or the next
+	 * start would silently make another key. */
+	{
+		char		parent[MAXPGPATH];
+
+		strlcpy(parent, plivo_otp_key_file, sizeof(parent));
+		get_parent_directory(parent);
+		fsync_fname(parent[0] ? parent : ".", true);
+	}
 	ereport(LOG,
 			(errmsg("plivo_otp created its key file \"%s\"", plivo_otp_key_file),
 			 errdetail("Back it up with the data directory; pg_upgrade does not copy it.")));
@@ -118,13 +134,13 @@ load_derived_keys(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("plivo_otp key file \"%s\" cannot be opened: %m", plivo_otp_key_file),
 				 errhint("On a primary the server creates it at start; on a standby copy the primary's key file.")));
-	if (fstat(fd, &st) != 0 || (st.st_mode & (S_IRWXO)) != 0)
+	if (fstat(fd, &st) != 0 || !private_file(&st))
 	{
 		CloseTransientFile(fd);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("plivo_otp key file \"%s\" is accessible to other users", plivo_otp_key_file),
-				 errhint("Make it readable only by the server's operating system user: chmod 0600.")));
+				 errhint("Make it owned and readable only by the server's operating system user: chmod 0600.")));
 	}
 	n = read(fd, secret, sizeof(secret));
 	CloseTransientFile(fd);
@@ -182,10 +198,10 @@ plivo_otp_read_auth_token(char **error)
 		*error = psprintf("could not open auth token file \"%s\": %m", plivo_otp_auth_token_file);
 		return NULL;
 	}
-	if (fstat(fd, &st) != 0 || (st.st_mode & S_IRWXO) != 0)
+	if (fstat(fd, &st) != 0 || !private_file(&st))
 	{
 		CloseTransientFile(fd);
-		*error = psprintf("auth token file \"%s\" is accessible to other users (chmod 0600)",
+		*error = psprintf("auth token file \"%s\" is accessible to other users (make it owned by the server's user, chmod 0600)",
 						  plivo_otp_auth_token_file);
 		return NULL;
 	}

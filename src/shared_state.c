@@ -131,19 +131,16 @@ reclaim_expired(TimestampTz now)
 }
 
 /*
- * Count one failed attempt, at once and for good: the count does not
- * follow the caller's transaction.  Returns the new count.  Fails closed
- * with an ERROR when the ledger is full of live codes.
+ * Find or create the entry of a verification; the caller holds the lock
+ * exclusively.  A ledger full of live codes is an ERROR (after the lock is
+ * released): verification fails closed rather than leave failures uncounted.
  */
-int
-plivo_otp_ledger_record_failure(const pg_uuid_t *id, TimestampTz expires_at)
+static LedgerEntry *
+ledger_entry(const pg_uuid_t *id, TimestampTz expires_at)
 {
 	LedgerEntry *entry;
 	bool		found;
-	int			failures;
 
-	require_shared();
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	entry = hash_search(ledger, id, HASH_ENTER_NULL, &found);
 	if (entry == NULL && reclaim_expired(GetCurrentTimestamp()) > 0)
 		entry = hash_search(ledger, id, HASH_ENTER_NULL, &found);
@@ -171,7 +168,39 @@ plivo_otp_ledger_record_failure(const pg_uuid_t *id, TimestampTz expires_at)
 		entry->expires_at = expires_at;
 		shared->ledger_full_reported = false;
 	}
-	failures = ++entry->failures;
+	return entry;
+}
+
+/*
+ * Make sure a verification has a ledger entry, before its code is compared:
+ * if the ledger is full, the attempt fails here, whether the code is right
+ * or wrong, so the refusal tells an attacker nothing.  Returns the failures
+ * recorded so far.
+ */
+int
+plivo_otp_ledger_reserve(const pg_uuid_t *id, TimestampTz expires_at)
+{
+	int			failures;
+
+	require_shared();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	failures = ledger_entry(id, expires_at)->failures;
+	LWLockRelease(shared->lock);
+	return failures;
+}
+
+/*
+ * Count one failed attempt, at once and for good: the count does not
+ * follow the caller's transaction.  Returns the new count.
+ */
+int
+plivo_otp_ledger_record_failure(const pg_uuid_t *id, TimestampTz expires_at)
+{
+	int			failures;
+
+	require_shared();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	failures = ++ledger_entry(id, expires_at)->failures;
 	LWLockRelease(shared->lock);
 	return failures;
 }

@@ -13,16 +13,13 @@
 
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 
 #include "spi_util.h"
 
-/* Execute stmt; returns SPI_processed.  Any SPI failure is an ERROR. */
-int
-plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
-			   bool read_only, long count)
+static void
+prepare_once(PlivoOtpStatement *stmt)
 {
-	int			rc;
-
 	if (stmt->plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
@@ -33,9 +30,37 @@ plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
 			elog(ERROR, "plivo_otp: SPI_keepplan failed");
 		stmt->plan = plan;
 	}
+}
+
+/* Execute stmt; returns SPI_processed.  Any SPI failure is an ERROR. */
+int
+plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
+			   bool read_only, long count)
+{
+	int			rc;
+
+	prepare_once(stmt);
 	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
 	if (rc < 0)
 		elog(ERROR, "plivo_otp: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/*
+ * Execute stmt with the latest snapshot, whatever the caller's isolation
+ * level: a policy check that waited for a lock must see what the holder of
+ * that lock committed, also under REPEATABLE READ.
+ */
+int
+plivo_otp_exec_latest(PlivoOtpStatement *stmt, Datum *values, const char *nulls, long count)
+{
+	int			rc;
+
+	prepare_once(stmt);
+	rc = SPI_execute_snapshot(stmt->plan, values, nulls, GetLatestSnapshot(),
+							  InvalidSnapshot, false, false, count);
+	if (rc < 0)
+		elog(ERROR, "plivo_otp: SPI_execute_snapshot failed: %s", SPI_result_code_string(rc));
 	return (int) SPI_processed;
 }
 

@@ -22,6 +22,8 @@ typedef struct PlivoOtpStatement
 
 extern int	plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
 						   bool read_only, long count);
+extern int	plivo_otp_exec_latest(PlivoOtpStatement *stmt, Datum *values,
+								  const char *nulls, long count);
 extern Datum plivo_otp_get(int row, int col, bool *isnull);
 extern bool plivo_otp_get_bool(int row, int col);
 extern char *plivo_otp_get_text(int row, int col);

@@ -3,9 +3,15 @@
  * worker_common.c
  *	  Short transactions for the plivo_otp workers, in worker_spi's order.
  *
- * Before touching the extension's tables a unit of work checks that the
- * extension exists and takes a conditional lock on the queue table, so
- * DROP EXTENSION never waits on a worker (nor a worker on it).  An ERROR in
+ * Workers run as the bootstrap superuser, so they pin search_path (a schema
+ * named after that user, or a database-level search_path, could otherwise
+ * plant functions or operators that our queries would run as superuser) and
+ * the isolation level (their logic assumes READ COMMITTED).
+ *
+ * Before touching the extension's tables a unit of work takes a conditional
+ * lock on the extension object itself, which DROP EXTENSION locks before
+ * anything else, then conditional locks on the tables, so neither DROP
+ * EXTENSION nor other DDL ever waits on a worker, nor a worker on them.  An ERROR in
  * a unit of work is logged and rolled back; the worker carries on, because
  * ending it would orphan requests it has in flight.
  *
@@ -15,6 +21,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -22,6 +29,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
@@ -38,7 +46,31 @@ plivo_otp_worker_connect(const char *name)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(plivo_otp_database, NULL, 0);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(psprintf("%s %s", name, PLIVO_OTP_VERSION));
+}
+
+/*
+ * Lock the extension's tables without waiting: a worker never stalls its
+ * event loop behind someone's DDL; it skips this turn and tries again.
+ */
+static bool
+lock_tables(void)
+{
+	static const char *const tables[] = {
+		"verifications", "messages", "delivery_events", "callback_nonces"
+	};
+	Oid			nsp = get_namespace_oid(PLIVO_OTP_SCHEMA, true);
+
+	for (int i = 0; i < lengthof(tables); i++)
+	{
+		Oid			rel = OidIsValid(nsp) ? get_relname_relid(tables[i], nsp) : InvalidOid;
+
+		if (!OidIsValid(rel) || !ConditionalLockRelationOid(rel, RowExclusiveLock))
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -49,22 +81,22 @@ plivo_otp_worker_connect(const char *name)
 bool
 plivo_otp_begin_work(const char *activity)
 {
-	Oid			nsp;
-	Oid			queue;
+	Oid			extension;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
 
-	nsp = get_namespace_oid(PLIVO_OTP_SCHEMA, true);
-	queue = OidIsValid(nsp) ? get_relname_relid("messages", nsp) : InvalidOid;
-	if (!OidIsValid(get_extension_oid("plivo_otp", true)) || !OidIsValid(queue) ||
-		!ConditionalLockRelationOid(queue, RowExclusiveLock))
+	extension = get_extension_oid("plivo_otp", true);
+	if (!OidIsValid(extension) ||
+		!ConditionalLockDatabaseObject(ExtensionRelationId, extension, 0, AccessShareLock) ||
+		!OidIsValid(get_extension_oid("plivo_otp", true)) ||
+		!lock_tables())
 	{
 		if (!extension_missing_logged)
 			ereport(LOG,
-					(errmsg("%s is waiting for the extension in database \"%s\"",
+					(errmsg("%s is waiting: extension plivo_otp is missing or locked in database \"%s\"",
 							MyBgworkerEntry->bgw_name, plivo_otp_database),
 					 errhint("Run CREATE EXTENSION plivo_otp in the database named by plivo_otp.database.")));
 		extension_missing_logged = true;

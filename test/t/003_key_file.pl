@@ -50,6 +50,11 @@ $primary->restart;
 my ($ret, $stdout, $stderr) = $primary->psql('postgres', "SELECT plivo_otp.otp_send('+15005559102')");
 like($stderr, qr/key file "plivo_otp.key" is accessible to other users/, 'a world-readable key is refused');
 like($stderr, qr/chmod 0600/, 'with a hint saying how to fix it');
+# Group access is refused too: only the server's OS user may read the key.
+chmod 0640, $keyfile;
+$primary->restart;
+($ret, $stdout, $stderr) = $primary->psql('postgres', "SELECT plivo_otp.otp_send('+15005559103')");
+like($stderr, qr/key file "plivo_otp.key" is accessible to other users/, 'a group-readable key is refused');
 chmod 0600, $keyfile;
 
 $primary->stop;

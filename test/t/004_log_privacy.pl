@@ -27,7 +27,19 @@ for my $case (@cases)
 	like($stderr, $expect, "the client sees the error ($expect)");
 }
 
+# An error the extension does not raise itself (a lock timeout inside
+# otp_check) hides the statement too.
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE plivo_otp.verifications IN ACCESS EXCLUSIVE MODE');
+my ($r, $o, $e) = $node->psql('postgres',
+	"SET lock_timeout = '200ms'; SELECT plivo_otp.otp_check('+442079460006', '987651')");
+like($e, qr/lock timeout/, 'otp_check fails on a lock timeout');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+
 my $log = slurp_file($node->logfile);
+like($log, qr/ERROR:  canceling statement due to lock timeout/, 'the lock timeout is logged');
+unlike($log, qr/987651|79460006/, 'without the statement that carried the number and the code');
 like($log, qr/ERROR:  invalid phone number/, 'the errors are logged');
 unlike($log, qr/STATEMENT:/, 'no statement accompanies them');
 unlike($log, qr/7946 ?000\d|79460{3}\d|5557770001|987654/, 'no phone number or code reaches the log');
