@@ -11,6 +11,12 @@
  * add or reclaim entries.  Entries of expired codes are reclaimed when the
  * table fills; a table full of live codes makes verification fail closed.
  *
+ * At a clean shutdown the postmaster writes the live entries to
+ * pg_stat/plivo_otp_ledger.dat and the next start reads them back (as
+ * pg_stat_statements does with its file), so a restart loses no failed
+ * attempt; only a crash or a failover loses the rolled-back failures of the
+ * codes alive at that moment.
+ *
  * The dispatcher latch pointer and the counters are read and written
  * without the lock: a pointer store is atomic, counters are pg_atomic.
  *
@@ -20,6 +26,7 @@
 
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -49,6 +56,12 @@ typedef struct PlivoOtpShared
 
 static PlivoOtpShared *shared = NULL;
 static HTAB *ledger = NULL;
+
+#define LEDGER_FILE		"pg_stat/plivo_otp_ledger.dat"
+#define LEDGER_MAGIC	0x504C4731	/* "PLG1" */
+
+static void ledger_save(int code, Datum arg);
+static void ledger_load(void);
 
 void
 plivo_otp_shmem_request(void)
@@ -84,6 +97,99 @@ plivo_otp_shmem_startup(void)
 						   plivo_otp_max_live_codes, plivo_otp_max_live_codes,
 						   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
+
+	/* The postmaster keeps the ledger across clean restarts. */
+	if (!IsUnderPostmaster)
+	{
+		on_shmem_exit(ledger_save, (Datum) 0);
+		if (!found)
+			ledger_load();
+	}
+}
+
+/* Read back the entries saved at the last clean shutdown, then drop the file. */
+static void
+ledger_load(void)
+{
+	FILE	   *file = AllocateFile(LEDGER_FILE, PG_BINARY_R);
+	TimestampTz now = GetCurrentTimestamp();
+	uint32		magic;
+	int32		count;
+	int			loaded = 0;
+
+	if (file == NULL)
+		return;
+	if (fread(&magic, sizeof(magic), 1, file) == 1 && magic == LEDGER_MAGIC &&
+		fread(&count, sizeof(count), 1, file) == 1)
+	{
+		for (int i = 0; i < count; i++)
+		{
+			LedgerEntry saved;
+			LedgerEntry *entry;
+			bool		found;
+
+			if (fread(&saved, sizeof(saved), 1, file) != 1)
+				break;
+			if (saved.expires_at <= now)
+				continue;
+			entry = hash_search(ledger, &saved.id, HASH_ENTER_NULL, &found);
+			if (entry == NULL)
+				break;
+			entry->failures = saved.failures;
+			entry->expires_at = saved.expires_at;
+			loaded++;
+		}
+	}
+	FreeFile(file);
+	unlink(LEDGER_FILE);
+	if (loaded > 0)
+		ereport(LOG,
+				(errmsg("plivo_otp restored failed attempts of %d live codes", loaded)));
+}
+
+/* At a clean shutdown (code 0), save the live entries; never after a crash. */
+static void
+ledger_save(int code, Datum arg)
+{
+	HASH_SEQ_STATUS status;
+	LedgerEntry *entry;
+	TimestampTz now = GetCurrentTimestamp();
+	FILE	   *file;
+	uint32		magic = LEDGER_MAGIC;
+	int32		count = 0;
+	bool		ok;
+
+	if (code != 0 || ledger == NULL)
+		return;
+	file = AllocateFile(LEDGER_FILE ".tmp", PG_BINARY_W);
+	if (file == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", LEDGER_FILE ".tmp")));
+		return;
+	}
+	hash_seq_init(&status, ledger);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->expires_at > now && entry->failures > 0)
+			count++;
+	ok = fwrite(&magic, sizeof(magic), 1, file) == 1 &&
+		fwrite(&count, sizeof(count), 1, file) == 1;
+	hash_seq_init(&status, ledger);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (ok && entry->expires_at > now && entry->failures > 0)
+			ok = fwrite(entry, sizeof(*entry), 1, file) == 1;
+	if (FreeFile(file) != 0)
+		ok = false;
+	if (ok)
+		(void) durable_rename(LEDGER_FILE ".tmp", LEDGER_FILE, LOG);
+	else
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", LEDGER_FILE ".tmp")));
+		unlink(LEDGER_FILE ".tmp");
+	}
 }
 
 static void
