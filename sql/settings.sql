@@ -28,6 +28,11 @@ RESET plivo_otp.code_ttl;
 SET plivo_otp.api_url = 'http://127.0.0.1:1';
 SET plivo_otp.key_file = '/tmp/other.key';
 SET plivo_otp.auth_id = 'MAXXXXXXXXXXXXXXXXXX';
+-- URLs: https, except for loopback addresses (local stand-ins and tests).
+ALTER SYSTEM SET plivo_otp.api_url = 'http://api.plivo.com';
+ALTER SYSTEM SET plivo_otp.api_url = 'http://127.0.0.1:1@evil.example';
+ALTER SYSTEM SET plivo_otp.public_url = 'http://otp.example.com';
+ALTER SYSTEM SET plivo_otp.public_url = 'https://otp.example.com/?tenant=1';
 -- The prefix is reserved: misspelt settings are errors, not silent placeholders.
 SET plivo_otp.code_lenght = 6;
 

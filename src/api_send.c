@@ -27,6 +27,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -96,6 +97,23 @@ static PlivoOtpStatement insert_message = {
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)",
 	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
+
+/*
+ * The dispatcher drains only the queue of plivo_otp.database: a code queued
+ * in any other database would never be sent, so refuse it there, loudly.
+ */
+static void
+require_dispatch_database(void)
+{
+	char	   *here = get_database_name(MyDatabaseId);
+
+	if (here == NULL || strcmp(here, plivo_otp_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("plivo_otp sends codes only from database \"%s\"", plivo_otp_database),
+				 errdetail("The dispatcher drains the queue of the database named by plivo_otp.database; a code queued here would never be sent."),
+				 errhint("Call otp_send in that database, or set plivo_otp.database and restart.")));
+}
 
 /* Serialise work on one key within this transaction. */
 static void
@@ -242,6 +260,7 @@ send_code(PG_FUNCTION_ARGS)
 	char		nulls[9];
 
 	plivo_otp_require_preload();
+	require_dispatch_database();
 	plivo_otp_phone_arg(fcinfo, 0, phone);
 	channel = plivo_otp_channel_arg(fcinfo, 1);
 	purpose = plivo_otp_purpose_arg(fcinfo, 2);

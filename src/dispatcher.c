@@ -222,8 +222,8 @@ load_config(void)
 		why = "plivo_otp.auth_id is not set";
 	else if (plivo_otp_sender[0] == '\0')
 		why = "plivo_otp.sender is not set";
-	else if (!plivo_otp_check_api_url(plivo_otp_api_url, &config.api_url_loopback, &why))
-		;
+	else if (!plivo_otp_check_url(plivo_otp_api_url, &config.api_url_loopback, &why))
+		why = psprintf("plivo_otp.api_url: %s", why);
 	else if ((token = plivo_otp_read_auth_token(&why)) != NULL)
 	{
 		config.auth_id = pstrdup(plivo_otp_auth_id);

@@ -22,6 +22,7 @@
 #include "utils/json.h"
 
 #include "plivo_api.h"
+#include "plivo_otp.h"
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
 
@@ -40,11 +41,12 @@ is_ipv4_loopback(const char *host)
 }
 
 /*
- * Is url acceptable as plivo_otp.api_url?  https anywhere, plain http only
- * to 127.0.0.0/8, localhost or [::1].
+ * Is url acceptable as plivo_otp.api_url or plivo_otp.public_url?  https
+ * anywhere, plain http only to 127.0.0.0/8, localhost or [::1].  *why names
+ * the problem for plivo_otp.api_url; callers about another setting say so.
  */
 bool
-plivo_otp_check_api_url(const char *url, bool *loopback, char **why)
+plivo_otp_check_url(const char *url, bool *loopback, char **why)
 {
 	const char *host;
 
@@ -55,13 +57,13 @@ plivo_otp_check_api_url(const char *url, bool *loopback, char **why)
 		host = url + 7;
 	else
 	{
-		*why = "plivo_otp.api_url must start with https://";
+		*why = "The URL must start with https://.";
 		return false;
 	}
 	/* No userinfo: "http://127.0.0.1:1@evil.example" goes to evil.example. */
 	if (strcspn(host, "@/?#") < strlen(host) && host[strcspn(host, "@/?#")] == '@')
 	{
-		*why = "plivo_otp.api_url must not contain user information (@)";
+		*why = "The URL must not contain user information (@).";
 		return false;
 	}
 	*loopback = is_ipv4_loopback(host) ||
@@ -70,7 +72,7 @@ plivo_otp_check_api_url(const char *url, bool *loopback, char **why)
 		strncmp(host, "[::1]", 5) == 0;
 	if (url[4] == ':' && !*loopback)
 	{
-		*why = "plivo_otp.api_url must use https except for loopback addresses";
+		*why = "The URL must use https except for loopback addresses.";
 		return false;
 	}
 	return true;

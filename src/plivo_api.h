@@ -28,7 +28,6 @@ typedef struct PlivoConfig
 #define PLIVO_MIN_MESSAGE_EXPIRY 5
 #define PLIVO_MAX_MESSAGE_EXPIRY 10799
 
-extern bool plivo_otp_check_api_url(const char *url, bool *loopback, char **why);
 extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const char *e164,
 											   const char *text, int expiry_seconds);
 extern bool plivo_otp_parse_send_response(const char *body, char **message_uuid,

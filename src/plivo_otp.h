@@ -60,6 +60,9 @@ extern int	plivo_otp_listen_max_connections;
 extern int	plivo_otp_listen_max_connections_per_address;
 extern void plivo_otp_define_settings(void);
 
+/* plivo_api.c: the https-except-loopback rule for URLs */
+extern bool plivo_otp_check_url(const char *url, bool *loopback, char **why);
+
 /* secret.c: the key file and keys derived from it */
 typedef enum PlivoOtpKeyUse
 {

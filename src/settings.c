@@ -110,6 +110,42 @@ check_message_log(char **newval, void **extra, GucSource source)
 }
 
 static bool
+check_public_url(char **newval, void **extra, GucSource source)
+{
+	bool		loopback;
+	char	   *why = NULL;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (strpbrk(*newval, "?#") != NULL)
+	{
+		GUC_check_errdetail("The public URL is a base URL: no query or fragment.");
+		return false;
+	}
+	/* Plivo calls it over the internet: https, unless it is a local test. */
+	if (!plivo_otp_check_url(*newval, &loopback, &why))
+	{
+		GUC_check_errdetail("%s", why);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_api_url(char **newval, void **extra, GucSource source)
+{
+	bool		loopback;
+	char	   *why = NULL;
+
+	if (*newval == NULL || !plivo_otp_check_url(*newval, &loopback, &why))
+	{
+		GUC_check_errdetail("%s", why ? why : "A URL is required.");
+		return false;
+	}
+	return true;
+}
+
+static bool
 check_auth_id(char **newval, void **extra, GucSource source)
 {
 	const char *p = *newval;
@@ -188,12 +224,12 @@ plivo_otp_define_settings(void)
 							   "Base URL of Plivo's REST API.",
 							   "https is required except for loopback addresses.",
 							   &plivo_otp_api_url, "https://api.plivo.com",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_SIGHUP, 0, check_api_url, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.public_url",
 							   "Base URL at which Plivo reaches the webhook listener.",
 							   "Used in callback URLs and for signature checks; empty means no callbacks are requested.",
 							   &plivo_otp_public_url, "",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_SIGHUP, 0, check_public_url, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.message_log",
 							   "Plivo's log setting for sent messages.",
 							   "false (default) keeps no content at Plivo.",

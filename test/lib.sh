@@ -7,7 +7,7 @@
 
 PG_BINDIR=/usr/lib/postgresql/15/bin
 export PG_CONFIG=$PG_BINDIR/pg_config
-PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libipc-run-perl python3 clang-14 libclang-rt-14-dev"
+PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libipc-run-perl python3 procps clang-14 libclang-rt-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test/run.sh: build plivo_otp and run every test suite, then clean up.
 #
-#   sudo bash test/run.sh              # everything
-#   sudo bash test/run.sh regress tap  # only some suites
-#   TAP_FILES=test/t/005_dispatch.pl sudo bash test/run.sh tap
+#   bash test/run.sh                   # everything (as root, or sudo bash ...)
+#   bash test/run.sh regress tap       # only some suites
+#   TAP_FILES=test/t/005_dispatch.pl bash test/run.sh tap
+#   KEEP_TEST_DIR=1 bash test/run.sh   # keep the build and logs in /tmp
 #
 # Suites: regress (pg_regress), isolation (race specs), tap (test/t/*.pl,
 # with the local Plivo stand-in), unit (the signature code outside the
@@ -31,7 +32,7 @@ cleanup() {
 	pkill -9 -f -- "$work" 2>/dev/null
 	rm -rf "$work"
 }
-[ -n "${KEEP_TEST_DIR:-}" ] && trap "echo kept \$work" EXIT || trap cleanup EXIT
+[ -n "${KEEP_TEST_DIR:-}" ] && echo "keeping $work" >&2 || trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 passed=0
@@ -90,7 +91,9 @@ for suite in $suites; do
 		;;
 	isolation)
 		log "isolation"
+		# The same database name as pg_regress, the one plivo_otp.database names.
 		(cd "$build" && as_pg make -s installcheck REGRESS= TAP_TESTS= \
+			ISOLATION_TESTDB=contrib_regression \
 			EXTRA_REGRESS_OPTS="$regress_opts") > "$work/isolation.out" 2>&1
 		count_regress "$work/isolation.out"
 		grep -q 'FAILED\|failed\|Error' "$work/isolation.out" &&

@@ -52,6 +52,14 @@ $node->safe_psql('postgres', "BEGIN; SELECT plivo_otp.otp_send('+14155550102'); 
 sleep 2;
 is(scalar @{ $plivo->messages_to('+14155550102') }, 0, 'a rolled-back send never reaches Plivo');
 
+# Codes are sent only from plivo_otp.database: elsewhere otp_send refuses
+# rather than queue a code that no dispatcher would ever send.
+$node->safe_psql('postgres', 'CREATE DATABASE elsewhere');
+$node->safe_psql('elsewhere', 'CREATE EXTENSION plivo_otp');
+my ($ret, $stdout, $stderr) = $node->psql('elsewhere', "SELECT plivo_otp.otp_send('+14155550103')");
+like($stderr, qr/plivo_otp sends codes only from database "postgres"/,
+	'otp_send in another database is refused, not queued forever');
+
 # The worker is visible under a recognisable name.
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'plivo_otp dispatcher'"),
