@@ -20,6 +20,7 @@ ensure_packages() {
 	[ ${#missing[@]} -eq 0 ] && return 0
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "Missing packages. Run as root:" >&2
+		echo "  mkdir -p /etc/postgresql-common/createcluster.d && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/00-plivo-otp.conf" >&2
 		echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
 		return 1
 	fi
