@@ -105,9 +105,15 @@ static PlivoOtpStatement insert_message = {
 static void
 require_dispatch_database(void)
 {
-	char	   *here = get_database_name(MyDatabaseId);
+	/* A backend never changes database (nor plivo_otp.database, a postmaster setting). */
+	static bool checked = false;
+	char	   *here;
 
-	if (here == NULL || strcmp(here, plivo_otp_database) != 0)
+	if (checked)
+		return;
+	here = get_database_name(MyDatabaseId);
+	checked = here != NULL && strcmp(here, plivo_otp_database) == 0;
+	if (!checked)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("plivo_otp sends codes only from database \"%s\"", plivo_otp_database),

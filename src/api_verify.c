@@ -119,7 +119,7 @@ check_code(FunctionCallInfo fcinfo)
 		result = "expired";
 	}
 	/* Reserve the ledger entry before anything is compared (fails closed if full). */
-	else if ((ledger_failures = plivo_otp_ledger_reserve(&id, expires_at)),
+	else if ((ledger_failures = plivo_otp_ledger_add(&id, expires_at, 0)),
 			 (failures = Max(attempts, ledger_failures)) >= max_attempts)
 	{
 		if (strcmp(state, "pending") == 0)
@@ -137,7 +137,7 @@ check_code(FunctionCallInfo fcinfo)
 	else
 	{
 		/* Count it where a rollback cannot take it back, then in the row. */
-		ledger_failures = plivo_otp_ledger_record_failure(&id, expires_at);
+		ledger_failures = plivo_otp_ledger_add(&id, expires_at, 1);
 		failures = Max(attempts + 1, ledger_failures);
 		record_outcome(&id, failures >= max_attempts ? "max_attempts" : "pending",
 					   failures, now);

@@ -13,14 +13,15 @@
  *	   Plivo's retry;
  *	2. the event is stored, unique on (MessageUUID, Status, Sequence): a
  *	   duplicate changes nothing;
- *	3. the message with that UUID takes the status if it moves forward:
+ *	3. the event waits (applied_at NULL) until its message's UUID is known,
+ *	   at once if it already is; the message then takes the status if it
+ *	   moves forward:
  *	   queued < sent < a final status (delivered, undelivered, failed,
  *	   rejected); one final status replaces another only with a higher
  *	   Sequence.  Plivo's words go to delivery_status, never dispatch_state.
- * A callback can beat the dispatcher's commit of the message's UUID: its
- * event waits (applied_at NULL) and plivo_otp_apply_waiting_events(),
- * called by the dispatcher after recording UUIDs and every second, applies
- * it.
+ * One statement applies events in both cases: right after a callback is
+ * stored, and when the dispatcher has recorded UUIDs (and every second), for
+ * callbacks that beat its commit.
  *
  *-------------------------------------------------------------------------
  */
@@ -66,28 +67,22 @@ static PlivoOtpStatement record_event = {
 	"INSERT INTO plivo_otp.delivery_events"
 	" (provider_uuid, status, sequence, error_code, params, received_at)"
 	" VALUES ($1, $2, $3, nullif($4, ''), $5::jsonb, $6)"
-	" ON CONFLICT (provider_uuid, status, sequence) DO NOTHING RETURNING id",
+	" ON CONFLICT (provider_uuid, status, sequence) DO NOTHING",
 	6, {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
-static PlivoOtpStatement apply_event = {
-	"WITH target AS (SELECT id FROM plivo_otp.messages WHERE provider_uuid = $1 FOR UPDATE),"
-	" moved AS ("
-	" UPDATE plivo_otp.messages m SET delivery_status = $2, delivery_sequence = $3,"
-	"  error_code = " ERROR_CODE_FOR("$2", "$4") ", updated_at = $5"
-	" FROM target WHERE m.id = target.id AND " MOVES_FORWARD("$2", "$3") " RETURNING m.id)"
-	" UPDATE plivo_otp.delivery_events SET applied_at = $5"
-	" WHERE id = $6 AND EXISTS (SELECT 1 FROM target)",
-	6, {TEXTOID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID}
-};
-
-/* Events that arrived before their message's UUID was recorded. */
+/*
+ * Apply waiting events (applied_at NULL) whose message UUID is known: for
+ * each message the best of its waiting events, if it moves the message
+ * forward.  $2 limits it to one UUID (a callback just stored), NULL sweeps
+ * them all (events that beat the dispatcher's commit of their UUID).
+ */
 static PlivoOtpStatement apply_waiting = {
 	"WITH best AS ("
 	" SELECT DISTINCT ON (e.provider_uuid) e.provider_uuid, e.status, e.sequence, e.error_code"
 	" FROM plivo_otp.delivery_events e"
 	" JOIN plivo_otp.messages m ON m.provider_uuid = e.provider_uuid"
-	" WHERE e.applied_at IS NULL"
+	" WHERE e.applied_at IS NULL AND ($2::text IS NULL OR e.provider_uuid = $2)"
 	" ORDER BY e.provider_uuid, " RANK("e.status") " DESC, e.sequence DESC),"
 	" moved AS ("
 	" UPDATE plivo_otp.messages m SET delivery_status = best.status,"
@@ -98,9 +93,21 @@ static PlivoOtpStatement apply_waiting = {
 	"  AND " MOVES_FORWARD("best.status", "best.sequence") ")"
 	" UPDATE plivo_otp.delivery_events e SET applied_at = $1"
 	" FROM plivo_otp.messages m"
-	" WHERE e.applied_at IS NULL AND m.provider_uuid = e.provider_uuid",
-	1, {TIMESTAMPTZOID}
+	" WHERE e.applied_at IS NULL AND ($2::text IS NULL OR e.provider_uuid = $2)"
+	"  AND m.provider_uuid = e.provider_uuid",
+	2, {TIMESTAMPTZOID, TEXTOID}
 };
+
+static int
+apply_waiting_events(const char *uuid)
+{
+	Datum		args[2];
+	char		nulls[2] = {' ', uuid ? ' ' : 'n'};
+
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[1] = uuid ? CStringGetTextDatum(uuid) : (Datum) 0;
+	return plivo_otp_exec(&apply_waiting, args, nulls, false, 0);
+}
 
 static const char *
 param_value(const PlivoParam *params, int nparams, const char *key)
@@ -142,9 +149,7 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	const char *error_code = param_value(params, nparams, "ErrorCode");
 	TimestampTz now = GetCurrentTimestamp();
 	int64		sequence = -1;
-	int64		event_id;
 	Datum		args[6];
-	bool		isnull;
 
 	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
 		strlen(uuid) > 64 || strlen(status) > 32)
@@ -174,15 +179,9 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	args[5] = TimestampTzGetDatum(now);
 	if (plivo_otp_exec(&record_event, args, NULL, false, 0) == 0)
 		return PLIVO_INGEST_DUPLICATE;
-	event_id = DatumGetInt64(plivo_otp_get(0, 1, &isnull));
 
-	args[0] = CStringGetTextDatum(uuid);
-	args[1] = CStringGetTextDatum(status);
-	args[2] = Int64GetDatum(sequence);
-	args[3] = CStringGetTextDatum(error_code ? error_code : "");
-	args[4] = TimestampTzGetDatum(now);
-	args[5] = Int64GetDatum(event_id);
-	plivo_otp_exec(&apply_event, args, NULL, false, 0);
+	/* Stored as waiting; applied now if the message's UUID is known. */
+	apply_waiting_events(uuid);
 	return PLIVO_INGEST_RECORDED;
 }
 
@@ -190,8 +189,5 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 int
 plivo_otp_apply_waiting_events(void)
 {
-	Datum		args[1];
-
-	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
-	return plivo_otp_exec(&apply_waiting, args, NULL, false, 0);
+	return apply_waiting_events(NULL);
 }

@@ -119,6 +119,7 @@ rate_burst(void)
 static TimestampTz next_due = 0;	/* earliest next_try_at seen, 0 if none */
 static TimestampTz next_expire_at = 0;
 static TimestampTz next_purge_at = 0;
+static TimestampTz next_backstop_at = 0;	/* claim at least this often */
 
 static PlivoOtpStatement claim_due = {
 	"WITH due AS ("
@@ -356,6 +357,15 @@ judge_transfer(HttpTransfer *t)
 	}
 }
 
+/* Free a transfer and what the dispatcher keeps about its message. */
+static void
+free_transfer(HttpTransfer *t)
+{
+	pfree(((InflightMessage *) t->owner)->masked_phone);
+	pfree(t->owner);
+	plivo_otp_http_free(t);
+}
+
 static void
 collect_finished(void)
 {
@@ -364,9 +374,7 @@ collect_finished(void)
 	while ((t = plivo_otp_http_next_done()) != NULL)
 	{
 		judge_transfer(t);
-		pfree(((InflightMessage *) t->owner)->masked_phone);
-		pfree(t->owner);
-		plivo_otp_http_free(t);
+		free_transfer(t);
 	}
 	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
 }
@@ -495,7 +503,6 @@ claim_work(void)
 	/* Due rows that could not be claimed (locked by someone): look again soon, not at once. */
 	if (n == 0 && next_due != 0 && next_due <= now)
 		next_due = now + 250 * 1000;
-	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
 }
 
 static void
@@ -529,13 +536,7 @@ claim_and_start(void)
 	else
 	{
 		foreach(lc, to_start)
-		{
-			HttpTransfer *t = (HttpTransfer *) lfirst(lc);
-
-			pfree(((InflightMessage *) t->owner)->masked_phone);
-			pfree(t->owner);
-			plivo_otp_http_free(t);
-		}
+			free_transfer((HttpTransfer *) lfirst(lc));
 		/* Outcomes judged inside the rolled-back claim no longer apply. */
 		outcomes = list_truncate(outcomes, outcomes_before);
 		next_due = 0;			/* the backstop timer tries again */
@@ -604,7 +605,7 @@ abandon_transfer(HttpTransfer *t)
 	else
 		add_outcome(&m->id, "pending", NULL, 0, "dispatcher stopped before sending",
 					GetCurrentTimestamp());
-	plivo_otp_http_free(t);
+	free_transfer(t);
 }
 
 /* How long to sleep: the earliest of every deadline the loop keeps. */
@@ -664,6 +665,7 @@ plivo_otp_dispatcher_main(Datum main_arg)
 	{
 		WaitEvent	events[3];
 		bool		socket_ready = false;
+		bool		latch_set = false;
 		TimestampTz now = GetCurrentTimestamp();
 		int			n;
 
@@ -672,8 +674,12 @@ plivo_otp_dispatcher_main(Datum main_arg)
 		n = WaitEventSetWait(wait_set, compute_timeout(now), events, lengthof(events),
 							 PG_WAIT_EXTENSION);
 		for (int i = 0; i < n; i++)
+		{
 			if (events[i].events & WL_SOCKET_READABLE)
 				socket_ready = true;
+			if (events[i].events & WL_LATCH_SET)
+				latch_set = true;
+		}
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 
@@ -715,9 +721,17 @@ plivo_otp_dispatcher_main(Datum main_arg)
 			next_purge_at = now + PURGE_EVERY_MS * 1000;
 		}
 
-		/* Woken by a commit, a timer or a finished request: look for work. */
-		if (configured && recovered)
+		/*
+		 * Look for work only with a reason to: a commit set the latch, a row
+		 * is due (a retry, or rows left when a batch was cut short), or the
+		 * backstop for rows queued without a wake-up (prepared transactions,
+		 * restores).  Socket events of running requests alone start no
+		 * transaction.
+		 */
+		if (configured && recovered &&
+			(latch_set || (next_due != 0 && next_due <= now) || now >= next_backstop_at))
 		{
+			next_backstop_at = now + BACKSTOP_MS * 1000;
 			claim_and_start();
 			/* Rows found expired or undecryptable while claiming. */
 			record_outcomes();

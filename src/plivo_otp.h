@@ -118,9 +118,8 @@ typedef enum PlivoOtpCounter
 extern void plivo_otp_shmem_request(void);
 extern void plivo_otp_shmem_startup(void);
 extern int	plivo_otp_ledger_failures(const pg_uuid_t *id);
-extern int	plivo_otp_ledger_reserve(const pg_uuid_t *id, TimestampTz expires_at);
-extern int	plivo_otp_ledger_record_failure(const pg_uuid_t *id,
-											TimestampTz expires_at);
+extern int	plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at,
+								 int failures);
 extern void plivo_otp_count(PlivoOtpCounter counter, uint64 n);
 extern uint64 plivo_otp_counter_value(PlivoOtpCounter counter);
 typedef struct PlivoOtpDispatcherSnapshot

@@ -110,28 +110,6 @@ check_message_log(char **newval, void **extra, GucSource source)
 }
 
 static bool
-check_public_url(char **newval, void **extra, GucSource source)
-{
-	bool		loopback;
-	char	   *why = NULL;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-	if (strpbrk(*newval, "?#") != NULL)
-	{
-		GUC_check_errdetail("The public URL is a base URL: no query or fragment.");
-		return false;
-	}
-	/* Plivo calls it over the internet: https, unless it is a local test. */
-	if (!plivo_otp_check_url(*newval, &loopback, &why))
-	{
-		GUC_check_errdetail("%s", why);
-		return false;
-	}
-	return true;
-}
-
-static bool
 check_api_url(char **newval, void **extra, GucSource source)
 {
 	bool		loopback;
@@ -143,6 +121,21 @@ check_api_url(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/* The public URL is also a base URL: no query or fragment. */
+static bool
+check_public_url(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (strpbrk(*newval, "?#") != NULL)
+	{
+		GUC_check_errdetail("The public URL is a base URL: no query or fragment.");
+		return false;
+	}
+	/* Plivo calls it over the internet: https, unless it is a local test. */
+	return check_api_url(newval, extra, source);
 }
 
 static bool

@@ -278,37 +278,23 @@ ledger_entry(const pg_uuid_t *id, TimestampTz expires_at)
 }
 
 /*
- * Make sure a verification has a ledger entry, before its code is compared:
- * if the ledger is full, the attempt fails here, whether the code is right
- * or wrong, so the refusal tells an attacker nothing.  Returns the failures
- * recorded so far.
+ * Add `failures` (0 or 1) to a verification's count and return the new
+ * count, creating the entry if needed.  Called with 0 before a code is
+ * compared, so a full ledger refuses right and wrong codes alike (the
+ * refusal tells an attacker nothing); called with 1 for a failed attempt,
+ * which then counts at once and for good, whatever the caller's
+ * transaction does.
  */
 int
-plivo_otp_ledger_reserve(const pg_uuid_t *id, TimestampTz expires_at)
+plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at, int failures)
 {
-	int			failures;
+	int			total;
 
 	require_shared();
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	failures = ledger_entry(id, expires_at)->failures;
+	total = (ledger_entry(id, expires_at)->failures += failures);
 	LWLockRelease(shared->lock);
-	return failures;
-}
-
-/*
- * Count one failed attempt, at once and for good: the count does not
- * follow the caller's transaction.  Returns the new count.
- */
-int
-plivo_otp_ledger_record_failure(const pg_uuid_t *id, TimestampTz expires_at)
-{
-	int			failures;
-
-	require_shared();
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	failures = ++ledger_entry(id, expires_at)->failures;
-	LWLockRelease(shared->lock);
-	return failures;
+	return total;
 }
 
 void

@@ -12,7 +12,8 @@ use MIME::Base64;
 
 my $plivo = start_standin();
 my $node = new_node('dispatch',
-	conf => dispatcher_conf($plivo, public_url => 'https://otp.example.com/', code_length => 6));
+	conf => dispatcher_conf($plivo, public_url => 'https://otp.example.com/', code_length => 6)
+	  . "max_prepared_transactions = 2\n");
 
 # Commit: the request arrives, shaped as Plivo's API wants it.
 my $vid = $node->safe_psql('postgres', "SELECT plivo_otp.otp_send('+1 415 555 0101', 'sms', 'login')");
@@ -51,6 +52,20 @@ is($node->safe_psql('postgres', "SELECT plivo_otp.otp_check('+14155550101', '$co
 $node->safe_psql('postgres', "BEGIN; SELECT plivo_otp.otp_send('+14155550102'); ROLLBACK;");
 sleep 2;
 is(scalar @{ $plivo->messages_to('+14155550102') }, 0, 'a rolled-back send never reaches Plivo');
+
+# A prepared transaction committed later wakes nobody: the backstop timer
+# (5 s) finds its message; a prepared one rolled back never sends.
+$node->safe_psql('postgres',
+	"BEGIN; SELECT plivo_otp.otp_send('+14155550104'); PREPARE TRANSACTION 'otp_later';");
+$node->safe_psql('postgres',
+	"BEGIN; SELECT plivo_otp.otp_send('+14155550105'); PREPARE TRANSACTION 'otp_never';");
+sleep 1;
+is(scalar @{ $plivo->messages_to('+14155550104') }, 0, 'a prepared send is not sent before COMMIT PREPARED');
+$node->safe_psql('postgres', "COMMIT PREPARED 'otp_later'");
+$node->safe_psql('postgres', "ROLLBACK PREPARED 'otp_never'");
+ok(wait_until(8, sub { @{ $plivo->messages_to('+14155550104') } == 1 }),
+	'after COMMIT PREPARED the backstop sends it');
+is(scalar @{ $plivo->messages_to('+14155550105') }, 0, 'ROLLBACK PREPARED sends nothing');
 
 # Codes are sent only from plivo_otp.database: elsewhere otp_send refuses
 # rather than queue a code that no dispatcher would ever send.
