@@ -74,39 +74,49 @@ static PlivoOtpStatement record_event = {
 /*
  * Apply waiting events (applied_at NULL) whose message UUID is known: for
  * each message the best of its waiting events, if it moves the message
- * forward.  $2 limits it to one UUID (a callback just stored), NULL sweeps
- * them all (events that beat the dispatcher's commit of their UUID).
+ * forward.  One statement text serves two plans: for the UUID of a callback
+ * just stored ($2, an index lookup), and a sweep of them all (events that
+ * beat the dispatcher's commit of their UUID).
  */
-static PlivoOtpStatement apply_waiting = {
-	"WITH best AS ("
-	" SELECT DISTINCT ON (e.provider_uuid) e.provider_uuid, e.status, e.sequence, e.error_code"
-	" FROM plivo_otp.delivery_events e"
-	" JOIN plivo_otp.messages m ON m.provider_uuid = e.provider_uuid"
-	" WHERE e.applied_at IS NULL AND ($2::text IS NULL OR e.provider_uuid = $2)"
-	" ORDER BY e.provider_uuid, " RANK("e.status") " DESC, e.sequence DESC),"
-	" moved AS ("
-	" UPDATE plivo_otp.messages m SET delivery_status = best.status,"
-	"  delivery_sequence = best.sequence,"
-	"  error_code = " ERROR_CODE_FOR("best.status", "coalesce(best.error_code, '')") ","
-	"  updated_at = $1"
-	" FROM best WHERE m.provider_uuid = best.provider_uuid"
-	"  AND " MOVES_FORWARD("best.status", "best.sequence") ")"
-	" UPDATE plivo_otp.delivery_events e SET applied_at = $1"
-	" FROM plivo_otp.messages m"
-	" WHERE e.applied_at IS NULL AND ($2::text IS NULL OR e.provider_uuid = $2)"
-	"  AND m.provider_uuid = e.provider_uuid",
+#define APPLY_WAITING(filter) \
+	"WITH best AS (" \
+	" SELECT DISTINCT ON (e.provider_uuid) e.provider_uuid, e.status, e.sequence, e.error_code" \
+	" FROM plivo_otp.delivery_events e" \
+	" JOIN plivo_otp.messages m ON m.provider_uuid = e.provider_uuid" \
+	" WHERE e.applied_at IS NULL" filter \
+	" ORDER BY e.provider_uuid, " RANK("e.status") " DESC, e.sequence DESC)," \
+	" moved AS (" \
+	" UPDATE plivo_otp.messages m SET delivery_status = best.status," \
+	"  delivery_sequence = best.sequence," \
+	"  error_code = " ERROR_CODE_FOR("best.status", "coalesce(best.error_code, '')") "," \
+	"  updated_at = $1" \
+	" FROM best WHERE m.provider_uuid = best.provider_uuid" \
+	"  AND " MOVES_FORWARD("best.status", "best.sequence") ")" \
+	" UPDATE plivo_otp.delivery_events e SET applied_at = $1" \
+	" FROM plivo_otp.messages m" \
+	" WHERE e.applied_at IS NULL" filter " AND m.provider_uuid = e.provider_uuid"
+
+static PlivoOtpStatement apply_waiting_for_uuid = {
+	APPLY_WAITING(" AND e.provider_uuid = $2"),
 	2, {TIMESTAMPTZOID, TEXTOID}
 };
 
+static PlivoOtpStatement apply_all_waiting = {
+	APPLY_WAITING(""),
+	1, {TIMESTAMPTZOID}
+};
+
+/* uuid: one message's events; NULL: every waiting event. */
 static int
 apply_waiting_events(const char *uuid)
 {
 	Datum		args[2];
-	char		nulls[2] = {' ', uuid ? ' ' : 'n'};
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
-	args[1] = uuid ? CStringGetTextDatum(uuid) : (Datum) 0;
-	return plivo_otp_exec(&apply_waiting, args, nulls, false, 0);
+	if (uuid == NULL)
+		return plivo_otp_exec(&apply_all_waiting, args, NULL, false, 0);
+	args[1] = CStringGetTextDatum(uuid);
+	return plivo_otp_exec(&apply_waiting_for_uuid, args, NULL, false, 0);
 }
 
 static const char *
