@@ -12,27 +12,27 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" plivo_otp.contr
 MODULE_big = plivo_otp
 OBJS = \
 	src/plivo_otp.o \
-	src/settings.o \
-	src/secret.o \
-	src/codes.o \
-	src/phone.o \
-	src/shared_state.o \
-	src/commit_wake.o \
-	src/spi_util.o \
-	src/api_args.o \
-	src/api_send.o \
-	src/api_verify.o \
-	src/api_status.o \
-	src/api_stats.o \
-	src/http_multi.o \
-	src/plivo_api.o \
-	src/worker_common.o \
-	src/dispatcher.o \
-	src/signature.o \
-	src/callback_auth.o \
-	src/delivery.o \
-	src/api_callback.o \
-	src/listener.o
+	src/common/settings.o \
+	src/common/phone.o \
+	src/common/spi.o \
+	src/common/worker.o \
+	src/crypto/secret.o \
+	src/crypto/codes.o \
+	src/crypto/signature.o \
+	src/shmem/ledger.o \
+	src/shmem/commit_wake.o \
+	src/api/args.o \
+	src/api/send.o \
+	src/api/verify.o \
+	src/api/status.o \
+	src/api/stats.o \
+	src/api/callback.o \
+	src/dispatcher/http.o \
+	src/dispatcher/plivo_rest.o \
+	src/dispatcher/dispatcher.o \
+	src/listener/callback_auth.o \
+	src/listener/delivery.o \
+	src/listener/listener.o
 
 DATA = $(wildcard sql/plivo_otp--*.sql)
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 #
 # run.sh
-#     Build and run the tests of src/signature.c without the server: the
+#     Build and run the tests of src/crypto/signature.c without the server: the
 #     unit driver (gcc, warnings as errors, then again under ASan/UBSan),
 #     a compile of signature.c with the server's own flags, and the libFuzzer
 #     target under ASan/UBSan.
@@ -52,17 +52,17 @@ echo "== unit driver ($cc)"
 # --wrap lets the driver fail signature.c's allocations one by one
 wrap="-DSIGNATURE_UNIT_WRAP_MALLOC -Wl,--wrap=malloc -Wl,--wrap=realloc"
 # shellcheck disable=SC2086
-$cc -std=gnu99 $warn -O2 -I"$src" $wrap -o "$build/signature_unit" \
-    "$here/signature_unit.c" "$src/signature.c" -lcrypto
+$cc -std=gnu99 $warn -O2 -I"$src/crypto" $wrap -o "$build/signature_unit" \
+    "$here/signature_unit.c" "$src/crypto/signature.c" -lcrypto
 python3 "$here/vectors_to_tsv.py" "$vectors" "$build/vectors.tsv"
 "$build/signature_unit" "$build/vectors.tsv"
 
 echo "== unit driver under ASan/UBSan ($fuzz_cc)"
 # shellcheck disable=SC2086
 $fuzz_cc -std=gnu99 $warn -g -O1 -fsanitize=address,undefined \
-    -fno-sanitize-recover=all -fno-omit-frame-pointer -I"$src" $wrap \
+    -fno-sanitize-recover=all -fno-omit-frame-pointer -I"$src/crypto" $wrap \
     -o "$build/signature_unit_san" \
-    "$here/signature_unit.c" "$src/signature.c" -lcrypto
+    "$here/signature_unit.c" "$src/crypto/signature.c" -lcrypto
 if ! "$build/signature_unit_san" "$build/vectors.tsv" \
     >"$build/signature_unit_san.log" 2>&1; then
     cat "$build/signature_unit_san.log"
@@ -77,13 +77,13 @@ if command -v "$pg_config" >/dev/null 2>&1; then
     pg_cppflags=$("$pg_config" --cppflags)
     pg_inc=$("$pg_config" --includedir-server)
     # shellcheck disable=SC2086
-    $pg_cc $pg_cflags $pg_cppflags -Werror -I"$src" -I"$pg_inc" \
-        -c "$src/signature.c" -o "$build/signature_pg.o"
+    $pg_cc $pg_cflags $pg_cppflags -Werror -I"$src/crypto" -I"$pg_inc" \
+        -c "$src/crypto/signature.c" -o "$build/signature_pg.o"
     # the header must also sit after postgres.h, as the extension includes it
     printf '#include "postgres.h"\n#include "signature.h"\n' \
         >"$build/header_check.c"
     # shellcheck disable=SC2086
-    $pg_cc $pg_cflags $pg_cppflags -Werror -I"$src" -I"$pg_inc" \
+    $pg_cc $pg_cflags $pg_cppflags -Werror -I"$src/crypto" -I"$pg_inc" \
         -c "$build/header_check.c" -o "$build/header_check.o"
     # nothing but plivo_otp_* may be exported
     if nm -g --defined-only "$build/signature_pg.o" | awk '{print $3}' |
@@ -101,8 +101,8 @@ fi
 
 echo "== fuzz target ($fuzz_cc), $seconds s"
 $fuzz_cc -g -O1 -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=all -I"$src" -o "$build/fuzz_signature" \
-    "$here/fuzz_signature.c" "$src/signature.c" -lcrypto
+    -fno-sanitize-recover=all -I"$src/crypto" -o "$build/fuzz_signature" \
+    "$here/fuzz_signature.c" "$src/crypto/signature.c" -lcrypto
 # New inputs go to the build corpus; the checked-in seeds are only read.
 # A crash, leak, sanitizer report or timeout makes libFuzzer exit non-zero.
 "$build/fuzz_signature" -max_total_time="$seconds" -max_len=4096 \

@@ -9,7 +9,7 @@
 #ifndef PLIVO_OTP_PLIVO_API_H
 #define PLIVO_OTP_PLIVO_API_H
 
-#include "http_multi.h"
+#include "dispatcher/http.h"
 
 /* What a request needs besides the message; loaded at start and on SIGHUP. */
 typedef struct PlivoConfig

@@ -22,7 +22,7 @@
 
 #include "utils/timestamp.h"
 
-#include "http_multi.h"
+#include "dispatcher/http.h"
 
 static CURLM *multi = NULL;
 static int	epoll_fd = -1;

@@ -21,7 +21,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/json.h"
 
-#include "plivo_api.h"
+#include "dispatcher/plivo_rest.h"
 #include "plivo_otp.h"
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"

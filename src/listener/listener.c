@@ -43,10 +43,10 @@
 #include "utils/resowner.h"
 #include "utils/wait_event.h"
 
-#include "callback_auth.h"
-#include "delivery.h"
+#include "listener/callback_auth.h"
+#include "listener/delivery.h"
 #include "plivo_otp.h"
-#include "worker_common.h"
+#include "common/worker.h"
 
 PGDLLEXPORT void plivo_otp_listener_main(Datum main_arg);
 

@@ -15,7 +15,7 @@
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
-#include "spi_util.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_dispatcher_stats);
 

@@ -8,7 +8,7 @@
 #ifndef PLIVO_OTP_CALLBACK_AUTH_H
 #define PLIVO_OTP_CALLBACK_AUTH_H
 
-#include "signature.h"
+#include "crypto/signature.h"
 
 /* The X-Plivo-Signature-* header values of a request (NULL when absent). */
 typedef struct PlivoCallbackHeaders

@@ -15,7 +15,7 @@
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
-#include "spi_util.h"
+#include "common/spi.h"
 
 static void
 prepare_once(PlivoOtpStatement *stmt)

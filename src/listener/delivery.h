@@ -9,7 +9,7 @@
 #ifndef PLIVO_OTP_DELIVERY_H
 #define PLIVO_OTP_DELIVERY_H
 
-#include "signature.h"
+#include "crypto/signature.h"
 
 typedef enum PlivoIngestResult
 {

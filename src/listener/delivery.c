@@ -36,9 +36,9 @@
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
-#include "delivery.h"
+#include "listener/delivery.h"
 #include "plivo_otp.h"
-#include "spi_util.h"
+#include "common/spi.h"
 
 #define RANK(s) \
 	"CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \

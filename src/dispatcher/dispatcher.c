@@ -56,11 +56,11 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "delivery.h"
-#include "plivo_api.h"
+#include "listener/delivery.h"
+#include "dispatcher/plivo_rest.h"
 #include "plivo_otp.h"
-#include "spi_util.h"
-#include "worker_common.h"
+#include "common/spi.h"
+#include "common/worker.h"
 
 PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 

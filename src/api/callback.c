@@ -18,8 +18,8 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
-#include "callback_auth.h"
-#include "delivery.h"
+#include "listener/callback_auth.h"
+#include "listener/delivery.h"
 #include "plivo_otp.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_ingest_callback_sql);

@@ -34,7 +34,7 @@
 #include "utils/snapmgr.h"
 
 #include "plivo_otp.h"
-#include "worker_common.h"
+#include "common/worker.h"
 
 static bool extension_missing_logged = false;
 

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "callback_auth.h"
+#include "listener/callback_auth.h"
 
 static bool
 present(const char *header)
