@@ -2,9 +2,13 @@
 #
 #   make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 #   make install
-#   make installcheck    (against a server that preloads plivo_otp)
+#   make installcheck    (as a user other than root; see below)
 #
-# test/run.sh runs every suite against private clusters; see README.md.
+# make installcheck runs every suite on its own: pg_regress and the isolation
+# tester each start a private server (in ./tmp_instance) with
+# test/regress.conf, which preloads plivo_otp, and the TAP tests start their
+# own nodes.  PostgreSQL refuses to run as root; test/run.sh runs all of it
+# as the postgres OS user and adds the signature unit tests; see README.md.
 
 EXTENSION = plivo_otp
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" plivo_otp.control)
@@ -16,10 +20,14 @@ OBJS = \
 	src/common/phone.o \
 	src/common/spi.o \
 	src/common/worker.o \
+	src/common/url.o \
+	src/common/states.o \
+	src/common/errors.o \
 	src/crypto/secret.o \
 	src/crypto/codes.o \
 	src/crypto/signature.o \
 	src/shmem/ledger.o \
+	src/shmem/dispatcher_state.o \
 	src/shmem/commit_wake.o \
 	src/api/args.o \
 	src/api/send.o \
@@ -29,18 +37,28 @@ OBJS = \
 	src/api/callback.o \
 	src/dispatcher/http.o \
 	src/dispatcher/plivo_rest.o \
+	src/dispatcher/queue.o \
+	src/dispatcher/outcome.o \
+	src/dispatcher/rate_limit.o \
+	src/dispatcher/retention.o \
 	src/dispatcher/dispatcher.o \
 	src/listener/callback_auth.o \
 	src/listener/delivery.o \
+	src/listener/server.o \
 	src/listener/listener.o
 
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks
+	settings privileges signature callbacks upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)
+
+TEST_INSTANCE = --temp-instance=./tmp_instance --temp-config=$(srcdir)/test/regress.conf
+REGRESS_OPTS = $(TEST_INSTANCE)
+ISOLATION_OPTS = $(TEST_INSTANCE)
+EXTRA_CLEAN = tmp_instance
 
 PG_CPPFLAGS = -I$(srcdir)/src -DPLIVO_OTP_VERSION='"$(EXTVERSION)"' \
 	$(shell pkg-config --cflags libcurl libmicrohttpd openssl)
@@ -49,3 +67,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl libmicrohttpd openssl)
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# After the include: Makefile.global sets it.  The same database as
+# pg_regress, the one test/regress.conf names in plivo_otp.database.
+ISOLATION_TESTDB = contrib_regression

@@ -34,7 +34,8 @@ plivo_otp_shmem_request_chain(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	plivo_otp_shmem_request();
+	plivo_otp_ledger_shmem_request();
+	plivo_otp_state_shmem_request();
 }
 
 static void
@@ -42,7 +43,8 @@ plivo_otp_shmem_startup_chain(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
-	plivo_otp_shmem_startup();
+	plivo_otp_ledger_shmem_startup();
+	plivo_otp_state_shmem_startup();
 }
 
 /*
@@ -88,7 +90,7 @@ _PG_init(void)
 	/*
 	 * The postmaster creates the key file once, so that every process and
 	 * every base backup sees the same secret.  Never on a server in
-	 * recovery: see secret.c.
+	 * recovery: see crypto/secret.c.
 	 */
 	plivo_otp_ensure_key_file();
 

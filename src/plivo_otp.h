@@ -1,11 +1,22 @@
 /*-------------------------------------------------------------------------
  *
  * plivo_otp.h
- *	  Declarations shared by the files of plivo_otp: settings, the secret,
- *	  codes and digests, phone numbers, shared state and wake-up at commit.
+ *	  The one header that the folders of plivo_otp share: what each file
+ *	  offers to the others, grouped by folder.
  *
- * Each .c file under src/ owns one concern; this header is the map of what
- * each one offers to the others.
+ *	  common/		settings, phone numbers, URLs, states, SPI, workers, errors
+ *	  crypto/		codes and sealing, the secret files, Plivo signatures
+ *	  shmem/		the failed-attempt ledger, dispatcher state, commit wake-up
+ *	  api/			the SQL-callable functions
+ *	  dispatcher/	the dispatcher worker (private header dispatcher.h)
+ *	  listener/		the webhook listener worker (private header listener.h)
+ *
+ * Messages follow one convention: a line a worker writes to the server log
+ * starts with its process name ("plivo_otp dispatcher: ...", "plivo_otp
+ * listener: ..."), and a line the postmaster writes with "plivo_otp: "; an
+ * error raised to a SQL caller carries no prefix (the caller knows which
+ * function it called), and can't-happen errors (elog) start with
+ * "plivo_otp: ".
  *
  *-------------------------------------------------------------------------
  */
@@ -13,9 +24,13 @@
 #define PLIVO_OTP_H
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/latch.h"
 #include "utils/uuid.h"
+
+#include "crypto/signature.h"
+#include "listener/callback_auth.h"
 
 #define PLIVO_OTP_SCHEMA "plivo_otp"
 
@@ -31,7 +46,8 @@
 extern bool plivo_otp_preloaded;
 extern void plivo_otp_require_preload(void);
 
-/* settings.c: every plivo_otp.* setting */
+
+/* ---- common/settings.c: every plivo_otp.* setting ---- */
 extern char *plivo_otp_database;
 extern char *plivo_otp_key_file;
 extern char *plivo_otp_auth_id;
@@ -60,10 +76,87 @@ extern int	plivo_otp_listen_max_connections;
 extern int	plivo_otp_listen_max_connections_per_address;
 extern void plivo_otp_define_settings(void);
 
-/* plivo_api.c: the https-except-loopback rule for URLs */
+/* ---- common/url.c: the URLs the settings hold ---- */
 extern bool plivo_otp_check_url(const char *url, bool *loopback, char **why);
+extern char *plivo_otp_base_url(const char *url);
 
-/* secret.c: the key file and keys derived from it */
+/* ---- common/phone.c: E.164 numbers ---- */
+extern bool plivo_otp_normalize_phone(const char *input, char *out);
+extern char *plivo_otp_mask_phone(const char *e164);
+extern bool plivo_otp_country_allowed(const char *e164, const char *allow_list);
+extern bool plivo_otp_valid_prefix_list(const char *list);
+
+/* ---- common/states.c: the state machines, one name table each ---- */
+
+/* messages.dispatch_state: ours, never Plivo's words. */
+typedef enum PlivoOtpDispatchState
+{
+	PLIVO_OTP_DISPATCH_PENDING,
+	PLIVO_OTP_DISPATCH_SENDING,
+	PLIVO_OTP_DISPATCH_ACCEPTED,
+	PLIVO_OTP_DISPATCH_REFUSED,
+	PLIVO_OTP_DISPATCH_EXPIRED,
+	PLIVO_OTP_DISPATCH_UNKNOWN,
+	PLIVO_OTP_DISPATCH_CANCELED
+} PlivoOtpDispatchState;
+
+/* verifications.state */
+typedef enum PlivoOtpVerificationState
+{
+	PLIVO_OTP_VERIFICATION_PENDING,
+	PLIVO_OTP_VERIFICATION_APPROVED,
+	PLIVO_OTP_VERIFICATION_EXPIRED,
+	PLIVO_OTP_VERIFICATION_MAX_ATTEMPTS,
+	PLIVO_OTP_VERIFICATION_CANCELED
+} PlivoOtpVerificationState;
+
+/* What otp_check answers. */
+typedef enum PlivoOtpCheckResult
+{
+	PLIVO_OTP_CHECK_APPROVED,
+	PLIVO_OTP_CHECK_INCORRECT,
+	PLIVO_OTP_CHECK_EXPIRED,
+	PLIVO_OTP_CHECK_MAX_ATTEMPTS,
+	PLIVO_OTP_CHECK_NOT_FOUND
+} PlivoOtpCheckResult;
+
+extern const char *plivo_otp_dispatch_state_name(PlivoOtpDispatchState state);
+extern const char *plivo_otp_verification_state_name(PlivoOtpVerificationState state);
+extern PlivoOtpVerificationState plivo_otp_verification_state_parse(const char *name);
+extern const char *plivo_otp_check_result_name(PlivoOtpCheckResult result);
+
+/* ---- common/spi.c: plans prepared once per process, checked results ---- */
+
+/* A statement prepared on first use and kept for the life of the process. */
+typedef struct PlivoOtpStatement
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[10];
+	SPIPlanPtr	plan;
+} PlivoOtpStatement;
+
+extern void plivo_otp_spi_connect(void);
+extern int	plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
+						   bool read_only, long count);
+extern int	plivo_otp_exec_latest(PlivoOtpStatement *stmt, Datum *values,
+								  const char *nulls, long count);
+extern Datum plivo_otp_get(int row, int col, bool *isnull);
+extern char *plivo_otp_get_text(int row, int col);
+
+/* ---- common/worker.c: what both workers share ---- */
+typedef void (*PlivoOtpWork) (void *arg);
+
+extern void plivo_otp_worker_connect(const char *name);
+extern bool plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg);
+extern bool plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg);
+
+/* ---- common/errors.c: errors and texts that may carry a number or a code ---- */
+extern Datum plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo);
+extern char *plivo_otp_sanitize_error(const char *text);
+
+
+/* ---- crypto/secret.c: the key file and keys derived from it, the token file ---- */
 typedef enum PlivoOtpKeyUse
 {
 	PLIVO_OTP_KEY_CODE_DIGEST,
@@ -74,7 +167,7 @@ extern void plivo_otp_ensure_key_file(void);
 extern const uint8 *plivo_otp_derived_key(PlivoOtpKeyUse use);
 extern char *plivo_otp_read_auth_token(char **error);
 
-/* codes.c: code generation, digests, queue body encryption */
+/* ---- crypto/codes.c: code generation, digests, queue body sealing ---- */
 extern void plivo_otp_generate_code(int length, char *out);
 extern void plivo_otp_code_digest(const pg_uuid_t *verification_id,
 								  const char *purpose, const char *code,
@@ -88,19 +181,15 @@ extern char *plivo_otp_decrypt_body(const pg_uuid_t *message_id,
 									const bytea *sealed);
 extern void plivo_otp_random_uuid(pg_uuid_t *uuid);
 
-/* phone.c: E.164 numbers */
-extern bool plivo_otp_normalize_phone(const char *input, char *out);
-extern char *plivo_otp_mask_phone(const char *e164);
-extern bool plivo_otp_country_allowed(const char *e164, const char *allow_list);
-extern bool plivo_otp_valid_prefix_list(const char *list);
 
-/* api_args.c: arguments shared by the SQL functions */
-extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);
-extern char *plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno);
-extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
-extern Datum plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo);
+/* ---- shmem/ledger.c: failed attempts that survive rollbacks ---- */
+extern void plivo_otp_ledger_shmem_request(void);
+extern void plivo_otp_ledger_shmem_startup(void);
+extern int	plivo_otp_ledger_failures(const pg_uuid_t *id);
+extern int	plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at,
+								 int failures);
 
-/* shared_state.c: failed-attempt ledger, dispatcher latch, counters */
+/* ---- shmem/dispatcher_state.c: the dispatcher's latch, health and counters ---- */
 typedef enum PlivoOtpCounter
 {
 	PLIVO_OTP_COUNTER_SENDS,
@@ -115,22 +204,19 @@ typedef enum PlivoOtpCounter
 	PLIVO_OTP_NUM_COUNTERS
 } PlivoOtpCounter;
 
-extern void plivo_otp_shmem_request(void);
-extern void plivo_otp_shmem_startup(void);
-extern int	plivo_otp_ledger_failures(const pg_uuid_t *id);
-extern int	plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at,
-								 int failures);
-extern void plivo_otp_count(PlivoOtpCounter counter, uint64 n);
-extern uint64 plivo_otp_counter_value(PlivoOtpCounter counter);
 typedef struct PlivoOtpDispatcherSnapshot
 {
 	int			pid;			/* 0 when no dispatcher runs */
 	int			inflight;
 	char		last_error[256];
 	TimestampTz last_error_at;
+	TimestampTz counters_since;
 	uint64		counters[PLIVO_OTP_NUM_COUNTERS];
 } PlivoOtpDispatcherSnapshot;
 
+extern void plivo_otp_state_shmem_request(void);
+extern void plivo_otp_state_shmem_startup(void);
+extern void plivo_otp_count(PlivoOtpCounter counter, uint64 n);
 extern void plivo_otp_set_dispatcher_latch(Latch *latch);
 extern void plivo_otp_set_dispatcher_pid(pid_t pid);
 extern void plivo_otp_set_dispatcher_inflight(int n);
@@ -138,7 +224,29 @@ extern void plivo_otp_set_last_error(const char *error);
 extern void plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap);
 extern void plivo_otp_wake_dispatcher(void);
 
-/* commit_wake.c: wake the dispatcher when a transaction that queued commits */
+/* ---- shmem/commit_wake.c: wake the dispatcher when a transaction that queued commits ---- */
 extern void plivo_otp_wake_at_commit(void);
+
+
+/* ---- api/args.c: arguments shared by the SQL functions ---- */
+extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);
+extern char *plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno);
+extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
+
+
+/* ---- listener/callback_auth.c: see listener/callback_auth.h (plain C) ---- */
+
+/* ---- listener/delivery.c: callbacks become delivery events and states ---- */
+typedef enum PlivoIngestResult
+{
+	PLIVO_INGEST_RECORDED,		/* new event, stored (and applied if its message is known) */
+	PLIVO_INGEST_DUPLICATE,		/* the same event was stored before: nothing changed */
+	PLIVO_INGEST_REPLAYED,		/* the nonce was seen before: nothing changed */
+	PLIVO_INGEST_INCOMPLETE		/* no MessageUUID or Status */
+} PlivoIngestResult;
+
+extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int nparams,
+												   const char *nonce, const char *other_nonce);
+extern int	plivo_otp_apply_waiting_events(void);
 
 #endif							/* PLIVO_OTP_H */

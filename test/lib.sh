@@ -46,7 +46,7 @@ as_pg() {
 build_copy() {
 	local src=$1 dest=$2
 	mkdir -p "$dest"
-	tar -C "$src" --exclude=.git --exclude=tmp_check --exclude=results --exclude=output_iso -cf - . | tar -C "$dest" -xf -
+	tar -C "$src" --exclude=.git --exclude=tmp_check --exclude=results --exclude=output_iso --exclude=tmp_instance -cf - . | tar -C "$dest" -xf -
 	[ "$(id -u)" -eq 0 ] && chown -R postgres: "$dest"
 	log "building"
 	as_pg make -C "$dest" -s PG_CONFIG="$PG_CONFIG" ${PG_CFLAGS:+PG_CFLAGS="$PG_CFLAGS"} clean all >/dev/null || return 1

@@ -77,24 +77,19 @@ if ! build_copy "$repo" "$build" || ! install_build "$build"; then
 	exit 1
 fi
 
-regress_opts="--temp-instance=$build/tmp_instance --temp-config=$build/test/regress.conf"
-
+# The Makefile's REGRESS_OPTS and ISOLATION_OPTS start the private servers.
 for suite in $suites; do
 	case $suite in
 	regress)
 		log "pg_regress"
-		(cd "$build" && as_pg make -s installcheck ISOLATION= TAP_TESTS= \
-			EXTRA_REGRESS_OPTS="$regress_opts") > "$work/regress.out" 2>&1
+		(cd "$build" && as_pg make -s installcheck ISOLATION= TAP_TESTS=) > "$work/regress.out" 2>&1
 		count_regress "$work/regress.out"
 		grep -q 'FAILED\|failed\|Error' "$work/regress.out" &&
 			show_failure "$work/regress.out" "$build/regression.diffs" "$build"/tmp_instance/log/postmaster.log
 		;;
 	isolation)
 		log "isolation"
-		# The same database name as pg_regress, the one plivo_otp.database names.
-		(cd "$build" && as_pg make -s installcheck REGRESS= TAP_TESTS= \
-			ISOLATION_TESTDB=contrib_regression \
-			EXTRA_REGRESS_OPTS="$regress_opts") > "$work/isolation.out" 2>&1
+		(cd "$build" && as_pg make -s installcheck REGRESS= TAP_TESTS=) > "$work/isolation.out" 2>&1
 		count_regress "$work/isolation.out"
 		grep -q 'FAILED\|failed\|Error' "$work/isolation.out" &&
 			show_failure "$work/isolation.out" "$build/output_iso/regression.diffs"

@@ -1,14 +1,13 @@
 /*-------------------------------------------------------------------------
  *
- * api_args.c
+ * args.c
  *	  Checks of the arguments every SQL function shares: phone numbers,
  *	  purposes and channels, refused with SQLSTATE 22023 and a hint.
  *
  * Errors that concern a phone number or a code hide the statement from the
  * server log (errhidestmt): the statement text would carry them.  Messages
- * never repeat the number.  plivo_otp_hiding_statement() extends that to
- * every error raised while one of those functions runs (a lock timeout, a
- * serialization failure, a cancel), whoever raised it.
+ * never repeat the number.  plivo_otp_hiding_statement() (common/errors.c)
+ * extends that to every error raised while one of those functions runs.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,7 +16,6 @@
 #include <ctype.h>
 
 #include "fmgr.h"
-#include "utils/elog.h"
 #include "utils/builtins.h"
 
 #include "plivo_otp.h"
@@ -105,35 +103,4 @@ plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
 			 errhint("Use 'sms'."),
 			 errhidestmt(true)));
 	return NULL;				/* keep compiler quiet */
-}
-
-/*
- * Call fn, and if any ERROR escapes it, re-throw it without the statement
- * (which carries the phone number or the code) in the server log, and
- * without a unique violation's detail (which would quote the key values).
- */
-Datum
-plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	Datum		result = (Datum) 0;
-
-	PG_TRY();
-	{
-		result = fn(fcinfo);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		edata->hide_stmt = true;
-		if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
-			edata->detail = NULL;
-		ReThrowError(edata);
-	}
-	PG_END_TRY();
-	return result;
 }

@@ -1,13 +1,13 @@
 /*-------------------------------------------------------------------------
  *
- * api_callback.c
+ * callback.c
  *	  SQL functions for Plivo's callbacks: ingest_callback() for
  *	  applications that receive the webhooks in their own web tier, and
  *	  signature_valid() to check one signature (used by the regression test
  *	  of every published test vector).
  *
- * ingest_callback applies exactly the listener's rules (callback_auth.c,
- * delivery.c): the signature must verify over the URL Plivo called, and
+ * ingest_callback applies exactly the listener's rules
+ * (listener/callback_auth.c, listener/delivery.c): the signature must verify over the URL Plivo called, and
  * the nonce must be new.
  *
  *-------------------------------------------------------------------------
@@ -18,8 +18,6 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
-#include "listener/callback_auth.h"
-#include "listener/delivery.h"
 #include "plivo_otp.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_ingest_callback_sql);
@@ -58,7 +56,8 @@ jsonb_to_params(Jsonb *object, const char *what, PlivoParam **out)
 			if (n == MAX_CALLBACK_PARAMS)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("%s has more than %d fields", what, MAX_CALLBACK_PARAMS)));
+						 errmsg("%s has too many fields", what),
+						 errdetail("At most %d fields are accepted.", MAX_CALLBACK_PARAMS)));
 			params[n].key = key;
 			params[n].value = pnstrdup(v.val.string.val, v.val.string.len);
 			n++;
@@ -66,15 +65,6 @@ jsonb_to_params(Jsonb *object, const char *what, PlivoParam **out)
 	}
 	*out = params;
 	return n;
-}
-
-static const char *
-find_header(const PlivoParam *headers, int n, const char *name)
-{
-	for (int i = 0; i < n; i++)
-		if (pg_strcasecmp(headers[i].key, name) == 0)
-			return headers[i].value;
-	return NULL;
 }
 
 static const char *
@@ -117,13 +107,11 @@ static Datum ingest(PG_FUNCTION_ARGS);
  * same Plivo account sent to some other endpoint must not count here.
  */
 static void
-check_public_url(const char *url)
+require_under_public_url(const char *url)
 {
-	char	   *base = pstrdup(plivo_otp_public_url);
+	char	   *base = plivo_otp_base_url(plivo_otp_public_url);
 	size_t		len = strlen(base);
 
-	while (len > 0 && base[len - 1] == '/')
-		base[--len] = '\0';
 	if (len == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -144,49 +132,37 @@ plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
 	return plivo_otp_hiding_statement(ingest, fcinfo);
 }
 
-static Datum
-ingest(PG_FUNCTION_ARGS)
+/*
+ * Check the request's signature with the token from the token file; an
+ * ERROR unless it is valid.  *nonce and *other_nonce are the nonces to
+ * record.
+ */
+static void
+require_valid_signature(const char *method, const char *url, const PlivoParam *params,
+						int nparams, const PlivoParam *headers, int nheaders,
+						const char **nonce, const char **other_nonce)
 {
-	const char *method;
-	char	   *url;
-	PlivoParam *params;
-	PlivoParam *headers;
-	int			nparams;
-	int			nheaders;
 	PlivoCallbackHeaders h;
 	PlivoSigResult result;
-	PlivoIngestResult ingested;
-	const char *nonce;
-	const char *other_nonce;
 	char	   *token;
 	char	   *why;
 
-	plivo_otp_require_preload();
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("method, url, params and headers must not be null")));
-	method = method_arg(fcinfo, 0);
-	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	check_public_url(url);
-	nparams = jsonb_to_params(PG_GETARG_JSONB_P(2), "params", &params);
-	nheaders = jsonb_to_params(PG_GETARG_JSONB_P(3), "headers", &headers);
-
-	h.v3 = find_header(headers, nheaders, "X-Plivo-Signature-V3");
-	h.ma_v3 = find_header(headers, nheaders, "X-Plivo-Signature-Ma-V3");
-	h.v3_nonce = find_header(headers, nheaders, "X-Plivo-Signature-V3-Nonce");
-	h.v2 = find_header(headers, nheaders, "X-Plivo-Signature-V2");
-	h.ma_v2 = find_header(headers, nheaders, "X-Plivo-Signature-Ma-V2");
-	h.v2_nonce = find_header(headers, nheaders, "X-Plivo-Signature-V2-Nonce");
+	h.v3 = plivo_otp_find_param(headers, nheaders, "X-Plivo-Signature-V3", true);
+	h.ma_v3 = plivo_otp_find_param(headers, nheaders, "X-Plivo-Signature-Ma-V3", true);
+	h.v3_nonce = plivo_otp_find_param(headers, nheaders, "X-Plivo-Signature-V3-Nonce", true);
+	h.v2 = plivo_otp_find_param(headers, nheaders, "X-Plivo-Signature-V2", true);
+	h.ma_v2 = plivo_otp_find_param(headers, nheaders, "X-Plivo-Signature-Ma-V2", true);
+	h.v2_nonce = plivo_otp_find_param(headers, nheaders, "X-Plivo-Signature-V2-Nonce", true);
 
 	token = plivo_otp_read_auth_token(&why);
 	if (token == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot check callback signatures: %s", why),
+				 errmsg("cannot check callback signatures"),
+				 errdetail_internal("%s", why),
 				 errhint("Put the Plivo auth token in the file named by plivo_otp.auth_token_file, mode 0600.")));
-	result = plivo_otp_authenticate_callback(method, url, params, nparams, &h, token, &nonce,
-											  &other_nonce);
+	result = plivo_otp_authenticate_callback(method, url, params, nparams, &h, token, nonce,
+											  other_nonce);
 	explicit_bzero(token, strlen(token));
 	if (result != PLIVO_SIG_VALID)
 		ereport(ERROR,
@@ -194,12 +170,12 @@ ingest(PG_FUNCTION_ARGS)
 				 errmsg("callback signature is not valid"),
 				 errdetail_internal("%s", describe(result)),
 				 errhint("Pass the URL exactly as Plivo called it, with every parameter and X-Plivo-Signature-* header of the request.")));
+}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
-	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce);
-	SPI_finish();
-
+/* What ingest_callback answers for what recording the callback did. */
+static Datum
+ingest_answer(PlivoIngestResult ingested)
+{
 	switch (ingested)
 	{
 		case PLIVO_INGEST_REPLAYED:
@@ -223,6 +199,38 @@ ingest(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text("recorded"));
 }
 
+static Datum
+ingest(PG_FUNCTION_ARGS)
+{
+	const char *method;
+	char	   *url;
+	PlivoParam *params;
+	PlivoParam *headers;
+	int			nparams;
+	int			nheaders;
+	const char *nonce;
+	const char *other_nonce;
+	PlivoIngestResult ingested;
+
+	plivo_otp_require_preload();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("method, url, params and headers must not be null")));
+	method = method_arg(fcinfo, 0);
+	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	require_under_public_url(url);
+	nparams = jsonb_to_params(PG_GETARG_JSONB_P(2), "params", &params);
+	nheaders = jsonb_to_params(PG_GETARG_JSONB_P(3), "headers", &headers);
+	require_valid_signature(method, url, params, nparams, headers, nheaders,
+							&nonce, &other_nonce);
+
+	plivo_otp_spi_connect();
+	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce);
+	SPI_finish();
+	return ingest_answer(ingested);
+}
+
 /* signature_valid(version, method, url, params, nonce, signature, auth_token) */
 Datum
 plivo_otp_signature_valid(PG_FUNCTION_ARGS)
@@ -244,6 +252,7 @@ plivo_otp_signature_valid(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(plivo_otp_check_v2(url, nonce, signature, token) == PLIVO_SIG_VALID);
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("signature version must be v2 or v3")));
+			 errmsg("invalid signature version \"%s\"", version),
+			 errhint("Use 'v2' or 'v3'.")));
 	PG_RETURN_NULL();
 }

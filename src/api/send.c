@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * api_send.c
+ * send.c
  *	  otp_send(): issue a code and queue its message in the caller's
  *	  transaction.
  *
@@ -22,17 +22,16 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
-#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
-#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_send);
 
@@ -238,42 +237,28 @@ render_sms(const char *code, int ttl_seconds)
 	return buf.data;
 }
 
-static Datum send_code(PG_FUNCTION_ARGS);
-
-Datum
-plivo_otp_send(PG_FUNCTION_ARGS)
-{
-	return plivo_otp_hiding_statement(send_code, fcinfo);
-}
-
-static Datum
-send_code(PG_FUNCTION_ARGS)
+/* What one otp_send call asks for, checked. */
+typedef struct SendRequest
 {
 	char		phone[PLIVO_OTP_MAX_PHONE_LEN + 1];
 	char	   *channel;
 	char	   *purpose;
-	char	   *idempotency_key = NULL;
-	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
-	uint8		digest[PLIVO_OTP_DIGEST_LEN];
-	pg_uuid_t  *verification_id;
-	pg_uuid_t	message_id;
-	bytea	   *digest_bytea;
-	bytea	   *sealed;
-	char	   *message_text;
-	TimestampTz now;
-	TimestampTz expires_at;
-	Datum		args[9];
-	char		nulls[9];
+	char	   *idempotency_key;	/* NULL when none */
+} SendRequest;
 
-	plivo_otp_require_preload();
-	require_dispatch_database();
-	plivo_otp_phone_arg(fcinfo, 0, phone);
-	channel = plivo_otp_channel_arg(fcinfo, 1);
-	purpose = plivo_otp_purpose_arg(fcinfo, 2);
+/* The arguments, each checked, and the number's country against the allow-list. */
+static void
+read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
+{
+	plivo_otp_phone_arg(fcinfo, 0, req->phone);
+	req->channel = plivo_otp_channel_arg(fcinfo, 1);
+	req->purpose = plivo_otp_purpose_arg(fcinfo, 2);
+	req->idempotency_key = NULL;
 	if (!PG_ARGISNULL(3))
 	{
-		idempotency_key = text_to_cstring(PG_GETARG_TEXT_PP(3));
-		if (strlen(idempotency_key) < 1 || strlen(idempotency_key) > MAX_IDEMPOTENCY_KEY_LEN)
+		req->idempotency_key = text_to_cstring(PG_GETARG_TEXT_PP(3));
+		if (strlen(req->idempotency_key) < 1 ||
+			strlen(req->idempotency_key) > MAX_IDEMPOTENCY_KEY_LEN)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid idempotency key"),
@@ -282,100 +267,153 @@ send_code(PG_FUNCTION_ARGS)
 					 errhidestmt(true)));
 	}
 
-	if (!plivo_otp_country_allowed(phone, plivo_otp_allowed_countries))
+	if (!plivo_otp_country_allowed(req->phone, plivo_otp_allowed_countries))
 	{
 		plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("code not sent: the number's country is not allowed"),
 				 errdetail("The number %s does not start with a prefix in plivo_otp.allowed_countries.",
-						   plivo_otp_mask_phone(phone)),
+						   plivo_otp_mask_phone(req->phone)),
 				 errhint("Ask the administrator to add its calling code to plivo_otp.allowed_countries."),
 				 errhidestmt(true)));
 	}
+}
 
-	/* Key first, then number: every caller takes them in this order. */
-	if (idempotency_key)
-		lock_key(psprintf("key:%s", idempotency_key));
-	lock_key(phone);
+/*
+ * A repeated idempotency key while its code lives: true, with the id of the
+ * code it issued in *id (nothing more is queued).  The same key for another
+ * number or purpose is an error.
+ */
+static bool
+replay_idempotent(const SendRequest *req, TimestampTz now, pg_uuid_t *id)
+{
+	Datum		args[2];
+	bool		isnull;
+	char	   *old_phone;
+	char	   *old_purpose;
 
-	now = GetCurrentTimestamp();
-	expires_at = now + (int64) plivo_otp_code_ttl * USECS_PER_SEC;
+	args[0] = CStringGetTextDatum(req->idempotency_key);
+	args[1] = TimestampTzGetDatum(now);
+	if (plivo_otp_exec_latest(&find_idempotent, args, NULL, 1) != 1)
+		return false;
+	old_phone = plivo_otp_get_text(0, 2);
+	old_purpose = plivo_otp_get_text(0, 3);
+	if (strcmp(old_phone, req->phone) != 0 || strcmp(old_purpose, req->purpose) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency key was already used for another number or purpose"),
+				 errhint("Use a new key for each distinct request."),
+				 errhidestmt(true)));
+	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
+	return true;
+}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
+/*
+ * Cancel the number's pending code for this purpose, and store a new one
+ * as its digest.  The code itself is left in code for the message.
+ */
+static void
+store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
+				   TimestampTz now, TimestampTz expires_at)
+{
+	uint8		digest[PLIVO_OTP_DIGEST_LEN];
+	bytea	   *digest_bytea;
+	Datum		args[9];
+	char		nulls[9];
 
-	/* A repeated key while its code lives: the same id, nothing more queued. */
-	if (idempotency_key)
-	{
-		args[0] = CStringGetTextDatum(idempotency_key);
-		args[1] = TimestampTzGetDatum(now);
-		if (plivo_otp_exec_latest(&find_idempotent, args, NULL, 1) == 1)
-		{
-			bool		isnull;
-			char	   *old_phone = plivo_otp_get_text(0, 2);
-			char	   *old_purpose = plivo_otp_get_text(0, 3);
-			pg_uuid_t  *result = SPI_palloc(sizeof(pg_uuid_t));
-
-			if (strcmp(old_phone, phone) != 0 || strcmp(old_purpose, purpose) != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("idempotency key was already used for another number or purpose"),
-						 errhint("Use a new key for each distinct request."),
-						 errhidestmt(true)));
-			memcpy(result, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
-			SPI_finish();
-			PG_RETURN_UUID_P(result);
-		}
-	}
-
-	check_send_policy(phone, now);
-
-	args[0] = CStringGetTextDatum(phone);
-	args[1] = CStringGetTextDatum(purpose);
+	args[0] = CStringGetTextDatum(req->phone);
+	args[1] = CStringGetTextDatum(req->purpose);
 	args[2] = TimestampTzGetDatum(now);
 	plivo_otp_exec(&cancel_pending, args, NULL, false, 0);
 
-	verification_id = SPI_palloc(sizeof(pg_uuid_t));
-	plivo_otp_random_uuid(verification_id);
 	plivo_otp_generate_code(plivo_otp_code_length, code);
-	plivo_otp_code_digest(verification_id, purpose, code, digest);
+	plivo_otp_code_digest(id, req->purpose, code, digest);
 	digest_bytea = palloc(VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
 	SET_VARSIZE(digest_bytea, VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
 	memcpy(VARDATA(digest_bytea), digest, PLIVO_OTP_DIGEST_LEN);
+	explicit_bzero(digest, sizeof(digest));
 
 	memset(nulls, ' ', sizeof(nulls));
-	args[0] = UUIDPGetDatum(verification_id);
-	args[1] = CStringGetTextDatum(phone);
-	args[2] = CStringGetTextDatum(purpose);
-	args[3] = CStringGetTextDatum(channel);
+	args[0] = UUIDPGetDatum(id);
+	args[1] = CStringGetTextDatum(req->phone);
+	args[2] = CStringGetTextDatum(req->purpose);
+	args[3] = CStringGetTextDatum(req->channel);
 	args[4] = PointerGetDatum(digest_bytea);
 	args[5] = Int32GetDatum(plivo_otp_max_attempts);
-	args[6] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
-	nulls[6] = idempotency_key ? ' ' : 'n';
+	args[6] = req->idempotency_key ? CStringGetTextDatum(req->idempotency_key) : (Datum) 0;
+	nulls[6] = req->idempotency_key ? ' ' : 'n';
 	args[7] = TimestampTzGetDatum(now);
 	args[8] = TimestampTzGetDatum(expires_at);
 	plivo_otp_exec(&insert_verification, args, nulls, false, 0);
+}
+
+/* Queue the code's message, sealed; the dispatcher is woken at commit. */
+static void
+queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
+			  const char *code, TimestampTz now, TimestampTz expires_at)
+{
+	pg_uuid_t	message_id;
+	char	   *message_text;
+	bytea	   *sealed;
+	Datum		args[7];
 
 	plivo_otp_random_uuid(&message_id);
 	message_text = render_sms(code, plivo_otp_code_ttl);
 	sealed = plivo_otp_encrypt_body(&message_id, message_text);
 	explicit_bzero(message_text, strlen(message_text));
-	explicit_bzero(code, sizeof(code));
 
 	args[0] = UUIDPGetDatum(&message_id);
 	args[1] = UUIDPGetDatum(verification_id);
-	args[2] = CStringGetTextDatum(channel);
-	args[3] = CStringGetTextDatum(phone);
+	args[2] = CStringGetTextDatum(req->channel);
+	args[3] = CStringGetTextDatum(req->phone);
 	args[4] = PointerGetDatum(sealed);
 	args[5] = TimestampTzGetDatum(now);
 	args[6] = TimestampTzGetDatum(expires_at);
 	plivo_otp_exec(&insert_message, args, NULL, false, 0);
+	plivo_otp_wake_at_commit();
+}
 
+static Datum
+send_code(PG_FUNCTION_ARGS)
+{
+	SendRequest req;
+	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	TimestampTz now;
+	TimestampTz expires_at;
+
+	plivo_otp_require_preload();
+	require_dispatch_database();
+	read_send_args(fcinfo, &req);
+
+	/* Key first, then number: every caller takes them in this order. */
+	if (req.idempotency_key)
+		lock_key(psprintf("key:%s", req.idempotency_key));
+	lock_key(req.phone);
+
+	now = GetCurrentTimestamp();
+	expires_at = now + (int64) plivo_otp_code_ttl * USECS_PER_SEC;
+
+	plivo_otp_spi_connect();
+	if (req.idempotency_key && replay_idempotent(&req, now, id))
+	{
+		SPI_finish();
+		PG_RETURN_UUID_P(id);
+	}
+	check_send_policy(req.phone, now);
+	plivo_otp_random_uuid(id);
+	store_verification(&req, id, code, now, expires_at);
+	queue_message(&req, id, code, now, expires_at);
+	explicit_bzero(code, sizeof(code));
 	SPI_finish();
 
-	plivo_otp_wake_at_commit();
 	plivo_otp_count(PLIVO_OTP_COUNTER_SENDS, 1);
+	PG_RETURN_UUID_P(id);
+}
 
-	PG_RETURN_UUID_P(verification_id);
+Datum
+plivo_otp_send(PG_FUNCTION_ARGS)
+{
+	return plivo_otp_hiding_statement(send_code, fcinfo);
 }

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * api_stats.c
+ * stats.c
  *	  plivo_otp.dispatcher_stats(): the state of the outbound queue and of
  *	  the dispatcher, for monitoring.
  *
@@ -15,11 +15,12 @@
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
-#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_dispatcher_stats);
+PG_FUNCTION_INFO_V1(plivo_otp_api_stats);
 
 #define STATS_COLUMNS 11
+#define API_STATS_COLUMNS 5
 
 static PlivoOtpStatement queue_state = {
 	"SELECT count(*), $1 - min(next_try_at) FILTER (WHERE next_try_at <= $1)"
@@ -40,11 +41,10 @@ plivo_otp_dispatcher_stats(PG_FUNCTION_ARGS)
 
 	plivo_otp_require_preload();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
+		elog(ERROR, "plivo_otp: return type must be a row type");
 	plivo_otp_dispatcher_snapshot(&snap);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
+	plivo_otp_spi_connect();
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	plivo_otp_exec(&queue_state, args, NULL, true, 1);
 	values[0] = Int64GetDatum(DatumGetInt64(plivo_otp_get(0, 1, &isnull)));
@@ -65,5 +65,26 @@ plivo_otp_dispatcher_stats(PG_FUNCTION_ARGS)
 	values[10] = Int32GetDatum(snap.pid);
 	nulls[10] = snap.pid == 0;
 
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* Sends, refused sends, approvals and failed checks since counters_since. */
+Datum
+plivo_otp_api_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[API_STATS_COLUMNS];
+	bool		nulls[API_STATS_COLUMNS] = {0};
+	PlivoOtpDispatcherSnapshot snap;
+
+	plivo_otp_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "plivo_otp: return type must be a row type");
+	plivo_otp_dispatcher_snapshot(&snap);
+	values[0] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_SENDS]);
+	values[1] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_REFUSED_SENDS]);
+	values[2] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_VERIFY_APPROVED]);
+	values[3] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_VERIFY_FAILED]);
+	values[4] = TimestampTzGetDatum(snap.counters_since);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * api_status.c
+ * status.c
  *	  otp_status() and otp_cancel(): read and end a verification by id.
  *
  * otp_status reports the verification with its latest message.  The phone
@@ -18,7 +18,6 @@
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
-#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_status);
 PG_FUNCTION_INFO_V1(plivo_otp_cancel);
@@ -65,8 +64,7 @@ plivo_otp_status(PG_FUNCTION_ARGS)
 	plivo_otp_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
+	plivo_otp_spi_connect();
 	args[0] = UUIDPGetDatum(id);
 	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	if (plivo_otp_exec(&read_status, args, NULL, false, 1) == 1)
@@ -101,8 +99,7 @@ plivo_otp_cancel(PG_FUNCTION_ARGS)
 	bool		canceled;
 
 	plivo_otp_require_preload();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
+	plivo_otp_spi_connect();
 	args[0] = UUIDPGetDatum(id);
 	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	plivo_otp_exec(&cancel_by_id, args, NULL, false, 1);

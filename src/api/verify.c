@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * api_verify.c
+ * verify.c
  *	  otp_check() and otp_verify(): one verification attempt against the
  *	  latest code of a number and purpose.
  *
@@ -26,7 +26,6 @@
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
-#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(plivo_otp_check);
 PG_FUNCTION_INFO_V1(plivo_otp_verify);
@@ -42,7 +41,7 @@ static PlivoOtpStatement lock_latest_code = {
 	2, {TEXTOID, TEXTOID}
 };
 
-static PlivoOtpStatement set_outcome = {
+static PlivoOtpStatement update_verification = {
 	"UPDATE plivo_otp.verifications"
 	" SET state = $2, attempts = $3, updated_at = $4,"
 	"     verified_at = CASE WHEN $2 = 'approved' THEN $4 END"
@@ -50,36 +49,111 @@ static PlivoOtpStatement set_outcome = {
 	4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}
 };
 
+/* The latest code of a number and purpose, locked. */
+typedef struct LatestCode
+{
+	pg_uuid_t	id;
+	bytea	   *digest;
+	PlivoOtpVerificationState state;
+	int			attempts;
+	int			max_attempts;
+	TimestampTz expires_at;
+} LatestCode;
+
+/* Store the verification's new state and attempt count. */
 static void
-record_outcome(pg_uuid_t *id, const char *state, int attempts, TimestampTz now)
+store_check_result(const LatestCode *latest, PlivoOtpVerificationState state,
+				   int attempts, TimestampTz now)
 {
 	Datum		args[4];
 
-	args[0] = UUIDPGetDatum(id);
-	args[1] = CStringGetTextDatum(state);
+	args[0] = UUIDPGetDatum(&latest->id);
+	args[1] = CStringGetTextDatum(plivo_otp_verification_state_name(state));
 	args[2] = Int32GetDatum(attempts);
 	args[3] = TimestampTzGetDatum(now);
-	plivo_otp_exec(&set_outcome, args, NULL, false, 0);
+	plivo_otp_exec(&update_verification, args, NULL, false, 0);
 }
 
-static const char *
+/* Lock and read the latest code of phone and purpose; false if there is none. */
+static bool
+load_latest_code(const char *phone, const char *purpose, LatestCode *latest)
+{
+	Datum		args[2];
+	bool		isnull;
+
+	args[0] = CStringGetTextDatum(phone);
+	args[1] = CStringGetTextDatum(purpose);
+	if (plivo_otp_exec(&lock_latest_code, args, NULL, false, 1) == 0)
+		return false;
+	memcpy(&latest->id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
+	latest->digest = DatumGetByteaPP(plivo_otp_get(0, 2, &isnull));
+	latest->state = plivo_otp_verification_state_parse(plivo_otp_get_text(0, 3));
+	latest->attempts = DatumGetInt32(plivo_otp_get(0, 4, &isnull));
+	latest->max_attempts = DatumGetInt32(plivo_otp_get(0, 5, &isnull));
+	latest->expires_at = DatumGetTimestampTz(plivo_otp_get(0, 6, &isnull));
+	return true;
+}
+
+/* One attempt at the latest code, by the rules at the top of this file. */
+static PlivoOtpCheckResult
+judge_attempt(const LatestCode *latest, const char *purpose, const char *candidate,
+			  TimestampTz now)
+{
+	bool		pending = latest->state == PLIVO_OTP_VERIFICATION_PENDING;
+	int			ledger_failures;
+	int			failures;
+
+	/* approved (single use) or canceled */
+	if (latest->state == PLIVO_OTP_VERIFICATION_APPROVED ||
+		latest->state == PLIVO_OTP_VERIFICATION_CANCELED)
+		return PLIVO_OTP_CHECK_NOT_FOUND;
+
+	if (latest->state == PLIVO_OTP_VERIFICATION_EXPIRED || latest->expires_at <= now)
+	{
+		if (pending)
+			store_check_result(latest, PLIVO_OTP_VERIFICATION_EXPIRED, latest->attempts, now);
+		return PLIVO_OTP_CHECK_EXPIRED;
+	}
+
+	/* Reserve the ledger entry before anything is compared (fails closed if full). */
+	ledger_failures = plivo_otp_ledger_add(&latest->id, latest->expires_at, 0);
+	failures = Max(latest->attempts, ledger_failures);
+	if (failures >= latest->max_attempts)
+	{
+		if (pending)
+			store_check_result(latest, PLIVO_OTP_VERIFICATION_MAX_ATTEMPTS, failures, now);
+		return PLIVO_OTP_CHECK_MAX_ATTEMPTS;
+	}
+
+	if (plivo_otp_code_matches(&latest->id, purpose, candidate,
+							   (uint8 *) VARDATA_ANY(latest->digest),
+							   VARSIZE_ANY_EXHDR(latest->digest)))
+	{
+		store_check_result(latest, PLIVO_OTP_VERIFICATION_APPROVED, failures, now);
+		plivo_otp_count(PLIVO_OTP_COUNTER_VERIFY_APPROVED, 1);
+		return PLIVO_OTP_CHECK_APPROVED;
+	}
+
+	/* Count it where a rollback cannot take it back, then in the row (Max
+	 * evaluates its arguments twice: the ledger is added to only once). */
+	ledger_failures = plivo_otp_ledger_add(&latest->id, latest->expires_at, 1);
+	failures = Max(latest->attempts + 1, ledger_failures);
+	store_check_result(latest,
+					   failures >= latest->max_attempts ?
+					   PLIVO_OTP_VERIFICATION_MAX_ATTEMPTS : PLIVO_OTP_VERIFICATION_PENDING,
+					   failures, now);
+	plivo_otp_count(PLIVO_OTP_COUNTER_VERIFY_FAILED, 1);
+	return PLIVO_OTP_CHECK_INCORRECT;
+}
+
+static PlivoOtpCheckResult
 check_code(FunctionCallInfo fcinfo)
 {
 	char		phone[PLIVO_OTP_MAX_PHONE_LEN + 1];
 	char		candidate[MAX_CANDIDATE_LEN + 1];
 	char	   *purpose;
-	Datum		args[2];
-	bool		isnull;
-	pg_uuid_t	id;
-	bytea	   *digest;
-	char	   *state;
-	int			attempts;
-	int			max_attempts;
-	int			failures;
-	int			ledger_failures;
-	TimestampTz expires_at;
-	TimestampTz now;
-	const char *result;
+	LatestCode	latest;
+	PlivoOtpCheckResult result = PLIVO_OTP_CHECK_NOT_FOUND;
 
 	plivo_otp_require_preload();
 	plivo_otp_phone_arg(fcinfo, 0, phone);
@@ -90,61 +164,9 @@ check_code(FunctionCallInfo fcinfo)
 	if (!PG_ARGISNULL(1))
 		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), candidate, sizeof(candidate));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
-
-	args[0] = CStringGetTextDatum(phone);
-	args[1] = CStringGetTextDatum(purpose);
-	if (plivo_otp_exec(&lock_latest_code, args, NULL, false, 1) == 0)
-	{
-		SPI_finish();
-		return "not_found";
-	}
-
-	memcpy(&id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(id));
-	digest = DatumGetByteaPP(plivo_otp_get(0, 2, &isnull));
-	state = plivo_otp_get_text(0, 3);
-	attempts = DatumGetInt32(plivo_otp_get(0, 4, &isnull));
-	max_attempts = DatumGetInt32(plivo_otp_get(0, 5, &isnull));
-	expires_at = DatumGetTimestampTz(plivo_otp_get(0, 6, &isnull));
-	now = GetCurrentTimestamp();
-
-	if (strcmp(state, "pending") != 0 && strcmp(state, "max_attempts") != 0 &&
-		strcmp(state, "expired") != 0)
-		result = "not_found";	/* approved (single use) or canceled */
-	else if (strcmp(state, "expired") == 0 || expires_at <= now)
-	{
-		if (strcmp(state, "pending") == 0)
-			record_outcome(&id, "expired", attempts, now);
-		result = "expired";
-	}
-	/* Reserve the ledger entry before anything is compared (fails closed if full). */
-	else if ((ledger_failures = plivo_otp_ledger_add(&id, expires_at, 0)),
-			 (failures = Max(attempts, ledger_failures)) >= max_attempts)
-	{
-		if (strcmp(state, "pending") == 0)
-			record_outcome(&id, "max_attempts", failures, now);
-		result = "max_attempts";
-	}
-	else if (plivo_otp_code_matches(&id, purpose, candidate,
-									(uint8 *) VARDATA_ANY(digest),
-									VARSIZE_ANY_EXHDR(digest)))
-	{
-		record_outcome(&id, "approved", failures, now);
-		plivo_otp_count(PLIVO_OTP_COUNTER_VERIFY_APPROVED, 1);
-		result = "approved";
-	}
-	else
-	{
-		/* Count it where a rollback cannot take it back, then in the row. */
-		ledger_failures = plivo_otp_ledger_add(&id, expires_at, 1);
-		failures = Max(attempts + 1, ledger_failures);
-		record_outcome(&id, failures >= max_attempts ? "max_attempts" : "pending",
-					   failures, now);
-		plivo_otp_count(PLIVO_OTP_COUNTER_VERIFY_FAILED, 1);
-		result = "incorrect";
-	}
-
+	plivo_otp_spi_connect();
+	if (load_latest_code(phone, purpose, &latest))
+		result = judge_attempt(&latest, purpose, candidate, GetCurrentTimestamp());
 	explicit_bzero(candidate, sizeof(candidate));
 	SPI_finish();
 	return result;
@@ -153,13 +175,13 @@ check_code(FunctionCallInfo fcinfo)
 static Datum
 check_code_text(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(check_code(fcinfo)));
+	PG_RETURN_TEXT_P(cstring_to_text(plivo_otp_check_result_name(check_code(fcinfo))));
 }
 
 static Datum
 check_code_bool(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(strcmp(check_code(fcinfo), "approved") == 0);
+	PG_RETURN_BOOL(check_code(fcinfo) == PLIVO_OTP_CHECK_APPROVED);
 }
 
 Datum

@@ -110,7 +110,7 @@ check_message_log(char **newval, void **extra, GucSource source)
 }
 
 static bool
-check_api_url(char **newval, void **extra, GucSource source)
+check_api_url_setting(char **newval, void **extra, GucSource source)
 {
 	bool		loopback;
 	char	   *why = NULL;
@@ -125,7 +125,7 @@ check_api_url(char **newval, void **extra, GucSource source)
 
 /* The public URL is also a base URL: no query or fragment. */
 static bool
-check_public_url(char **newval, void **extra, GucSource source)
+check_public_url_setting(char **newval, void **extra, GucSource source)
 {
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
@@ -135,7 +135,7 @@ check_public_url(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	/* Plivo calls it over the internet: https, unless it is a local test. */
-	return check_api_url(newval, extra, source);
+	return check_api_url_setting(newval, extra, source);
 }
 
 static bool
@@ -217,12 +217,12 @@ plivo_otp_define_settings(void)
 							   "Base URL of Plivo's REST API.",
 							   "https is required except for loopback addresses.",
 							   &plivo_otp_api_url, "https://api.plivo.com",
-							   PGC_SIGHUP, 0, check_api_url, NULL, NULL);
+							   PGC_SIGHUP, 0, check_api_url_setting, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.public_url",
 							   "Base URL at which Plivo reaches the webhook listener.",
 							   "Used in callback URLs and for signature checks; empty means no callbacks are requested.",
 							   &plivo_otp_public_url, "",
-							   PGC_SIGHUP, 0, check_public_url, NULL, NULL);
+							   PGC_SIGHUP, 0, check_public_url_setting, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.message_log",
 							   "Plivo's log setting for sent messages.",
 							   "false (default) keeps no content at Plivo.",

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * spi_util.c
+ * spi.c
  *	  Plans prepared once per process and executed with checked results.
  *
  * Every statement names its tables with the plivo_otp schema, and the SQL
@@ -15,7 +15,15 @@
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
-#include "common/spi.h"
+#include "plivo_otp.h"
+
+/* SPI_connect, where failing to connect can only be a bug. */
+void
+plivo_otp_spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "plivo_otp: SPI_connect failed");
+}
 
 static void
 prepare_once(PlivoOtpStatement *stmt)
@@ -68,15 +76,6 @@ Datum
 plivo_otp_get(int row, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
-}
-
-bool
-plivo_otp_get_bool(int row, int col)
-{
-	bool		isnull;
-	Datum		d = plivo_otp_get(row, col, &isnull);
-
-	return !isnull && DatumGetBool(d);
 }
 
 /* A text column as a C string in the caller's context, or NULL. */

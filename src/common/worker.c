@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * worker_common.c
+ * worker.c
  *	  Short transactions for the plivo_otp workers, in worker_spi's order.
  *
  * Workers run as the bootstrap superuser, so they pin search_path (a schema
@@ -13,13 +13,13 @@
  * anything else, then conditional locks on the tables, so neither DROP
  * EXTENSION nor other DDL ever waits on a worker, nor a worker on them.  An ERROR in
  * a unit of work is logged and rolled back; the worker carries on, because
- * ending it would orphan requests it has in flight.
+ * ending it would orphan requests it has in flight.  Within a unit of work,
+ * plivo_otp_run_subtransaction isolates one row's work from the others'.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
@@ -33,8 +33,11 @@
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
+#include "access/xact.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
 #include "plivo_otp.h"
-#include "common/worker.h"
 
 static bool extension_missing_logged = false;
 
@@ -78,8 +81,8 @@ lock_tables(void)
  * nothing left open) when the extension is absent or DROP EXTENSION holds
  * the queue.
  */
-bool
-plivo_otp_begin_work(const char *activity)
+static bool
+begin_work(const char *activity)
 {
 	Oid			extension;
 
@@ -96,8 +99,9 @@ plivo_otp_begin_work(const char *activity)
 	{
 		if (!extension_missing_logged)
 			ereport(LOG,
-					(errmsg("%s is waiting: extension plivo_otp is missing or locked in database \"%s\"",
+					(errmsg("%s: waiting for extension plivo_otp in database \"%s\"",
 							MyBgworkerEntry->bgw_name, plivo_otp_database),
+					 errdetail("The extension is missing, or locked by DDL such as DROP EXTENSION."),
 					 errhint("Run CREATE EXTENSION plivo_otp in the database named by plivo_otp.database.")));
 		extension_missing_logged = true;
 		PopActiveSnapshot();
@@ -106,13 +110,12 @@ plivo_otp_begin_work(const char *activity)
 		return false;
 	}
 	extension_missing_logged = false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "plivo_otp: SPI_connect failed");
+	plivo_otp_spi_connect();
 	return true;
 }
 
-void
-plivo_otp_end_work(void)
+static void
+end_work(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
@@ -121,19 +124,22 @@ plivo_otp_end_work(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Run work() in its own transaction; false if it could not run or failed. */
+/*
+ * Run work(arg) in its own transaction; false if it could not run or failed
+ * (the error is logged, the transaction rolled back).
+ */
 bool
-plivo_otp_run_work(const char *activity, void (*work) (void))
+plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	bool		ok = true;
 
 	PG_TRY();
 	{
-		if (plivo_otp_begin_work(activity))
+		if (begin_work(activity))
 		{
-			work();
-			plivo_otp_end_work();
+			work(arg);
+			end_work();
 		}
 		else
 			ok = false;
@@ -149,5 +155,37 @@ plivo_otp_run_work(const char *activity, void (*work) (void))
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
+	return ok;
+}
+
+/*
+ * Run work(arg) in a subtransaction of the current unit of work; false if
+ * it failed (the error is logged and only the subtransaction rolled back),
+ * so one row's failure leaves the rest of the batch to commit.
+ */
+bool
+plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		work(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		EmitErrorReport();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
 	return ok;
 }

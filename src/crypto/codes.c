@@ -13,6 +13,10 @@
  * the queue-body key: nonce (12) || ciphertext || tag (16), with the
  * message id as associated data so a body cannot be moved to another row.
  *
+ * Nothing that can raise an ERROR runs while an OpenSSL cipher context is
+ * allocated (the key is fetched, and memory allocated, before it): an
+ * ERROR would otherwise leak the context.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -80,7 +84,7 @@ plivo_otp_code_digest(const pg_uuid_t *verification_id, const char *purpose,
 	if (HMAC(EVP_sha256(), plivo_otp_derived_key(PLIVO_OTP_KEY_CODE_DIGEST),
 			 PLIVO_OTP_SECRET_LEN, (unsigned char *) buf.data, buf.len,
 			 digest, &len) == NULL || len != PLIVO_OTP_DIGEST_LEN)
-		elog(ERROR, "could not compute a code digest");
+		elog(ERROR, "plivo_otp: could not compute a code digest");
 	explicit_bzero(buf.data, buf.len);
 	pfree(buf.data);
 }
@@ -111,19 +115,20 @@ plivo_otp_encrypt_body(const pg_uuid_t *message_id, const char *plaintext)
 	bytea	   *sealed = palloc(VARHDRSZ + PLIVO_OTP_NONCE_LEN + textlen + PLIVO_OTP_TAG_LEN);
 	uint8	   *nonce = (uint8 *) VARDATA(sealed);
 	uint8	   *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
+	const uint8 *key = plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY);
 	EVP_CIPHER_CTX *ctx;
 	int			outlen = 0;
 	int			finlen = 0;
 	bool		ok;
 
 	if (!pg_strong_random(nonce, PLIVO_OTP_NONCE_LEN))
-		elog(ERROR, "could not generate a nonce");
+		elog(ERROR, "plivo_otp: could not generate a nonce");
 	ctx = EVP_CIPHER_CTX_new();
 	if (ctx == NULL)
-		elog(ERROR, "could not allocate a cipher context");
+		elog(ERROR, "plivo_otp: could not allocate a cipher context");
 	ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
-		EVP_EncryptInit_ex(ctx, NULL, NULL, plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY), nonce) == 1 &&
+		EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
 		EVP_EncryptUpdate(ctx, NULL, &outlen, message_id->data, UUID_LEN) == 1 &&
 		EVP_EncryptUpdate(ctx, ciphertext, &outlen, (const uint8 *) plaintext, textlen) == 1 &&
 		EVP_EncryptFinal_ex(ctx, ciphertext + outlen, &finlen) == 1 &&
@@ -131,7 +136,7 @@ plivo_otp_encrypt_body(const pg_uuid_t *message_id, const char *plaintext)
 							ciphertext + outlen + finlen) == 1;
 	EVP_CIPHER_CTX_free(ctx);
 	if (!ok || outlen + finlen != textlen)
-		elog(ERROR, "could not encrypt a queued message");
+		elog(ERROR, "plivo_otp: could not encrypt a queued message");
 	SET_VARSIZE(sealed, VARHDRSZ + PLIVO_OTP_NONCE_LEN + textlen + PLIVO_OTP_TAG_LEN);
 	return sealed;
 }
@@ -147,6 +152,7 @@ plivo_otp_decrypt_body(const pg_uuid_t *message_id, const bytea *sealed)
 	const uint8 *nonce = (const uint8 *) VARDATA_ANY(sealed);
 	int			textlen = total - PLIVO_OTP_NONCE_LEN - PLIVO_OTP_TAG_LEN;
 	const uint8 *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
+	const uint8 *key = plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY);
 	char	   *plaintext;
 	EVP_CIPHER_CTX *ctx;
 	int			outlen = 0;
@@ -158,10 +164,10 @@ plivo_otp_decrypt_body(const pg_uuid_t *message_id, const bytea *sealed)
 	plaintext = palloc(textlen + 1);
 	ctx = EVP_CIPHER_CTX_new();
 	if (ctx == NULL)
-		elog(ERROR, "could not allocate a cipher context");
+		elog(ERROR, "plivo_otp: could not allocate a cipher context");
 	ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
-		EVP_DecryptInit_ex(ctx, NULL, NULL, plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY), nonce) == 1 &&
+		EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
 		EVP_DecryptUpdate(ctx, NULL, &outlen, message_id->data, UUID_LEN) == 1 &&
 		EVP_DecryptUpdate(ctx, (uint8 *) plaintext, &outlen, ciphertext, textlen) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, PLIVO_OTP_TAG_LEN,
@@ -183,7 +189,7 @@ void
 plivo_otp_random_uuid(pg_uuid_t *uuid)
 {
 	if (!pg_strong_random(uuid->data, UUID_LEN))
-		elog(ERROR, "could not generate random bytes for a uuid");
+		elog(ERROR, "plivo_otp: could not generate random bytes for a uuid");
 	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
 }

@@ -72,7 +72,7 @@ plivo_otp_ensure_key_file(void)
 	if (server_in_recovery_at_start())
 	{
 		ereport(LOG,
-				(errmsg("plivo_otp key file \"%s\" is missing and is not created on a server in recovery",
+				(errmsg("plivo_otp: key file \"%s\" is missing and is not created on a server in recovery",
 						plivo_otp_key_file),
 				 errhint("Copy the primary's key file into place with mode 0600.")));
 		return;
@@ -81,7 +81,7 @@ plivo_otp_ensure_key_file(void)
 	if (!pg_strong_random(secret, sizeof(secret)))
 	{
 		ereport(WARNING,
-				(errmsg("could not generate a random plivo_otp key")));
+				(errmsg("plivo_otp: could not generate a random key")));
 		return;
 	}
 
@@ -90,7 +90,7 @@ plivo_otp_ensure_key_file(void)
 	{
 		ereport(WARNING,
 				(errcode_for_file_access(),
-				 errmsg("could not create plivo_otp key file \"%s\": %m", plivo_otp_key_file)));
+				 errmsg("plivo_otp: could not create key file \"%s\": %m", plivo_otp_key_file)));
 		explicit_bzero(secret, sizeof(secret));
 		return;
 	}
@@ -98,7 +98,7 @@ plivo_otp_ensure_key_file(void)
 	{
 		ereport(WARNING,
 				(errcode_for_file_access(),
-				 errmsg("could not write plivo_otp key file \"%s\": %m", plivo_otp_key_file)));
+				 errmsg("plivo_otp: could not write key file \"%s\": %m", plivo_otp_key_file)));
 		close(fd);
 		unlink(plivo_otp_key_file);
 		explicit_bzero(secret, sizeof(secret));
@@ -116,7 +116,7 @@ plivo_otp_ensure_key_file(void)
 		fsync_fname(parent[0] ? parent : ".", true);
 	}
 	ereport(LOG,
-			(errmsg("plivo_otp created its key file \"%s\"", plivo_otp_key_file),
+			(errmsg("plivo_otp: created key file \"%s\"", plivo_otp_key_file),
 			 errdetail("Back it up with the data directory; pg_upgrade does not copy it.")));
 }
 
@@ -162,7 +162,7 @@ load_derived_keys(void)
 				 derived_keys[use], &len) == NULL || len != PLIVO_OTP_SECRET_LEN)
 		{
 			explicit_bzero(secret, sizeof(secret));
-			elog(ERROR, "could not derive plivo_otp keys");
+			elog(ERROR, "plivo_otp: could not derive keys");
 		}
 	}
 	explicit_bzero(secret, sizeof(secret));
@@ -180,8 +180,8 @@ plivo_otp_derived_key(PlivoOtpKeyUse use)
 
 /*
  * Read the Plivo auth token from plivo_otp.auth_token_file.  Returns a
- * palloc'd token, or NULL with *error set to a message that names the file
- * but never its content.
+ * palloc'd token, or NULL with *error set to a sentence (for an errdetail)
+ * that names the file but never its content.
  */
 char *
 plivo_otp_read_auth_token(char **error)
@@ -195,13 +195,13 @@ plivo_otp_read_auth_token(char **error)
 	fd = OpenTransientFile(plivo_otp_auth_token_file, O_RDONLY | PG_BINARY);
 	if (fd < 0)
 	{
-		*error = psprintf("could not open auth token file \"%s\": %m", plivo_otp_auth_token_file);
+		*error = psprintf("Could not open auth token file \"%s\": %m.", plivo_otp_auth_token_file);
 		return NULL;
 	}
 	if (fstat(fd, &st) != 0 || !private_file(&st))
 	{
 		CloseTransientFile(fd);
-		*error = psprintf("auth token file \"%s\" is accessible to other users (make it owned by the server's user, chmod 0600)",
+		*error = psprintf("Auth token file \"%s\" is accessible to other users (make it owned by the server's user, chmod 0600).",
 						  plivo_otp_auth_token_file);
 		return NULL;
 	}
@@ -209,7 +209,7 @@ plivo_otp_read_auth_token(char **error)
 	CloseTransientFile(fd);
 	if (n < 0)
 	{
-		*error = psprintf("could not read auth token file \"%s\": %m", plivo_otp_auth_token_file);
+		*error = psprintf("Could not read auth token file \"%s\": %m.", plivo_otp_auth_token_file);
 		return NULL;
 	}
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
@@ -218,7 +218,7 @@ plivo_otp_read_auth_token(char **error)
 	if (n == 0 || n == sizeof(buf) - 1 || strchr(buf, '\n') != NULL)
 	{
 		explicit_bzero(buf, sizeof(buf));
-		*error = psprintf("auth token file \"%s\" must hold one token of 1 to 255 characters",
+		*error = psprintf("Auth token file \"%s\" must hold one token of 1 to 255 characters.",
 						  plivo_otp_auth_token_file);
 		return NULL;
 	}

@@ -88,6 +88,14 @@ static PlivoSigResult hmac_base64(const char *token, const SigBuf *msg,
 static PlivoSigResult compute_v2(const char *url, const char *nonce,
 								 const char *token,
 								 char out[PLIVO_OTP_SIG_BUFSIZE]);
+static bool v3_inputs_valid(const char *method, const PlivoParam *params,
+							int nparams, const char *nonce,
+							const char *token, bool *is_get);
+static PlivoSigResult collect_pairs(const SigUrl *u, const PlivoParam *params,
+									size_t np, PlivoParam **pairs, size_t *nq,
+									char **qstorage);
+static void append_v3_payload(SigBuf *msg, bool is_get, PlivoParam *pairs,
+							  size_t nq, size_t np, const char *nonce);
 static PlivoSigResult compute_v3(const char *method, const char *url,
 								 const PlivoParam *params, int nparams,
 								 const char *nonce, const char *token,
@@ -453,6 +461,140 @@ compute_v2(const char *url, const char *nonce, const char *token,
 }
 
 /*
+ * The inputs of a V3 signature that need no parsing: a known method, a
+ * nonce and a token, and params without NULL strings.  *is_get tells the
+ * method.
+ */
+static bool
+v3_inputs_valid(const char *method, const PlivoParam *params, int nparams,
+				const char *nonce, const char *token, bool *is_get)
+{
+	if (method == NULL || nonce == NULL || token == NULL ||
+		token[0] == '\0' || nparams < 0 || (params == NULL && nparams > 0))
+		return false;
+	if (strcmp(method, "GET") == 0)
+		*is_get = true;
+	else if (strcmp(method, "POST") == 0)
+		*is_get = false;
+	else
+		return false;
+	for (int i = 0; i < nparams; i++)
+	{
+		if (params[i].key == NULL || params[i].value == NULL)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The URL's query pairs, decoded, followed by copies of the params, in one
+ * malloc'd array (*pairs, NULL when there are none); *nq of them come from
+ * the URL, their strings in *qstorage.  On failure nothing is left
+ * allocated.
+ */
+static PlivoSigResult
+collect_pairs(const SigUrl *u, const PlivoParam *params, size_t np,
+			  PlivoParam **pairs, size_t *nq, char **qstorage)
+{
+	size_t		npieces = 0;
+	size_t		storage_size = 0;
+	size_t		total;
+	int			n;
+
+	*pairs = NULL;
+	*nq = 0;
+	*qstorage = NULL;
+	if (u->query_len > 0)
+	{
+		if (!form_storage_size(u->query, u->query_len, &npieces, &storage_size))
+			return PLIVO_SIG_ERROR;
+		if (npieces > INT_MAX)
+			return PLIVO_SIG_MALFORMED;
+	}
+	if (npieces > SIZE_MAX - np ||
+		npieces + np > SIZE_MAX / sizeof(PlivoParam))
+		return PLIVO_SIG_ERROR;
+	total = npieces + np;
+	if (total == 0)
+		return PLIVO_SIG_VALID;
+	*pairs = malloc(total * sizeof(PlivoParam));
+	if (*pairs == NULL)
+		return PLIVO_SIG_ERROR;
+
+	if (u->query_len > 0)
+	{
+		*qstorage = malloc(storage_size);
+		if (*qstorage == NULL)
+		{
+			free(*pairs);
+			*pairs = NULL;
+			return PLIVO_SIG_ERROR;
+		}
+		n = decode_pairs(u->query, u->query_len, *pairs, (int) npieces,
+						 *qstorage);
+		if (n < 0)
+		{
+			/* a bad escape in the URL: malformed */
+			free(*qstorage);
+			free(*pairs);
+			*qstorage = NULL;
+			*pairs = NULL;
+			return PLIVO_SIG_MALFORMED;
+		}
+		*nq = (size_t) n;
+	}
+	if (np > 0)
+		memcpy(*pairs + *nq, params, np * sizeof(PlivoParam));
+	return PLIVO_SIG_VALID;
+}
+
+/*
+ * What V3 signs after the base URL: for GET all pairs sorted together as a
+ * query; for POST the URL's pairs as a query, then the params as key and
+ * value run together; then "." and the nonce.  Sorts pairs in place.
+ */
+static void
+append_v3_payload(SigBuf *msg, bool is_get, PlivoParam *pairs, size_t nq,
+				  size_t np, const char *nonce)
+{
+	if (is_get)
+	{
+		sort_params(pairs, nq + np);
+		if (nq + np > 0)
+		{
+			sigbuf_append(msg, "?", 1);
+			append_query_pairs(msg, pairs, nq + np);
+		}
+	}
+	else
+	{
+		sort_params(pairs, nq);
+		if (np > 0)
+		{
+			sort_params(pairs + nq, np);
+			sigbuf_append(msg, "?", 1);
+			if (nq > 0)
+			{
+				append_query_pairs(msg, pairs, nq);
+				sigbuf_append(msg, ".", 1);
+			}
+			for (size_t i = nq; i < nq + np; i++)
+			{
+				sigbuf_append_str(msg, pairs[i].key);
+				sigbuf_append_str(msg, pairs[i].value);
+			}
+		}
+		else if (nq > 0)
+		{
+			sigbuf_append(msg, "?", 1);
+			append_query_pairs(msg, pairs, nq);
+		}
+	}
+	sigbuf_append(msg, ".", 1);
+	sigbuf_append_str(msg, nonce);
+}
+
+/*
  * Compute a V3 signature into out.  Returns PLIVO_SIG_VALID on success,
  * PLIVO_SIG_MALFORMED or PLIVO_SIG_ERROR otherwise (out is then empty).
  *
@@ -467,116 +609,27 @@ compute_v3(const char *method, const char *url,
 {
 	SigUrl		u;
 	SigBuf		msg = {NULL, 0, 0, false};
-	bool		is_get;
-	size_t		npieces = 0;
-	size_t		storage_size = 0;
-	size_t		total;
-	size_t		nq = 0;
-	size_t		np;
-	PlivoParam *pairs = NULL;
-	char	   *qstorage = NULL;
-	PlivoSigResult result = PLIVO_SIG_MALFORMED;
+	bool		is_get = false;
+	size_t		nq;
+	PlivoParam *pairs;
+	char	   *qstorage;
+	PlivoSigResult result;
 
 	out[0] = '\0';
-	if (method == NULL || nonce == NULL || token == NULL ||
-		token[0] == '\0' || nparams < 0 || (params == NULL && nparams > 0))
+	if (!v3_inputs_valid(method, params, nparams, nonce, token, &is_get) ||
+		!parse_url(url, &u))
 		return PLIVO_SIG_MALFORMED;
-	if (strcmp(method, "GET") == 0)
-		is_get = true;
-	else if (strcmp(method, "POST") == 0)
-		is_get = false;
-	else
-		return PLIVO_SIG_MALFORMED;
-	np = (size_t) nparams;
-	for (size_t i = 0; i < np; i++)
-	{
-		if (params[i].key == NULL || params[i].value == NULL)
-			return PLIVO_SIG_MALFORMED;
-	}
-	if (!parse_url(url, &u))
-		return PLIVO_SIG_MALFORMED;
-
-	/* Room for the URL's pairs and the params. */
-	if (u.query_len > 0)
-	{
-		if (!form_storage_size(u.query, u.query_len, &npieces, &storage_size))
-			return PLIVO_SIG_ERROR;
-		if (npieces > INT_MAX)
-			return PLIVO_SIG_MALFORMED;
-	}
-	if (npieces > SIZE_MAX - np ||
-		npieces + np > SIZE_MAX / sizeof(PlivoParam))
-		return PLIVO_SIG_ERROR;
-	total = npieces + np;
-	if (total > 0)
-	{
-		pairs = malloc(total * sizeof(PlivoParam));
-		if (pairs == NULL)
-			return PLIVO_SIG_ERROR;
-	}
-
-	if (u.query_len > 0)
-	{
-		int			n;
-
-		qstorage = malloc(storage_size);
-		if (qstorage == NULL)
-		{
-			result = PLIVO_SIG_ERROR;
-			goto done;
-		}
-		n = decode_pairs(u.query, u.query_len, pairs, (int) npieces,
-						 qstorage);
-		if (n < 0)
-			goto done;			/* bad escape in the URL: malformed */
-		nq = (size_t) n;
-	}
-	if (np > 0)
-		memcpy(pairs + nq, params, np * sizeof(PlivoParam));
+	result = collect_pairs(&u, params, (size_t) nparams, &pairs, &nq, &qstorage);
+	if (result != PLIVO_SIG_VALID)
+		return result;
 
 	append_base(&msg, &u);
-	if (is_get)
-	{
-		sort_params(pairs, nq + np);
-		if (nq + np > 0)
-		{
-			sigbuf_append(&msg, "?", 1);
-			append_query_pairs(&msg, pairs, nq + np);
-		}
-	}
-	else
-	{
-		sort_params(pairs, nq);
-		if (np > 0)
-		{
-			sort_params(pairs + nq, np);
-			sigbuf_append(&msg, "?", 1);
-			if (nq > 0)
-			{
-				append_query_pairs(&msg, pairs, nq);
-				sigbuf_append(&msg, ".", 1);
-			}
-			for (size_t i = nq; i < nq + np; i++)
-			{
-				sigbuf_append_str(&msg, pairs[i].key);
-				sigbuf_append_str(&msg, pairs[i].value);
-			}
-		}
-		else if (nq > 0)
-		{
-			sigbuf_append(&msg, "?", 1);
-			append_query_pairs(&msg, pairs, nq);
-		}
-	}
-	sigbuf_append(&msg, ".", 1);
-	sigbuf_append_str(&msg, nonce);
-
+	append_v3_payload(&msg, is_get, pairs, nq, (size_t) nparams, nonce);
 	if (msg.failed)
 		result = PLIVO_SIG_ERROR;
 	else
 		result = hmac_base64(token, &msg, out);
 
-done:
 	free(msg.data);
 	free(qstorage);
 	free(pairs);

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * http_multi.c
+ * http.c
  *	  Concurrent HTTP requests with libcurl's multi interface in
  *	  socket-action style, for a worker's single-threaded event loop.
  *
@@ -13,6 +13,9 @@
  * longjmp out of libcurl: they record what happened in plain C memory, and
  * the worker looks at it after the libcurl call has returned.
  *
+ * At process exit (whatever the reason) the running transfers, the multi
+ * handle and the epoll descriptor are released and libcurl cleaned up.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,9 +23,10 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "storage/ipc.h"
 #include "utils/timestamp.h"
 
-#include "dispatcher/http.h"
+#include "dispatcher.h"
 
 static CURLM *multi = NULL;
 static int	epoll_fd = -1;
@@ -109,8 +113,7 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 		t->response_len += take;
 		t->response[t->response_len] = '\0';
 	}
-	if (take < n)
-		t->response_truncated = true;
+	/* The rest of a response that large is dropped: no Plivo answer is. */
 	return n;
 }
 
@@ -141,15 +144,40 @@ header_callback(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
+/* At process exit: what libcurl and epoll hold goes back. */
+static void
+http_cleanup(int code, Datum arg)
+{
+	while (active)
+	{
+		HttpTransfer *t = active;
+
+		curl_multi_remove_handle(multi, t->easy);
+		unlink_active(t);
+		curl_easy_cleanup(t->easy);
+		t->easy = NULL;
+	}
+	if (multi)
+		curl_multi_cleanup(multi);
+	multi = NULL;
+	if (epoll_fd >= 0)
+		close(epoll_fd);
+	epoll_fd = -1;
+	curl_global_cleanup();
+}
+
 void
 plivo_otp_http_init(void)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "plivo_otp: could not initialise libcurl");
+	on_proc_exit(http_cleanup, (Datum) 0);
 	multi = curl_multi_init();
 	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (multi == NULL || epoll_fd < 0)
-		elog(ERROR, "plivo_otp: could not initialise the HTTP event loop: %m");
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("plivo_otp dispatcher: could not create its HTTP event loop: %m")));
 	if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback) != CURLM_OK ||
 		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback) != CURLM_OK)
 		elog(ERROR, "plivo_otp: could not configure libcurl");
@@ -173,8 +201,11 @@ plivo_otp_http_timeout_ms(void)
 	return Max(0, timer_ms - elapsed);
 }
 
-/* Hand a prepared easy handle to the multi handle. */
-void
+/*
+ * Hand a prepared easy handle to the multi handle.  False if libcurl
+ * refused it: nothing was sent, and the caller still owns the transfer.
+ */
+bool
 plivo_otp_http_start(HttpTransfer *t)
 {
 	t->retry_after = -1;
@@ -185,11 +216,14 @@ plivo_otp_http_start(HttpTransfer *t)
 		curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t) != CURLE_OK ||
 		curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf) != CURLE_OK ||
 		curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t) != CURLE_OK ||
-		curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK)
-		elog(ERROR, "plivo_otp: could not configure an HTTP request");
-	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
-		elog(ERROR, "plivo_otp: could not start an HTTP request");
+		curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+		curl_multi_add_handle(multi, t->easy) != CURLM_OK)
+	{
+		strlcpy(t->errbuf, "libcurl refused the request", sizeof(t->errbuf));
+		return false;
+	}
 	link_active(t);
+	return true;
 }
 
 /*

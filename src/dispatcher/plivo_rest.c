@@ -1,82 +1,28 @@
 /*-------------------------------------------------------------------------
  *
- * plivo_api.c
- *	  Plivo's Send Message request and response.
+ * plivo_rest.c
+ *	  Plivo's REST API as the dispatcher speaks it: the Send Message request
+ *	  and its response (the Call API joins it).
  *
  * POST {api_url}/v1/Account/{auth_id}/Message/ with HTTP Basic auth (Auth
  * ID, Auth Token) and a JSON body: src (or powerpack_uuid), dst without the
  * '+', text, type, url/method for status callbacks, log, message_expiry.
  * A 2xx answer carries {"message_uuid": ["..."]}; errors carry {"error":
  * "..."}.  https is required unless the API URL is a loopback address
- * (tests and local stand-ins).
+ * (tests and local stand-ins; see common/url.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <ctype.h>
 
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/json.h"
 
-#include "dispatcher/plivo_rest.h"
-#include "plivo_otp.h"
+#include "dispatcher.h"
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
-
-/* "127.x.y.z" up to the port or path, and nothing else (not "127.evil.com"). */
-static bool
-is_ipv4_loopback(const char *host)
-{
-	const char *p = host;
-
-	if (strncmp(p, "127.", 4) != 0)
-		return false;
-	for (p += 4; *p && *p != ':' && *p != '/'; p++)
-		if (!isdigit((unsigned char) *p) && *p != '.')
-			return false;
-	return true;
-}
-
-/*
- * Is url acceptable as plivo_otp.api_url or plivo_otp.public_url?  https
- * anywhere, plain http only to 127.0.0.0/8, localhost or [::1].  *why names
- * the problem for plivo_otp.api_url; callers about another setting say so.
- */
-bool
-plivo_otp_check_url(const char *url, bool *loopback, char **why)
-{
-	const char *host;
-
-	*loopback = false;
-	if (strncmp(url, "https://", 8) == 0)
-		host = url + 8;
-	else if (strncmp(url, "http://", 7) == 0)
-		host = url + 7;
-	else
-	{
-		*why = "The URL must start with https://.";
-		return false;
-	}
-	/* No userinfo: "http://127.0.0.1:1@evil.example" goes to evil.example. */
-	if (strcspn(host, "@/?#") < strlen(host) && host[strcspn(host, "@/?#")] == '@')
-	{
-		*why = "The URL must not contain user information (@).";
-		return false;
-	}
-	*loopback = is_ipv4_loopback(host) ||
-		(strncmp(host, "localhost", 9) == 0 &&
-		 (host[9] == ':' || host[9] == '/' || host[9] == '\0')) ||
-		strncmp(host, "[::1]", 5) == 0;
-	if (url[4] == ':' && !*loopback)
-	{
-		*why = "The URL must use https except for loopback addresses.";
-		return false;
-	}
-	return true;
-}
 
 static void
 append_json_field(StringInfo buf, const char *name, const char *value)
@@ -107,15 +53,65 @@ read_request_body(char *buf, size_t size, size_t nitems, void *userp)
 	return n;
 }
 
+/*
+ * A ready-to-start POST of a JSON body (palloc'd; the transfer owns it from
+ * here and wipes it when freed) to path under the API URL, authenticated as
+ * the account.  The Message API uses it, and the Call API will.  If libcurl
+ * cannot be set up, what was allocated is freed before the ERROR.
+ */
+static HttpTransfer *
+post_json(const PlivoConfig *config, const char *path, StringInfo body)
+{
+	HttpTransfer *t = palloc0(sizeof(HttpTransfer));
+	char	   *url = psprintf("%s/v1/Account/%s/%s", config->api_url, config->auth_id, path);
+	bool		ok;
+
+	t->request_body = body->data;
+	t->request_len = body->len;
+	t->request_off = 0;
+
+	/* From here to the end nothing may raise an ERROR: libcurl's memory is malloc'd. */
+	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	t->headers = t->headers ? curl_slist_append(t->headers, "Accept: application/json") : NULL;
+	t->headers = t->headers ? curl_slist_append(t->headers, "Expect:") : NULL;
+	t->easy = curl_easy_init();
+
+	ok = t->easy != NULL && t->headers != NULL &&
+		curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR,
+						 config->api_url_loopback ? "http,https" : "https") == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_USERNAME, config->auth_id) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PASSWORD, config->auth_token) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POST, 1L) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, read_request_body) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_READDATA, t) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body->len) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) config->request_timeout_ms) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
+						 (long) Min(config->request_timeout_ms, 5000)) == CURLE_OK &&
+		/* Reuse only fresh connections: a stale one that the far end closed
+		 * makes a request fail as 'unknown' (see read_request_body). */
+		curl_easy_setopt(t->easy, CURLOPT_MAXAGE_CONN, 20L) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_VERBOSE, 0L) == CURLE_OK;
+	pfree(url);
+	if (!ok)
+	{
+		plivo_otp_http_free(t);
+		elog(ERROR, "plivo_otp: could not set up an HTTP request");
+	}
+	return t;
+}
+
 /* A ready-to-start Send Message request for one SMS. */
 HttpTransfer *
 plivo_otp_message_request(const PlivoConfig *config, const char *e164,
 						  const char *text, int expiry_seconds)
 {
-	HttpTransfer *t = palloc0(sizeof(HttpTransfer));
 	StringInfoData body;
-	char	   *url;
-	bool		ok;
 
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
@@ -133,42 +129,7 @@ plivo_otp_message_request(const PlivoConfig *config, const char *e164,
 	}
 	append_json_field(&body, "log", config->message_log);
 	appendStringInfo(&body, ",\"message_expiry\":%d}", expiry_seconds);
-	t->request_body = body.data;
-	t->request_len = body.len;
-	t->request_off = 0;
-
-	url = psprintf("%s/v1/Account/%s/Message/", config->api_url, config->auth_id);
-	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
-	t->headers = t->headers ? curl_slist_append(t->headers, "Accept: application/json") : NULL;
-	t->headers = t->headers ? curl_slist_append(t->headers, "Expect:") : NULL;
-	t->easy = curl_easy_init();
-	if (t->easy == NULL || t->headers == NULL)
-		elog(ERROR, "plivo_otp: could not allocate an HTTP request");
-
-	ok = curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR,
-						 config->api_url_loopback ? "http,https" : "https") == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_USERNAME, config->auth_id) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_PASSWORD, config->auth_token) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_POST, 1L) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, read_request_body) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_READDATA, t) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body.len) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) config->request_timeout_ms) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
-						 (long) Min(config->request_timeout_ms, 5000)) == CURLE_OK &&
-		/* Reuse only fresh connections: a stale one that the far end closed
-		 * makes a request fail as 'unknown' (see read_request_body). */
-		curl_easy_setopt(t->easy, CURLOPT_MAXAGE_CONN, 20L) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_VERBOSE, 0L) == CURLE_OK;
-	pfree(url);
-	if (!ok)
-		elog(ERROR, "plivo_otp: could not configure an HTTP request");
-	return t;
+	return post_json(config, "Message/", &body);
 }
 
 typedef struct SendResponseState
@@ -256,36 +217,4 @@ plivo_otp_parse_send_response(const char *body, char **message_uuid, char **erro
 	*message_uuid = state.message_uuid;
 	*error = state.error;
 	return true;
-}
-
-/*
- * Plivo's error texts can quote the destination number: mask long digit
- * runs, drop control characters and cap the length before the text goes to
- * a table or a log.
- */
-char *
-plivo_otp_sanitize_error(const char *text)
-{
-	StringInfoData buf;
-	const char *p = text;
-
-	initStringInfo(&buf);
-	while (*p && buf.len < 200)
-	{
-		if (isdigit((unsigned char) *p))
-		{
-			const char *start = p;
-
-			while (isdigit((unsigned char) *p))
-				p++;
-			if (p - start >= 6)
-				appendStringInfo(&buf, "%.4s***", start);
-			else
-				appendBinaryStringInfo(&buf, start, p - start);
-			continue;
-		}
-		appendStringInfoChar(&buf, iscntrl((unsigned char) *p) ? ' ' : *p);
-		p++;
-	}
-	return buf.data;
 }

@@ -23,8 +23,19 @@
  */
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
-#include "listener/callback_auth.h"
+#include "callback_auth.h"
+
+/* The value of the first param named key (HTTP header names: ignore_case), or NULL. */
+const char *
+plivo_otp_find_param(const PlivoParam *params, int nparams, const char *key, bool ignore_case)
+{
+	for (int i = 0; i < nparams; i++)
+		if ((ignore_case ? strcasecmp(params[i].key, key) : strcmp(params[i].key, key)) == 0)
+			return params[i].value;
+	return NULL;
+}
 
 static bool
 present(const char *header)

@@ -21,6 +21,8 @@ typedef struct PlivoCallbackHeaders
 	const char *v2_nonce;
 } PlivoCallbackHeaders;
 
+extern const char *plivo_otp_find_param(const PlivoParam *params, int nparams,
+										const char *key, bool ignore_case);
 extern PlivoSigResult plivo_otp_authenticate_callback(const char *method, const char *url,
 													  const PlivoParam *params, int nparams,
 													  const PlivoCallbackHeaders *headers,

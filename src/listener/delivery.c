@@ -36,9 +36,7 @@
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
-#include "listener/delivery.h"
 #include "plivo_otp.h"
-#include "common/spi.h"
 
 #define RANK(s) \
 	"CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \
@@ -119,15 +117,6 @@ apply_waiting_events(const char *uuid)
 	return plivo_otp_exec(&apply_waiting_for_uuid, args, NULL, false, 0);
 }
 
-static const char *
-param_value(const PlivoParam *params, int nparams, const char *key)
-{
-	for (int i = 0; i < nparams; i++)
-		if (strcmp(params[i].key, key) == 0)
-			return params[i].value;
-	return NULL;
-}
-
 /* The callback's parameters as a JSON object, kept with the event. */
 static char *
 params_json(const PlivoParam *params, int nparams)
@@ -153,10 +142,10 @@ PlivoIngestResult
 plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce,
 						  const char *other_nonce)
 {
-	const char *uuid = param_value(params, nparams, "MessageUUID");
-	const char *status = param_value(params, nparams, "Status");
-	const char *sequence_text = param_value(params, nparams, "Sequence");
-	const char *error_code = param_value(params, nparams, "ErrorCode");
+	const char *uuid = plivo_otp_find_param(params, nparams, "MessageUUID", false);
+	const char *status = plivo_otp_find_param(params, nparams, "Status", false);
+	const char *sequence_text = plivo_otp_find_param(params, nparams, "Sequence", false);
+	const char *error_code = plivo_otp_find_param(params, nparams, "ErrorCode", false);
 	TimestampTz now = GetCurrentTimestamp();
 	int64		sequence = -1;
 	Datum		args[6];

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * shared_state.c
+ * ledger.c
  *	  Shared memory of plivo_otp: the failed-attempt ledger, the dispatcher's
  *	  latch and the counters behind the stats view.
  *
@@ -17,15 +17,11 @@
  * attempt; only a crash or a failover loses the rolled-back failures of the
  * codes alive at that moment.
  *
- * The dispatcher latch pointer and the counters are read and written
- * without the lock: a pointer store is atomic, counters are pg_atomic.
- *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "miscadmin.h"
-#include "port/atomics.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -42,19 +38,13 @@ typedef struct LedgerEntry
 	TimestampTz expires_at;
 } LedgerEntry;
 
-typedef struct PlivoOtpShared
+typedef struct LedgerShared
 {
-	LWLock	   *lock;
-	Latch	   *dispatcher_latch;
-	bool		ledger_full_reported;
-	pid_t		dispatcher_pid;
-	pg_atomic_uint32 dispatcher_inflight;
-	char		last_error[256];	/* sanitised: no token, no full number */
-	TimestampTz last_error_at;
-	pg_atomic_uint64 counters[PLIVO_OTP_NUM_COUNTERS];
-} PlivoOtpShared;
+	LWLock	   *lock;			/* guards the hash and full_reported */
+	bool		full_reported;
+} LedgerShared;
 
-static PlivoOtpShared *shared = NULL;
+static LedgerShared *shared = NULL;
 static HTAB *ledger = NULL;
 
 #define LEDGER_FILE		"pg_stat/plivo_otp_ledger.dat"
@@ -64,32 +54,25 @@ static void ledger_save(int code, Datum arg);
 static void ledger_load(void);
 
 void
-plivo_otp_shmem_request(void)
+plivo_otp_ledger_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(PlivoOtpShared)));
+	RequestAddinShmemSpace(MAXALIGN(sizeof(LedgerShared)));
 	RequestAddinShmemSpace(hash_estimate_size(plivo_otp_max_live_codes, sizeof(LedgerEntry)));
-	RequestNamedLWLockTranche("plivo_otp", 1);
+	RequestNamedLWLockTranche("plivo_otp ledger", 1);
 }
 
 void
-plivo_otp_shmem_startup(void)
+plivo_otp_ledger_shmem_startup(void)
 {
 	HASHCTL		info;
 	bool		found;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("plivo_otp", sizeof(PlivoOtpShared), &found);
+	shared = ShmemInitStruct("plivo_otp ledger", sizeof(LedgerShared), &found);
 	if (!found)
 	{
-		shared->lock = &(GetNamedLWLockTranche("plivo_otp"))->lock;
-		shared->dispatcher_latch = NULL;
-		shared->ledger_full_reported = false;
-		shared->dispatcher_pid = 0;
-		pg_atomic_init_u32(&shared->dispatcher_inflight, 0);
-		shared->last_error[0] = '\0';
-		shared->last_error_at = 0;
-		for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
-			pg_atomic_init_u64(&shared->counters[i], 0);
+		shared->lock = &(GetNamedLWLockTranche("plivo_otp ledger"))->lock;
+		shared->full_reported = false;
 	}
 	info.keysize = sizeof(pg_uuid_t);
 	info.entrysize = sizeof(LedgerEntry);
@@ -144,7 +127,9 @@ ledger_load(void)
 	unlink(LEDGER_FILE);
 	if (loaded > 0)
 		ereport(LOG,
-				(errmsg("plivo_otp restored failed attempts of %d live codes", loaded)));
+				(errmsg_plural("plivo_otp: restored the failed attempts of %d live code",
+							   "plivo_otp: restored the failed attempts of %d live codes",
+							   loaded, loaded)));
 }
 
 /* At a clean shutdown (code 0), save the live entries; never after a crash. */
@@ -166,7 +151,7 @@ ledger_save(int code, Datum arg)
 	{
 		ereport(LOG,
 				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", LEDGER_FILE ".tmp")));
+				 errmsg("plivo_otp: could not write \"%s\": %m", LEDGER_FILE ".tmp")));
 		return;
 	}
 	hash_seq_init(&status, ledger);
@@ -187,7 +172,7 @@ ledger_save(int code, Datum arg)
 	{
 		ereport(LOG,
 				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", LEDGER_FILE ".tmp")));
+				 errmsg("plivo_otp: could not write \"%s\": %m", LEDGER_FILE ".tmp")));
 		unlink(LEDGER_FILE ".tmp");
 	}
 }
@@ -197,7 +182,7 @@ require_shared(void)
 {
 	plivo_otp_require_preload();
 	if (shared == NULL || ledger == NULL)
-		elog(ERROR, "plivo_otp shared memory is not initialised");
+		elog(ERROR, "plivo_otp: shared memory is not initialised");
 }
 
 /* Failed attempts recorded for a verification (0 if none). */
@@ -252,13 +237,13 @@ ledger_entry(const pg_uuid_t *id, TimestampTz expires_at)
 		entry = hash_search(ledger, id, HASH_ENTER_NULL, &found);
 	if (entry == NULL)
 	{
-		bool		report = !shared->ledger_full_reported;
+		bool		report = !shared->full_reported;
 
-		shared->ledger_full_reported = true;
+		shared->full_reported = true;
 		LWLockRelease(shared->lock);
 		if (report)
 			ereport(LOG,
-					(errmsg("plivo_otp failed-attempt ledger is full of live codes; verifications are refused"),
+					(errmsg("plivo_otp: the failed-attempt ledger is full of live codes; verifications are refused"),
 					 errhint("Raise plivo_otp.max_live_codes.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -272,7 +257,7 @@ ledger_entry(const pg_uuid_t *id, TimestampTz expires_at)
 	{
 		entry->failures = 0;
 		entry->expires_at = expires_at;
-		shared->ledger_full_reported = false;
+		shared->full_reported = false;
 	}
 	return entry;
 }
@@ -295,76 +280,4 @@ plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at, int failures)
 	total = (ledger_entry(id, expires_at)->failures += failures);
 	LWLockRelease(shared->lock);
 	return total;
-}
-
-void
-plivo_otp_count(PlivoOtpCounter counter, uint64 n)
-{
-	if (shared)
-		pg_atomic_fetch_add_u64(&shared->counters[counter], n);
-}
-
-uint64
-plivo_otp_counter_value(PlivoOtpCounter counter)
-{
-	require_shared();
-	return pg_atomic_read_u64(&shared->counters[counter]);
-}
-
-/* The dispatcher publishes its latch at start and clears it at exit. */
-void
-plivo_otp_set_dispatcher_latch(Latch *latch)
-{
-	if (shared)
-		shared->dispatcher_latch = latch;
-}
-
-void
-plivo_otp_wake_dispatcher(void)
-{
-	Latch	   *latch = shared ? shared->dispatcher_latch : NULL;
-
-	if (latch)
-		SetLatch(latch);
-}
-
-void
-plivo_otp_set_dispatcher_pid(pid_t pid)
-{
-	if (shared)
-		shared->dispatcher_pid = pid;
-}
-
-void
-plivo_otp_set_dispatcher_inflight(int n)
-{
-	if (shared)
-		pg_atomic_write_u32(&shared->dispatcher_inflight, (uint32) n);
-}
-
-/* The dispatcher's latest error, for the stats view (already sanitised). */
-void
-plivo_otp_set_last_error(const char *error)
-{
-	if (shared == NULL)
-		return;
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	strlcpy(shared->last_error, error, sizeof(shared->last_error));
-	shared->last_error_at = GetCurrentTimestamp();
-	LWLockRelease(shared->lock);
-}
-
-/* A snapshot of the dispatcher's state for plivo_otp.dispatcher_stats. */
-void
-plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap)
-{
-	require_shared();
-	LWLockAcquire(shared->lock, LW_SHARED);
-	snap->pid = shared->dispatcher_latch ? shared->dispatcher_pid : 0;
-	snap->inflight = (int) pg_atomic_read_u32(&shared->dispatcher_inflight);
-	strlcpy(snap->last_error, shared->last_error, sizeof(snap->last_error));
-	snap->last_error_at = shared->last_error_at;
-	LWLockRelease(shared->lock);
-	for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
-		snap->counters[i] = pg_atomic_read_u64(&shared->counters[i]);
 }

@@ -24,7 +24,7 @@ wrong_and_roll_back('+15005559201', 3);
 is($node->safe_psql('postgres', "SELECT attempts_left FROM plivo_otp.otp_status('$vid')"), '2',
 	'three rolled-back failures are counted');
 $node->restart;
-ok($node->log_contains('plivo_otp restored failed attempts of 1 live codes'), 'the ledger was restored at start');
+ok($node->log_contains('plivo_otp: restored the failed attempts of 1 live code'), 'the ledger was restored at start');
 is($node->safe_psql('postgres', "SELECT attempts_left FROM plivo_otp.otp_status('$vid')"), '2',
 	'... and are still counted after a clean restart');
 wrong_and_roll_back('+15005559201', 2);

@@ -1,0 +1,36 @@
+/* plivo_otp--0.1.0--0.2.0.sql: upgrade the plivo_otp schema from 0.1.0 to 0.2.0 */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION plivo_otp UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Rows stuck in 'sending' are recovered by the dispatcher at start, never
+-- by a lease: the lease column and its index were never read.
+DROP INDEX plivo_otp.messages_sending;
+ALTER TABLE plivo_otp.messages DROP COLUMN lease_until;
+
+-- Retrying is decided by the dispatcher's outcome rules, not per error code.
+ALTER TABLE plivo_otp.plivo_error_codes DROP COLUMN retry_helps;
+
+COMMENT ON TABLE plivo_otp.verifications IS 'one row per otp_send: the code as a keyed digest, its state and attempts';
+COMMENT ON TABLE plivo_otp.messages IS 'outbound queue: one row per delivery attempt, with dispatch state (ours) and delivery status (Plivo''s)';
+COMMENT ON TABLE plivo_otp.delivery_events IS 'authenticated Plivo delivery callbacks as received';
+COMMENT ON TABLE plivo_otp.callback_nonces IS 'signature nonces already accepted (replay protection)';
+COMMENT ON TABLE plivo_otp.plivo_error_codes IS 'Plivo SMS error codes and their meanings, shown by otp_status';
+
+-- Monitoring: what the SQL API did since the counters started.
+CREATE FUNCTION plivo_otp.api_stats(
+	OUT sends bigint, OUT refused_sends bigint, OUT approved bigint,
+	OUT failed_checks bigint, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'plivo_otp_api_stats'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.api_stats() IS
+'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started';
+-- Counts activity across every application: monitoring roles only, once granted.
+REVOKE ALL ON FUNCTION plivo_otp.api_stats() FROM PUBLIC;
+
+CREATE VIEW plivo_otp.api_stats AS SELECT * FROM plivo_otp.api_stats();
+-- Same row as the function: monitoring roles only, once granted.
+REVOKE ALL ON plivo_otp.api_stats FROM PUBLIC;
+COMMENT ON VIEW plivo_otp.api_stats IS 'one row: what the SQL API did since the counters started (server start or crash recovery)';

@@ -1,0 +1,250 @@
+/* plivo_otp--0.2.0.sql: the plivo_otp schema and SQL API, version 0.2.0 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION plivo_otp" to load this file. \quit
+
+-- A plain CREATE: a schema planted in advance makes the install fail.
+CREATE SCHEMA plivo_otp;
+-- Callers reach the tables only through the functions below: no schema
+-- access for PUBLIC (the README shows the GRANT that gives a role the API).
+REVOKE ALL ON SCHEMA plivo_otp FROM PUBLIC;
+
+-- One row per otp_send: the code lives here only as a keyed digest.
+CREATE TABLE plivo_otp.verifications (
+	id				uuid PRIMARY KEY,
+	phone			text NOT NULL,
+	purpose			text NOT NULL,
+	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	code_digest		bytea NOT NULL CHECK (octet_length(code_digest) = 32),
+	state			text NOT NULL DEFAULT 'pending'
+		CHECK (state IN ('pending', 'approved', 'expired', 'max_attempts', 'canceled')),
+	attempts		integer NOT NULL DEFAULT 0,
+	max_attempts	integer NOT NULL,
+	idempotency_key text,
+	created_at		timestamptz NOT NULL,
+	expires_at		timestamptz NOT NULL,
+	verified_at		timestamptz,
+	updated_at		timestamptz NOT NULL
+);
+-- At most one live code per number and purpose: a new send cancels the old.
+CREATE UNIQUE INDEX verifications_one_pending
+	ON plivo_otp.verifications (phone, purpose) WHERE state = 'pending';
+CREATE INDEX verifications_phone_created ON plivo_otp.verifications (phone, created_at);
+CREATE INDEX verifications_created ON plivo_otp.verifications (created_at);
+CREATE INDEX verifications_idempotency ON plivo_otp.verifications (idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
+
+-- One row per delivery attempt (an SMS or a call) of a verification.
+-- dispatch_state is ours; delivery_status is Plivo's word from callbacks.
+CREATE TABLE plivo_otp.messages (
+	id				uuid PRIMARY KEY,
+	verification_id uuid NOT NULL REFERENCES plivo_otp.verifications (id) ON DELETE CASCADE,
+	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	phone			text NOT NULL,
+	body			bytea,			-- AES-256-GCM sealed text, wiped once Plivo took it
+	dispatch_state	text NOT NULL DEFAULT 'pending'
+		CHECK (dispatch_state IN ('pending', 'sending', 'accepted', 'refused', 'expired', 'unknown', 'canceled')),
+	delivery_status text,
+	delivery_sequence bigint,	-- Sequence of the callback that set delivery_status
+	provider_uuid	text UNIQUE,
+	tries			integer NOT NULL DEFAULT 0,
+	next_try_at		timestamptz NOT NULL,
+	expires_at		timestamptz NOT NULL,
+	http_status		integer,
+	last_error		text,
+	error_code		text,
+	created_at		timestamptz NOT NULL,
+	updated_at		timestamptz NOT NULL
+);
+CREATE INDEX messages_due ON plivo_otp.messages (next_try_at) WHERE dispatch_state = 'pending';
+CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
+
+-- Delivery callbacks as received; a callback for a UUID not yet recorded
+-- waits here (applied_at NULL) until the dispatcher records the UUID.
+CREATE TABLE plivo_otp.delivery_events (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	provider_uuid	text NOT NULL,
+	status			text NOT NULL,
+	sequence		bigint NOT NULL DEFAULT -1,
+	error_code		text,
+	params			jsonb NOT NULL,
+	received_at		timestamptz NOT NULL DEFAULT now(),
+	applied_at		timestamptz,
+	UNIQUE (provider_uuid, status, sequence)
+);
+CREATE INDEX delivery_events_received ON plivo_otp.delivery_events (received_at);
+CREATE INDEX delivery_events_unapplied ON plivo_otp.delivery_events (provider_uuid)
+	WHERE applied_at IS NULL;
+
+-- Signature nonces already accepted (replay protection).
+CREATE TABLE plivo_otp.callback_nonces (
+	nonce			text PRIMARY KEY,
+	seen_at			timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX callback_nonces_seen ON plivo_otp.callback_nonces (seen_at);
+
+-- Plivo's SMS ErrorCode values and what they mean (paraphrased from Plivo's
+-- documentation), shown by otp_status as error_text.
+CREATE TABLE plivo_otp.plivo_error_codes (
+	code			text PRIMARY KEY,
+	meaning			text NOT NULL
+);
+INSERT INTO plivo_otp.plivo_error_codes VALUES
+	('10', 'invalid message: blank, too long or rejected content'),
+	('20', 'temporary carrier network error'),
+	('30', 'spam detected by the carrier'),
+	('40', 'invalid source number or sender ID'),
+	('50', 'invalid destination number (format, landline or not SMS-capable)'),
+	('60', 'loop detected between source and destination'),
+	('70', 'destination permanently unavailable'),
+	('80', 'destination temporarily unavailable (handset off or out of coverage)'),
+	('90', 'no route available to the destination'),
+	('100', 'prohibited by the carrier'),
+	('110', 'message too long'),
+	('200', 'recipient opted out from this sender'),
+	('201', 'US toll-free number cannot reach this Canadian destination'),
+	('300', 'failed to dispatch the message'),
+	('420', 'message expired in Plivo''s queue'),
+	('450', 'destination country barred by Geo Permissions'),
+	('451', 'blocked by the messaging Fraud Shield hourly threshold'),
+	('452', 'blocked by Fraud Shield as potential SMS pumping'),
+	('900', 'insufficient credit'),
+	('910', 'account disabled'),
+	('1000', 'unknown error');
+
+-- No table is readable by PUBLIC: they hold phone numbers, digests and the
+-- sealed queue.  Tables grant nothing to PUBLIC by default; the REVOKEs say
+-- so where each object is.
+REVOKE ALL ON TABLE plivo_otp.verifications FROM PUBLIC;
+REVOKE ALL ON TABLE plivo_otp.messages FROM PUBLIC;
+REVOKE ALL ON TABLE plivo_otp.delivery_events FROM PUBLIC;
+REVOKE ALL ON SEQUENCE plivo_otp.delivery_events_id_seq FROM PUBLIC;
+REVOKE ALL ON TABLE plivo_otp.callback_nonces FROM PUBLIC;
+REVOKE ALL ON TABLE plivo_otp.plivo_error_codes FROM PUBLIC;
+COMMENT ON TABLE plivo_otp.verifications IS 'one row per otp_send: the code as a keyed digest, its state and attempts';
+COMMENT ON TABLE plivo_otp.messages IS 'outbound queue: one row per delivery attempt, with dispatch state (ours) and delivery status (Plivo''s)';
+COMMENT ON TABLE plivo_otp.delivery_events IS 'authenticated Plivo delivery callbacks as received';
+COMMENT ON TABLE plivo_otp.callback_nonces IS 'signature nonces already accepted (replay protection)';
+COMMENT ON TABLE plivo_otp.plivo_error_codes IS 'Plivo SMS error codes and their meanings, shown by otp_status';
+
+-- The SQL API.  Each function runs with the extension owner's rights and a
+-- fixed search_path.  A new function is executable by PUBLIC until revoked,
+-- so each one's REVOKE follows it, with the reason (see README for GRANTs).
+
+CREATE FUNCTION plivo_otp.otp_send(phone text,
+								   channel text DEFAULT 'sms',
+								   purpose text DEFAULT 'default',
+								   idempotency_key text DEFAULT NULL)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'plivo_otp_send'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text) IS
+'issue a code to a phone number; it is delivered only if the calling transaction commits';
+-- Issues codes and costs money: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_send(text, text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.otp_check(phone text, code text, purpose text DEFAULT 'default')
+RETURNS text
+AS 'MODULE_PATHNAME', 'plivo_otp_check'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_check(text, text, text) IS
+'verify a code (uses an attempt) and say why: approved, incorrect, expired, max_attempts or not_found';
+-- Uses an attempt of a code: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_check(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.otp_verify(phone text, code text, purpose text DEFAULT 'default')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plivo_otp_verify'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_verify(text, text, text) IS
+'verify a code (uses an attempt); true only when it is approved';
+-- Uses an attempt of a code: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_verify(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.otp_status(verification_id uuid,
+	OUT id uuid, OUT state text, OUT channel text, OUT phone_masked text,
+	OUT attempts_left integer, OUT created_at timestamptz, OUT expires_at timestamptz,
+	OUT verified_at timestamptz, OUT dispatch_state text, OUT delivery_status text,
+	OUT provider_uuid text, OUT error_code text, OUT error_text text,
+	OUT updated_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'plivo_otp_status'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 1;
+COMMENT ON FUNCTION plivo_otp.otp_status(uuid) IS
+'state of a verification and of its latest message; no row for an unknown id';
+-- Shows a verification's state: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_status(uuid) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.otp_cancel(id uuid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plivo_otp_cancel'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_cancel(uuid) IS
+'cancel a pending verification and its unsent messages; true if it was pending';
+-- Ends a verification: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_cancel(uuid) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.ingest_callback(method text, url text, params jsonb, headers jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'plivo_otp_ingest_callback_sql'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) IS
+'record a Plivo message-status callback received by the application: same signature and replay checks as the listener; returns recorded or duplicate';
+-- Records delivery states: only the role of the web tier that receives the webhooks.
+REVOKE ALL ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.signature_valid(version text, method text, url text, params jsonb,
+										  nonce text, signature text, auth_token text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plivo_otp_signature_valid'
+LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text) IS
+'check one Plivo signature (v2 or v3; a header value may list several, comma-separated) for the given token';
+-- Checks signatures under a token its caller passes: not for PUBLIC.
+REVOKE ALL ON FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text) FROM PUBLIC;
+
+
+-- Monitoring: the outbound queue and the dispatcher.
+CREATE FUNCTION plivo_otp.dispatcher_stats(
+	OUT queue_depth bigint, OUT oldest_due_age interval, OUT in_flight integer,
+	OUT accepted bigint, OUT retried bigint, OUT refused bigint, OUT expired bigint,
+	OUT unknown bigint, OUT last_error text, OUT last_error_at timestamptz,
+	OUT dispatcher_pid integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'plivo_otp_dispatcher_stats'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.dispatcher_stats() IS
+'queue depth, age of the oldest due message, requests in flight, outcome counters since start, last error';
+-- Shows the queue and the last error: monitoring roles only, once granted.
+REVOKE ALL ON FUNCTION plivo_otp.dispatcher_stats() FROM PUBLIC;
+
+CREATE VIEW plivo_otp.dispatcher_stats AS SELECT * FROM plivo_otp.dispatcher_stats();
+-- Same rows as the function: monitoring roles only, once granted.
+REVOKE ALL ON plivo_otp.dispatcher_stats FROM PUBLIC;
+COMMENT ON VIEW plivo_otp.dispatcher_stats IS 'one row: the state of the outbound queue and of the dispatcher';
+
+-- Monitoring: what the SQL API did since the counters started.
+CREATE FUNCTION plivo_otp.api_stats(
+	OUT sends bigint, OUT refused_sends bigint, OUT approved bigint,
+	OUT failed_checks bigint, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'plivo_otp_api_stats'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.api_stats() IS
+'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started';
+-- Counts activity across every application: monitoring roles only, once granted.
+REVOKE ALL ON FUNCTION plivo_otp.api_stats() FROM PUBLIC;
+
+CREATE VIEW plivo_otp.api_stats AS SELECT * FROM plivo_otp.api_stats();
+-- Same row as the function: monitoring roles only, once granted.
+REVOKE ALL ON plivo_otp.api_stats FROM PUBLIC;
+COMMENT ON VIEW plivo_otp.api_stats IS 'one row: what the SQL API did since the counters started (server start or crash recovery)';

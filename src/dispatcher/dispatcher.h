@@ -1,0 +1,146 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatcher.h
+ *	  What the files of the dispatcher worker share; private to
+ *	  src/dispatcher/.
+ *
+ *	  dispatcher.c	the worker's loop, as named steps
+ *	  queue.c		the statements on the outbound queue
+ *	  outcome.c		what a finished request means, and recording it
+ *	  rate_limit.c	the token bucket of max_requests_per_second
+ *	  retention.c	purging old rows
+ *	  http.c		concurrent requests with libcurl's multi interface
+ *	  plivo_rest.c	Plivo's REST API: requests and responses
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PLIVO_OTP_DISPATCHER_H
+#define PLIVO_OTP_DISPATCHER_H
+
+#include <curl/curl.h>
+
+#include "plivo_otp.h"
+
+/* ---- http.c ---- */
+
+#define HTTP_MAX_RESPONSE 65536
+
+/* One request; the caller owns it until plivo_otp_http_next_done returns it. */
+typedef struct HttpTransfer
+{
+	CURL	   *easy;
+	struct curl_slist *headers;
+	void	   *owner;			/* the caller's data about this request */
+	char	   *request_body;	/* palloc'd; wiped when the transfer is freed */
+	size_t		request_len;
+	size_t		request_off;	/* how much of it libcurl has read */
+	struct HttpTransfer *next;	/* list of running transfers */
+	struct HttpTransfer *prev;
+
+	/* Filled while the transfer runs (malloc'd, never palloc'd: libcurl callbacks). */
+	char	   *response;		/* at most HTTP_MAX_RESPONSE bytes of it */
+	size_t		response_len;
+	long		retry_after;	/* seconds from a Retry-After header, or -1 */
+	char		errbuf[CURL_ERROR_SIZE];
+
+	/* Filled when done. */
+	CURLcode	result;
+	long		http_status;	/* 0 if no response */
+	bool		request_sent;	/* did any byte of the request leave? */
+} HttpTransfer;
+
+extern void plivo_otp_http_init(void);
+extern int	plivo_otp_http_epoll_fd(void);
+extern long plivo_otp_http_timeout_ms(void);
+extern bool plivo_otp_http_start(HttpTransfer *transfer);
+extern void plivo_otp_http_drive(bool socket_ready);
+extern HttpTransfer *plivo_otp_http_next_done(void);
+extern void plivo_otp_http_abort_all(void (*each) (HttpTransfer *transfer));
+extern int	plivo_otp_http_inflight(void);
+extern void plivo_otp_http_free(HttpTransfer *transfer);
+
+/* ---- plivo_rest.c ---- */
+
+/* What a request needs besides the message; loaded at start and on SIGHUP. */
+typedef struct PlivoConfig
+{
+	char	   *auth_id;
+	char	   *auth_token;
+	char	   *api_url;		/* without trailing slashes */
+	bool		api_url_loopback;	/* plain http allowed */
+	char	   *sender;
+	char	   *callback_url;	/* NULL when plivo_otp.public_url is empty */
+	char	   *message_log;
+	int			request_timeout_ms;
+} PlivoConfig;
+
+/* Plivo accepts message_expiry from 5 to 10799 seconds. */
+#define PLIVO_MIN_MESSAGE_EXPIRY 5
+#define PLIVO_MAX_MESSAGE_EXPIRY 10799
+
+extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const char *e164,
+											   const char *text, int expiry_seconds);
+extern bool plivo_otp_parse_send_response(const char *body, char **message_uuid,
+										  char **error);
+
+/* ---- queue.c ---- */
+
+/* A row the claim marked 'sending'; body is NULL when the row had none. */
+typedef struct ClaimedMessage
+{
+	pg_uuid_t	id;
+	char	   *phone;
+	bytea	   *body;
+	TimestampTz expires_at;
+	int			tries;
+} ClaimedMessage;
+
+/* A finished request's result, waiting to be recorded. */
+typedef struct Outcome
+{
+	pg_uuid_t	id;
+	PlivoOtpDispatchState state;	/* accepted, refused, pending, expired, unknown */
+	char	   *provider_uuid;
+	int			http_status;	/* 0 for none */
+	char	   *error;
+	TimestampTz next_try_at;	/* for pending */
+} Outcome;
+
+extern int	plivo_otp_queue_claim(TimestampTz now, int limit, ClaimedMessage **rows);
+extern TimestampTz plivo_otp_queue_earliest_due(void);
+extern void plivo_otp_queue_record(const Outcome *outcome, TimestampTz now);
+extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
+extern int	plivo_otp_queue_recover_in_flight(TimestampTz now);
+
+/* ---- outcome.c ---- */
+
+/* A message in flight: what judging its outcome needs (the transfer's owner). */
+typedef struct InflightMessage
+{
+	pg_uuid_t	id;
+	TimestampTz expires_at;
+	int			tries;
+	char	   *masked_phone;
+} InflightMessage;
+
+extern void plivo_otp_outcomes_init(MemoryContext parent);
+extern void plivo_otp_add_outcome(const pg_uuid_t *id, PlivoOtpDispatchState state,
+								  const char *provider_uuid, int http_status,
+								  const char *error, TimestampTz next_try_at);
+extern void plivo_otp_judge_transfer(HttpTransfer *transfer);
+extern void plivo_otp_abandon_transfer(HttpTransfer *transfer);
+extern void plivo_otp_free_transfer(HttpTransfer *transfer);
+extern int	plivo_otp_outcomes_waiting(void);
+extern void plivo_otp_outcomes_truncate(int n);
+extern bool plivo_otp_record_outcomes(TimestampTz *next_due);
+
+/* ---- rate_limit.c ---- */
+extern void plivo_otp_rate_reset(TimestampTz now);
+extern int	plivo_otp_rate_available(TimestampTz now);
+extern void plivo_otp_rate_take(void);
+extern long plivo_otp_rate_wait_ms(void);
+
+/* ---- retention.c ---- */
+extern void plivo_otp_purge_old_rows(void *arg);
+
+#endif							/* PLIVO_OTP_DISPATCHER_H */

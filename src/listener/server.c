@@ -1,0 +1,455 @@
+/*-------------------------------------------------------------------------
+ *
+ * server.c
+ *	  The listener's HTTP server: libmicrohttpd without a thread of its own,
+ *	  in epoll mode, and the routes it serves.
+ *
+ * libmicrohttpd calls handle_request() from MHD_run() in the worker's own
+ * thread; that callback never calls into PostgreSQL (no palloc, no ereport:
+ * nothing may longjmp through the library).  It routes, limits, parses and
+ * authenticates with plain C (crypto/signature.c, callback_auth.c),
+ * answers what it can refuse at once (404, 405, 413, 415, 400, 403, 503),
+ * and suspends each authentic callback on the ready list.  listener.c
+ * records the ready list in a transaction and then has this file resume
+ * each connection with its answer.
+ *
+ * The signed URL is plivo_otp.public_url + the request path (never the Host
+ * header or the listening address), because Plivo signs the URL it called,
+ * which a reverse proxy in front of us may rewrite.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <microhttpd.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include "listener.h"
+
+#define MAX_BODY_BYTES		16384
+#define CONNECTION_TIMEOUT_SECS 10
+#define CONNECTION_MEMORY	(64 * 1024)
+
+static const ListenerRoute routes[] = {
+	{"/plivo/sms-status", ROUTE_SMS_STATUS},
+};
+
+static struct MHD_Daemon *http_daemon = NULL;
+static CallbackRequest *ready = NULL;	/* authentic, suspended, to record */
+
+static enum MHD_Result
+answer(struct MHD_Connection *conn, unsigned int status, const char *text)
+{
+	struct MHD_Response *response;
+	enum MHD_Result ret;
+
+	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
+											   MHD_RESPMEM_PERSISTENT);
+	if (response == NULL)
+		return MHD_NO;
+	MHD_add_response_header(response, "Content-Type", "text/plain; charset=utf-8");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(response, "Allow", "GET, POST");
+	ret = MHD_queue_response(conn, status, response);
+	MHD_destroy_response(response);
+	return ret;
+}
+
+/* Set the answer of a request, unless one was decided already. */
+void
+plivo_otp_server_decide(CallbackRequest *req, unsigned int status, const char *text)
+{
+	if (req->status == 0)
+	{
+		req->status = status;
+		req->text = text;
+	}
+}
+
+typedef struct QueryCopy
+{
+	CallbackRequest *req;
+	size_t		bytes;
+	char	   *next;
+	bool		too_many;
+} QueryCopy;
+
+static enum MHD_Result
+measure_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	QueryCopy  *q = cls;
+
+	q->bytes += strlen(key) + 1 + (value ? strlen(value) : 0) + 1;
+	return MHD_YES;
+}
+
+static enum MHD_Result
+copy_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	QueryCopy  *q = cls;
+	CallbackRequest *req = q->req;
+
+	if (req->nparams == LISTENER_MAX_PARAMS)
+	{
+		q->too_many = true;
+		return MHD_NO;
+	}
+	req->params[req->nparams].key = strcpy(q->next, key);
+	q->next += strlen(key) + 1;
+	req->params[req->nparams].value = strcpy(q->next, value ? value : "");
+	q->next += strlen(q->next) + 1;
+	req->nparams++;
+	return MHD_YES;
+}
+
+/* The request's parameters: the form body of a POST, the query of a GET. */
+static bool
+collect_params(CallbackRequest *req)
+{
+	QueryCopy	q = {req, 0, NULL, false};
+	int			nargs = MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, NULL, NULL);
+
+	if (strcmp(req->method, "POST") == 0)
+	{
+		const char *type = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+													   MHD_HTTP_HEADER_CONTENT_TYPE);
+
+		/* Our callback URL has no query: one on a POST is not Plivo's. */
+		if (nargs > 0)
+			return false;
+		if (req->body_len == 0)
+			return true;
+		if (type == NULL || strncasecmp(type, "application/x-www-form-urlencoded", 33) != 0)
+		{
+			plivo_otp_server_decide(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "form data expected\n");
+			return false;
+		}
+		req->nparams = plivo_otp_parse_form(req->body, req->body_len, req->params,
+											LISTENER_MAX_PARAMS, &req->storage);
+		if (req->nparams == -2)
+			plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+		return req->nparams >= 0;
+	}
+
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, measure_arg, &q);
+	if (q.bytes == 0)
+		return true;
+	req->storage = malloc(q.bytes);
+	if (req->storage == NULL)
+	{
+		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+		return false;
+	}
+	q.next = req->storage;
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, copy_arg, &q);
+	return !q.too_many;
+}
+
+static bool
+has_param(CallbackRequest *req, const char *key)
+{
+	for (int i = 0; i < req->nparams; i++)
+		if (strcmp(req->params[i].key, key) == 0 && req->params[i].value[0] != '\0')
+			return true;
+	return false;
+}
+
+/* The X-Plivo-Signature-* headers of the request. */
+static void
+signature_headers(CallbackRequest *req, PlivoCallbackHeaders *h)
+{
+	h->v3 = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Plivo-Signature-V3");
+	h->ma_v3 = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Plivo-Signature-Ma-V3");
+	h->v3_nonce = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Plivo-Signature-V3-Nonce");
+	h->v2 = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Plivo-Signature-V2");
+	h->ma_v2 = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Plivo-Signature-Ma-V2");
+	h->v2_nonce = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Plivo-Signature-V2-Nonce");
+}
+
+/*
+ * Is the request signed for the URL Plivo called?  The nonces to record
+ * are kept on the request; any refusal is decided here.
+ */
+static bool
+authenticate(CallbackRequest *req)
+{
+	PlivoCallbackHeaders h;
+	PlivoSigResult result;
+	const char *nonce = NULL;
+	const char *other_nonce = NULL;
+	char		url[2048];
+
+	signature_headers(req, &h);
+	if (snprintf(url, sizeof(url), "%s%s", plivo_otp_listener_config.public_base,
+				 req->route->path) >= (int) sizeof(url))
+	{
+		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "public URL too long\n");
+		return false;
+	}
+	result = plivo_otp_authenticate_callback(req->method, url, req->params, req->nparams, &h,
+											 plivo_otp_listener_config.auth_token,
+											 &nonce, &other_nonce);
+	if (result == PLIVO_SIG_ERROR)
+	{
+		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "could not check the signature\n");
+		return false;
+	}
+	if (result != PLIVO_SIG_VALID || nonce == NULL || strlen(nonce) > 128 ||
+		(other_nonce != NULL && strlen(other_nonce) > 128))
+	{
+		plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN, "invalid signature\n");
+		return false;
+	}
+	req->nonce = strdup(nonce);
+	req->other_nonce = other_nonce ? strdup(other_nonce) : NULL;
+	if (req->nonce == NULL || (other_nonce != NULL && req->other_nonce == NULL))
+	{
+		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+		return false;
+	}
+	return true;
+}
+
+/* Parse and authenticate a complete request; plain C only. */
+static void
+validate(CallbackRequest *req)
+{
+	if (!plivo_otp_listener_config.configured)
+		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "listener not configured\n");
+	else if (!collect_params(req))
+		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST, "malformed request\n");
+	else if (authenticate(req) &&
+			 (!has_param(req, "MessageUUID") || !has_param(req, "Status")))
+		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST, "MessageUUID and Status are required\n");
+}
+
+/*
+ * A new request, its headers read: route, method and announced length.
+ * Returns the answer to queue for a refusal, or MHD_YES to read on.
+ */
+static enum MHD_Result
+start_request(CallbackRequest *req, const char *path, const char *method)
+{
+	const char *length;
+
+	for (int i = 0; i < lengthof(routes); i++)
+		if (strcmp(path, routes[i].path) == 0)
+			req->route = &routes[i];
+	if (req->route == NULL)
+		return answer(req->conn, MHD_HTTP_NOT_FOUND, "not found\n");
+	if (strcmp(method, "POST") == 0)
+		req->method = "POST";
+	else if (strcmp(method, "GET") == 0)
+		req->method = "GET";
+	else
+		return answer(req->conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	length = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (length && strtoull(length, NULL, 10) > MAX_BODY_BYTES)
+		return answer(req->conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+	return MHD_YES;
+}
+
+/* One piece of the body; beyond MAX_BODY_BYTES the request is refused. */
+static void
+append_body(CallbackRequest *req, const char *data, size_t size)
+{
+	char	   *grown = NULL;
+
+	if (req->status != 0)
+		return;
+	if (req->body_len + size <= MAX_BODY_BYTES)
+		grown = realloc(req->body, req->body_len + size + 1);
+	if (grown == NULL)
+	{
+		plivo_otp_server_decide(req, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+		return;
+	}
+	req->body = grown;
+	memcpy(req->body + req->body_len, data, size);
+	req->body_len += size;
+	req->body[req->body_len] = '\0';
+}
+
+/*
+ * libmicrohttpd's access handler: called for the headers, for each piece of
+ * the body, once the body is complete, and again after a resume.
+ */
+static enum MHD_Result
+handle_request(void *cls, struct MHD_Connection *conn, const char *path,
+			   const char *method, const char *version, const char *upload_data,
+			   size_t *upload_data_size, void **con_cls)
+{
+	CallbackRequest *req = *con_cls;
+
+	if (req == NULL)
+	{
+		req = calloc(1, sizeof(CallbackRequest));
+		if (req == NULL)
+			return MHD_NO;
+		req->conn = conn;
+		*con_cls = req;
+		return start_request(req, path, method);
+	}
+
+	if (*upload_data_size > 0)
+	{
+		append_body(req, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	/* The request is complete (or resumed with its answer decided). */
+	if (req->status == 0)
+		validate(req);
+	if (req->status != 0)
+		return answer(conn, req->status, req->text);
+
+	req->next_ready = ready;
+	ready = req;
+	MHD_suspend_connection(conn);
+	return MHD_YES;
+}
+
+static void
+request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+				  enum MHD_RequestTerminationCode toe)
+{
+	CallbackRequest *req = *con_cls;
+
+	if (req == NULL)
+		return;
+	free(req->body);
+	free(req->storage);
+	free(req->nonce);
+	free(req->other_nonce);
+	free(req);
+	*con_cls = NULL;
+}
+
+/* Listen on plivo_otp.listen_address and plivo_otp.listen_port. */
+void
+plivo_otp_server_start(void)
+{
+	struct addrinfo hints;
+	struct addrinfo *addr = NULL;
+	char		port[16];
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+	int			rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%d", plivo_otp_listen_port);
+	rc = getaddrinfo(strcmp(plivo_otp_listen_address, "*") == 0 ? NULL : plivo_otp_listen_address,
+					 port, &hints, &addr);
+	if (rc != 0 || addr == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("plivo_otp listener cannot resolve plivo_otp.listen_address \"%s\"",
+						plivo_otp_listen_address),
+				 errdetail_internal("%s", gai_strerror(rc))));
+	if (addr->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+
+	http_daemon = MHD_start_daemon(flags, (uint16_t) plivo_otp_listen_port, NULL, NULL,
+								   handle_request, NULL,
+								   MHD_OPTION_SOCK_ADDR, addr->ai_addr,
+								   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
+								   MHD_OPTION_CONNECTION_LIMIT,
+								   (unsigned int) plivo_otp_listen_max_connections,
+								   /* No one address may take every slot (0: no limit). */
+								   MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+								   (unsigned int) plivo_otp_listen_max_connections_per_address,
+								   MHD_OPTION_CONNECTION_TIMEOUT,
+								   (unsigned int) CONNECTION_TIMEOUT_SECS,
+								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) CONNECTION_MEMORY,
+								   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+								   MHD_OPTION_END);
+	freeaddrinfo(addr);
+	if (http_daemon == NULL)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("plivo_otp listener could not listen on %s port %d: %m",
+						plivo_otp_listen_address, plivo_otp_listen_port)));
+}
+
+void
+plivo_otp_server_stop(void)
+{
+	MHD_stop_daemon(http_daemon);
+	http_daemon = NULL;
+}
+
+/* libmicrohttpd's epoll descriptor, for the worker's wait set. */
+int
+plivo_otp_server_epoll_fd(void)
+{
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_EPOLL_FD);
+
+	if (info == NULL)
+		elog(ERROR, "plivo_otp: libmicrohttpd has no epoll descriptor");
+	return info->epoll_fd;
+}
+
+static unsigned int
+open_connections(void)
+{
+	const union MHD_DaemonInfo *info;
+
+	info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return info ? info->num_connections : 0;
+}
+
+/*
+ * MHD_run, and once more if that closed connections: at the connection
+ * limit libmicrohttpd takes its listening socket out of its epoll set and
+ * puts it back only at the start of a run, so without the second run the
+ * connections waiting to be accepted would wait for our next wake-up (up
+ * to 10 s when no connection is left to time out).
+ */
+void
+plivo_otp_server_run(void)
+{
+	unsigned int before = open_connections();
+
+	MHD_run(http_daemon);
+	if (open_connections() < before)
+		MHD_run(http_daemon);
+}
+
+/* Milliseconds until libmicrohttpd needs to run (at most 10 s). */
+long
+plivo_otp_server_timeout_ms(void)
+{
+	MHD_UNSIGNED_LONG_LONG timeout;
+
+	if (MHD_get_timeout(http_daemon, &timeout) == MHD_YES)
+		return (long) Min(timeout, 10000);
+	return 10000;
+}
+
+/* The path a callback URL ends with, for the start-up log line. */
+const char *
+plivo_otp_server_first_path(void)
+{
+	return routes[0].path;
+}
+
+/* The authentic callbacks suspended since the last call, as a list. */
+CallbackRequest *
+plivo_otp_server_take_ready(void)
+{
+	CallbackRequest *batch = ready;
+
+	ready = NULL;
+	return batch;
+}
+
+/* Answer a suspended request with what was decided for it. */
+void
+plivo_otp_server_resume(CallbackRequest *req)
+{
+	MHD_resume_connection(req->conn);
+}
