@@ -21,6 +21,14 @@ export LANG=C.UTF-8 PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-60}
 
 ensure_packages || exit 1
 
+# Every run installs the extension into the system's PostgreSQL: two runs at
+# once on one machine would swap each other's library.  Take turns.
+exec 9>/tmp/plivo_otp_test.lock
+if ! flock -n 9; then
+	log "waiting for another test run on this machine to finish"
+	flock 9
+fi
+
 work=$(mktemp -d /tmp/plivo_otp_test.XXXXXX)
 chmod 755 "$work"
 build="$work/build"
