@@ -24,9 +24,11 @@ OBJS = \
 	src/common/states.o \
 	src/common/errors.o \
 	src/crypto/secret.o \
+	src/crypto/key_check.o \
 	src/crypto/codes.o \
 	src/crypto/signature.o \
 	src/shmem/ledger.o \
+	src/shmem/send_budget.o \
 	src/shmem/dispatcher_state.o \
 	src/shmem/commit_wake.o \
 	src/api/args.o \

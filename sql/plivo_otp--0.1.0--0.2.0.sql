@@ -11,22 +11,36 @@ ALTER TABLE plivo_otp.messages DROP COLUMN lease_until;
 -- Retrying is decided by the dispatcher's outcome rules, not per error code.
 ALTER TABLE plivo_otp.plivo_error_codes DROP COLUMN retry_helps;
 
+-- Which key the codes and the queue were made with (crypto/key_check.c): the
+-- key's fingerprint, recorded at first use; any other key file is refused.
+CREATE TABLE plivo_otp.key_check (
+	only_row		boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+	fingerprint		bytea NOT NULL CHECK (octet_length(fingerprint) = 32),
+	recorded_at		timestamptz NOT NULL
+);
+REVOKE ALL ON TABLE plivo_otp.key_check FROM PUBLIC;
+
+-- signature_valid took the auth token as an argument (so the token could reach
+-- the log): it is no longer part of the API; tests create their own.
+DROP FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text);
+
 COMMENT ON TABLE plivo_otp.verifications IS 'one row per otp_send: the code as a keyed digest, its state and attempts';
 COMMENT ON TABLE plivo_otp.messages IS 'outbound queue: one row per delivery attempt, with dispatch state (ours) and delivery status (Plivo''s)';
 COMMENT ON TABLE plivo_otp.delivery_events IS 'authenticated Plivo delivery callbacks as received';
 COMMENT ON TABLE plivo_otp.callback_nonces IS 'signature nonces already accepted (replay protection)';
 COMMENT ON TABLE plivo_otp.plivo_error_codes IS 'Plivo SMS error codes and their meanings, shown by otp_status';
+COMMENT ON TABLE plivo_otp.key_check IS 'fingerprint of the key the codes and the queue were made with; another key file is refused';
 
 -- Monitoring: what the SQL API did since the counters started.
 CREATE FUNCTION plivo_otp.api_stats(
 	OUT sends bigint, OUT refused_sends bigint, OUT approved bigint,
-	OUT failed_checks bigint, OUT since timestamptz)
+	OUT failed_checks bigint, OUT since timestamptz, OUT sends_last_hour bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'plivo_otp_api_stats'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION plivo_otp.api_stats() IS
-'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started';
+'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started; sends the global hourly cap counts now';
 -- Counts activity across every application: monitoring roles only, once granted.
 REVOKE ALL ON FUNCTION plivo_otp.api_stats() FROM PUBLIC;
 

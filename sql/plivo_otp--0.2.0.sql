@@ -83,6 +83,14 @@ CREATE TABLE plivo_otp.callback_nonces (
 );
 CREATE INDEX callback_nonces_seen ON plivo_otp.callback_nonces (seen_at);
 
+-- Which key the codes and the queue were made with (crypto/key_check.c): the
+-- key's fingerprint, recorded at first use; any other key file is refused.
+CREATE TABLE plivo_otp.key_check (
+	only_row		boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+	fingerprint		bytea NOT NULL CHECK (octet_length(fingerprint) = 32),
+	recorded_at		timestamptz NOT NULL
+);
+
 -- Plivo's SMS ErrorCode values and what they mean (paraphrased from Plivo's
 -- documentation), shown by otp_status as error_text.
 CREATE TABLE plivo_otp.plivo_error_codes (
@@ -121,11 +129,13 @@ REVOKE ALL ON TABLE plivo_otp.delivery_events FROM PUBLIC;
 REVOKE ALL ON SEQUENCE plivo_otp.delivery_events_id_seq FROM PUBLIC;
 REVOKE ALL ON TABLE plivo_otp.callback_nonces FROM PUBLIC;
 REVOKE ALL ON TABLE plivo_otp.plivo_error_codes FROM PUBLIC;
+REVOKE ALL ON TABLE plivo_otp.key_check FROM PUBLIC;
 COMMENT ON TABLE plivo_otp.verifications IS 'one row per otp_send: the code as a keyed digest, its state and attempts';
 COMMENT ON TABLE plivo_otp.messages IS 'outbound queue: one row per delivery attempt, with dispatch state (ours) and delivery status (Plivo''s)';
 COMMENT ON TABLE plivo_otp.delivery_events IS 'authenticated Plivo delivery callbacks as received';
 COMMENT ON TABLE plivo_otp.callback_nonces IS 'signature nonces already accepted (replay protection)';
 COMMENT ON TABLE plivo_otp.plivo_error_codes IS 'Plivo SMS error codes and their meanings, shown by otp_status';
+COMMENT ON TABLE plivo_otp.key_check IS 'fingerprint of the key the codes and the queue were made with; another key file is refused';
 
 -- The SQL API.  Each function runs with the extension owner's rights and a
 -- fixed search_path.  A new function is executable by PUBLIC until revoked,
@@ -200,15 +210,6 @@ COMMENT ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) IS
 -- Records delivery states: only the role of the web tier that receives the webhooks.
 REVOKE ALL ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) FROM PUBLIC;
 
-CREATE FUNCTION plivo_otp.signature_valid(version text, method text, url text, params jsonb,
-										  nonce text, signature text, auth_token text)
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'plivo_otp_signature_valid'
-LANGUAGE C IMMUTABLE STRICT;
-COMMENT ON FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text) IS
-'check one Plivo signature (v2 or v3; a header value may list several, comma-separated) for the given token';
--- Checks signatures under a token its caller passes: not for PUBLIC.
-REVOKE ALL ON FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text) FROM PUBLIC;
 
 
 -- Monitoring: the outbound queue and the dispatcher.
@@ -234,13 +235,13 @@ COMMENT ON VIEW plivo_otp.dispatcher_stats IS 'one row: the state of the outboun
 -- Monitoring: what the SQL API did since the counters started.
 CREATE FUNCTION plivo_otp.api_stats(
 	OUT sends bigint, OUT refused_sends bigint, OUT approved bigint,
-	OUT failed_checks bigint, OUT since timestamptz)
+	OUT failed_checks bigint, OUT since timestamptz, OUT sends_last_hour bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'plivo_otp_api_stats'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION plivo_otp.api_stats() IS
-'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started';
+'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started; sends the global hourly cap counts now';
 -- Counts activity across every application: monitoring roles only, once granted.
 REVOKE ALL ON FUNCTION plivo_otp.api_stats() FROM PUBLIC;
 

@@ -1,5 +1,5 @@
 -- signature: every published Plivo signature vector (test/plivo-signature-vectors.json,
--- V2 and V3, valid and invalid) through plivo_otp.signature_valid().
+-- V2 and V3, valid and invalid) through test.signature_valid().
 \set vectors `cat test/plivo-signature-vectors.json`
 CREATE TEMP TABLE vectors AS SELECT v FROM jsonb_array_elements(:'vectors'::jsonb) v;
 SELECT count(*) AS vectors FROM vectors;
@@ -7,22 +7,22 @@ SELECT count(*) AS vectors FROM vectors;
 -- Each vector's verdict is the published one.
 SELECT (v->>'id')::int AS id, v->>'version' AS version, v->>'method' AS method,
 	   (v->>'expect_valid')::boolean AS expected,
-	   plivo_otp.signature_valid(v->>'version', v->>'method', v->>'url',
+	   test.signature_valid(v->>'version', v->>'method', v->>'url',
 								 coalesce(v->'params', '{}'), v->>'nonce',
 								 v->>'expected_signature', v->>'auth_token') AS verdict
 FROM vectors ORDER BY 1;
 
 -- A valid vector fails with another nonce, token, URL or a changed parameter.
 SELECT (v->>'id')::int AS id,
-	   plivo_otp.signature_valid(v->>'version', v->>'method', v->>'url', coalesce(v->'params', '{}'),
+	   test.signature_valid(v->>'version', v->>'method', v->>'url', coalesce(v->'params', '{}'),
 								 v->>'nonce' || '1', v->>'expected_signature', v->>'auth_token') AS other_nonce,
-	   plivo_otp.signature_valid(v->>'version', v->>'method', v->>'url', coalesce(v->'params', '{}'),
+	   test.signature_valid(v->>'version', v->>'method', v->>'url', coalesce(v->'params', '{}'),
 								 v->>'nonce', v->>'expected_signature', v->>'auth_token' || 'x') AS other_token,
-	   plivo_otp.signature_valid(v->>'version', v->>'method', replace(v->>'url', 'https://', 'https://x'),
+	   test.signature_valid(v->>'version', v->>'method', replace(v->>'url', 'https://', 'https://x'),
 								 coalesce(v->'params', '{}'), v->>'nonce', v->>'expected_signature',
 								 v->>'auth_token') AS other_url,
 	   CASE WHEN v->>'version' = 'v3' AND v->'params' <> '{}' THEN
-	   plivo_otp.signature_valid(v->>'version', v->>'method', v->>'url',
+	   test.signature_valid(v->>'version', v->>'method', v->>'url',
 								 (SELECT jsonb_object_agg(key, value || 'x') FROM jsonb_each_text(v->'params')),
 								 v->>'nonce', v->>'expected_signature', v->>'auth_token') END AS other_params
 FROM vectors WHERE (v->>'expect_valid')::boolean ORDER BY 1;
@@ -35,7 +35,7 @@ SELECT encode(hmac(convert_to(v->>'url' || '?' ||
 FROM vectors WHERE v->>'id' = '21';
 
 -- Bad arguments.
-SELECT * FROM test.error_of($$SELECT plivo_otp.signature_valid('v4', 'POST', 'https://a', '{}', '1', 'x', 't')$$);
-SELECT * FROM test.error_of($$SELECT plivo_otp.signature_valid('v3', 'PUT', 'https://a', '{}', '1', 'x', 't')$$);
-SELECT * FROM test.error_of($$SELECT plivo_otp.signature_valid('v3', 'POST', 'https://a', '[]', '1', 'x', 't')$$);
-SELECT * FROM test.error_of($$SELECT plivo_otp.signature_valid('v3', 'POST', 'https://a', '{"a": 1}', '1', 'x', 't')$$);
+SELECT * FROM test.error_of($$SELECT test.signature_valid('v4', 'POST', 'https://a', '{}', '1', 'x', 't')$$);
+SELECT * FROM test.error_of($$SELECT test.signature_valid('v3', 'PUT', 'https://a', '{}', '1', 'x', 't')$$);
+SELECT * FROM test.error_of($$SELECT test.signature_valid('v3', 'POST', 'https://a', '[]', '1', 'x', 't')$$);
+SELECT * FROM test.error_of($$SELECT test.signature_valid('v3', 'POST', 'https://a', '{"a": 1}', '1', 'x', 't')$$);

@@ -35,6 +35,7 @@ plivo_otp_shmem_request_chain(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	plivo_otp_ledger_shmem_request();
+	plivo_otp_budget_shmem_request();
 	plivo_otp_state_shmem_request();
 }
 
@@ -44,6 +45,7 @@ plivo_otp_shmem_startup_chain(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	plivo_otp_ledger_shmem_startup();
+	plivo_otp_budget_shmem_startup();
 	plivo_otp_state_shmem_startup();
 }
 

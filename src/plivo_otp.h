@@ -65,6 +65,7 @@ extern int	plivo_otp_resend_interval;
 extern int	plivo_otp_number_max_sends;
 extern int	plivo_otp_number_window;
 extern int	plivo_otp_global_max_sends_per_hour;
+extern int	plivo_otp_send_lock_timeout;
 extern int	plivo_otp_max_live_codes;
 extern int	plivo_otp_max_inflight;
 extern int	plivo_otp_max_requests_per_second;
@@ -160,12 +161,18 @@ extern char *plivo_otp_sanitize_error(const char *text);
 typedef enum PlivoOtpKeyUse
 {
 	PLIVO_OTP_KEY_CODE_DIGEST,
-	PLIVO_OTP_KEY_QUEUE_BODY
+	PLIVO_OTP_KEY_QUEUE_BODY,
+	PLIVO_OTP_KEY_LOCK_TAG,
+	PLIVO_OTP_KEY_FINGERPRINT	/* not a key: tells which key the data was made with */
 } PlivoOtpKeyUse;
 
 extern void plivo_otp_ensure_key_file(void);
 extern const uint8 *plivo_otp_derived_key(PlivoOtpKeyUse use);
 extern char *plivo_otp_read_auth_token(char **error);
+
+/* ---- crypto/key_check.c: is the key file the one the data was made with? ---- */
+extern void plivo_otp_verify_key_fingerprint(const uint8 *fingerprint);
+extern bool plivo_otp_record_key_fingerprint(void);
 
 /* ---- crypto/codes.c: code generation, digests, queue body sealing ---- */
 extern void plivo_otp_generate_code(int length, char *out);
@@ -188,6 +195,12 @@ extern void plivo_otp_ledger_shmem_startup(void);
 extern int	plivo_otp_ledger_failures(const pg_uuid_t *id);
 extern int	plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at,
 								 int failures);
+
+/* ---- shmem/send_budget.c: the sends of the last hour, counted before commit ---- */
+extern void plivo_otp_budget_shmem_request(void);
+extern void plivo_otp_budget_shmem_startup(void);
+extern bool plivo_otp_budget_take(int cap, TimestampTz now, TimestampTz *retry_at);
+extern int64 plivo_otp_budget_count(TimestampTz now);
 
 /* ---- shmem/dispatcher_state.c: the dispatcher's latch, health and counters ---- */
 typedef enum PlivoOtpCounter

@@ -3,8 +3,9 @@
  * callback.c
  *	  SQL functions for Plivo's callbacks: ingest_callback() for
  *	  applications that receive the webhooks in their own web tier, and
- *	  signature_valid() to check one signature (used by the regression test
- *	  of every published test vector).
+ *	  plivo_otp_signature_valid() to check one signature.  The latter is not
+ *	  shipped as SQL since 0.2.0 (it takes the auth token as an argument);
+ *	  the regression tests bind it to run every published test vector.
  *
  * ingest_callback applies exactly the listener's rules
  * (listener/callback_auth.c, listener/delivery.c): the signature must verify over the URL Plivo called, and

@@ -14,7 +14,10 @@
  * The policy queries run with the latest snapshot, taken after the advisory
  * lock is granted, whatever the caller's isolation level: a send that waited
  * for a concurrent send to the same number sees it, so no isolation level
- * lets a caller past the limits.
+ * lets a caller past the limits.  The locks' tags are keyed with the secret
+ * and cannot be built from SQL, and every wait for one is bounded by
+ * plivo_otp.send_lock_timeout.  The global cap is counted in shared memory
+ * (shmem/send_budget.c), where uncommitted sends count too.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,12 +26,18 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include <limits.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
@@ -37,8 +46,8 @@ PG_FUNCTION_INFO_V1(plivo_otp_send);
 
 #define MAX_IDEMPOTENCY_KEY_LEN 200
 
-/* Advisory-lock class of plivo_otp ("PLVO"), so ours do not meet an application's. */
-#define PLIVO_OTP_LOCK_CLASS 0x504C564F
+/* The fourth field of our advisory-lock tags ("PL"): no SQL function builds it. */
+#define PLIVO_OTP_LOCK_FIELD4 0x504C
 
 static PlivoOtpStatement find_idempotent = {
 	"SELECT id, phone, purpose FROM plivo_otp.verifications"
@@ -60,14 +69,6 @@ static PlivoOtpStatement recent_sends_to_number = {
 	" WHERE phone = $1 AND created_at > $2"
 	" ORDER BY created_at DESC LIMIT $3) s",
 	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}
-};
-
-static PlivoOtpStatement recent_sends_global = {
-	"SELECT count(*), min(created_at) FROM ("
-	" SELECT created_at FROM plivo_otp.verifications"
-	" WHERE created_at > $1"
-	" ORDER BY created_at DESC LIMIT $2) s",
-	2, {TIMESTAMPTZOID, INT4OID}
 };
 
 static PlivoOtpStatement cancel_pending = {
@@ -120,15 +121,72 @@ require_dispatch_database(void)
 				 errhint("Call otp_send in that database, or set plivo_otp.database and restart.")));
 }
 
-/* Serialise work on one key within this transaction. */
+/*
+ * The advisory-lock tag of a key: the database, 64 bits of HMAC-SHA256 of
+ * the key under the lock-tag key, and a fourth field that no SQL function
+ * builds (pg_advisory_lock uses 1 and 2).  So no login can take our locks
+ * to block sends, and pg_locks does not tell which number is being sent to.
+ */
+static void
+lock_tag_of(const char *key, LOCKTAG *tag)
+{
+	uint8		mac[32];
+	unsigned int len = 0;
+	uint32		h[2];
+
+	if (HMAC(EVP_sha256(), plivo_otp_derived_key(PLIVO_OTP_KEY_LOCK_TAG), PLIVO_OTP_SECRET_LEN,
+			 (const unsigned char *) key, strlen(key), mac, &len) == NULL || len != sizeof(mac))
+		elog(ERROR, "plivo_otp: could not compute a lock tag");
+	memcpy(h, mac, sizeof(h));
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, h[0], h[1], PLIVO_OTP_LOCK_FIELD4);
+}
+
+/*
+ * Wait for a lock another transaction holds, at most
+ * plivo_otp.send_lock_timeout (or the caller's shorter lock_timeout).
+ */
+static void
+wait_for_lock(const LOCKTAG *tag)
+{
+	int			nest = NewGUCNestLevel();
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (LockTimeout == 0 || LockTimeout > plivo_otp_send_lock_timeout)
+		(void) set_config_option("lock_timeout", psprintf("%d", plivo_otp_send_lock_timeout),
+								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		(void) LockAcquire(tag, ExclusiveLock, false, false);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("code not sent: another send to this number is still in progress"),
+				 errdetail("Its transaction did not end within %d ms.", LockTimeout),
+				 errhint("Retry when the other transaction has committed or rolled back."),
+				 errhidestmt(true)));
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nest);
+}
+
+/* Serialise work on one key (a number, an idempotency key) within this transaction. */
 static void
 lock_key(const char *key)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, PLIVO_OTP_LOCK_CLASS,
-						 hash_bytes((const unsigned char *) key, strlen(key)), 2);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	lock_tag_of(key, &tag);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		wait_for_lock(&tag);
 }
 
 static void
@@ -150,13 +208,19 @@ refuse_send(const char *setting, const char *detail, TimestampTz retry_at, Times
 			 errhidestmt(true)));
 }
 
-/* Cool-down, per-number cap and global cap; an ERROR when one is reached. */
+/*
+ * Cool-down, per-number cap and global cap; an ERROR when one is reached.
+ * The per-number limits count rows under the number's lock with the latest
+ * snapshot, which includes this transaction's own earlier sends; the global
+ * cap counts in shared memory, uncommitted sends included.
+ */
 static void
 check_send_policy(const char *phone, TimestampTz now)
 {
 	Datum		args[3];
 	bool		isnull;
 	TimestampTz latest;
+	TimestampTz retry_at;
 
 	if (plivo_otp_resend_interval > 0)
 	{
@@ -185,30 +249,17 @@ check_send_policy(const char *phone, TimestampTz now)
 						(int64) plivo_otp_number_window * USECS_PER_SEC, now);
 	}
 
-	if (plivo_otp_global_max_sends_per_hour > 0)
-	{
-		args[0] = TimestampTzGetDatum(now - USECS_PER_HOUR);
-		args[1] = Int32GetDatum(plivo_otp_global_max_sends_per_hour);
-		plivo_otp_exec_latest(&recent_sends_global, args, NULL, 1);
-
-		/*
-		 * Near the cap, concurrent sends to different numbers could all pass
-		 * together: serialise them (only then, so the common case stays
-		 * parallel) and count again.  At most MaxConnections sends run at
-		 * once, so further from the cap than that none can overshoot it.
-		 */
-		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >=
-			plivo_otp_global_max_sends_per_hour - MaxConnections)
-		{
-			lock_key("plivo_otp global cap");
-			plivo_otp_exec_latest(&recent_sends_global, args, NULL, 1);
-		}
-		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_global_max_sends_per_hour)
-			refuse_send("plivo_otp.global_max_sends_per_hour",
-						psprintf("The server sent %d codes within the last hour.",
-								 plivo_otp_global_max_sends_per_hour),
-						DatumGetTimestampTz(plivo_otp_get(0, 2, &isnull)) + USECS_PER_HOUR, now);
-	}
+	/*
+	 * Every send takes its place in the shared count, also with the cap off
+	 * (so turning it on finds the hour counted); see shmem/send_budget.c.
+	 */
+	if (!plivo_otp_budget_take(plivo_otp_global_max_sends_per_hour > 0 ?
+							   plivo_otp_global_max_sends_per_hour : INT_MAX,
+							   now, &retry_at))
+		refuse_send("plivo_otp.global_max_sends_per_hour",
+					psprintf("The server sent %d codes within the last hour.",
+							 plivo_otp_global_max_sends_per_hour),
+					retry_at, now);
 }
 
 /* The SMS text: the template with {code} and {minutes} filled in. */

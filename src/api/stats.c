@@ -20,7 +20,7 @@ PG_FUNCTION_INFO_V1(plivo_otp_dispatcher_stats);
 PG_FUNCTION_INFO_V1(plivo_otp_api_stats);
 
 #define STATS_COLUMNS 11
-#define API_STATS_COLUMNS 5
+#define API_STATS_COLUMNS 6
 
 static PlivoOtpStatement queue_state = {
 	"SELECT count(*), $1 - min(next_try_at) FILTER (WHERE next_try_at <= $1)"
@@ -68,7 +68,10 @@ plivo_otp_dispatcher_stats(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
-/* Sends, refused sends, approvals and failed checks since counters_since. */
+/*
+ * Sends, refused sends, approvals and failed checks since counters_since,
+ * and the sends the global hourly cap counts now.
+ */
 Datum
 plivo_otp_api_stats(PG_FUNCTION_ARGS)
 {
@@ -86,5 +89,8 @@ plivo_otp_api_stats(PG_FUNCTION_ARGS)
 	values[2] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_VERIFY_APPROVED]);
 	values[3] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_VERIFY_FAILED]);
 	values[4] = TimestampTzGetDatum(snap.counters_since);
+	plivo_otp_spi_connect();
+	values[5] = Int64GetDatum(plivo_otp_budget_count(GetCurrentTimestamp()));
+	SPI_finish();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

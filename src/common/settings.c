@@ -41,6 +41,7 @@ int			plivo_otp_resend_interval = 30;
 int			plivo_otp_number_max_sends = 5;
 int			plivo_otp_number_window = 3600;
 int			plivo_otp_global_max_sends_per_hour = 1000;
+int			plivo_otp_send_lock_timeout = 5000;
 int			plivo_otp_max_live_codes = 100000;
 int			plivo_otp_max_inflight = 10;
 int			plivo_otp_max_requests_per_second = 5;
@@ -280,6 +281,11 @@ plivo_otp_define_settings(void)
 							"0 disables the cap.",
 							&plivo_otp_global_max_sends_per_hour, 1000, 0, 100000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.send_lock_timeout",
+							"How long otp_send waits for another send to the same number or key.",
+							"A send that cannot take its turn by then fails with SQLSTATE 55P03.",
+							&plivo_otp_send_lock_timeout, 5000, 10, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.allowed_countries",
 							   "Calling-code prefixes that may receive codes, comma-separated.",
 							   "Empty allows every number. E.164 numbers carry no ISO country, so give prefixes such as 1, 44 or 1876.",

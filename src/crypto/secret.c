@@ -5,8 +5,9 @@
  *	  Plivo auth token file.
  *
  * The key file holds 32 random bytes.  It is created once, by the
- * postmaster while loading the library, with O_CREAT | O_EXCL and mode
- * 0600, inside the data directory by default so that base backups and
+ * postmaster while loading the library, with mode 0600 (written to a
+ * temporary file and renamed into place, so it is never seen half
+ * written), inside the data directory by default so that base backups and
  * standbys carry it.  A server in recovery never creates one: a standby
  * without the primary's key would digest codes and encrypt queue bodies
  * under a key that no longer matches after a failover.
@@ -34,6 +35,8 @@
 static const char *const key_labels[] = {
 	[PLIVO_OTP_KEY_CODE_DIGEST] = "plivo_otp code digest v1",
 	[PLIVO_OTP_KEY_QUEUE_BODY] = "plivo_otp queue body v1",
+	[PLIVO_OTP_KEY_LOCK_TAG] = "plivo_otp lock tag v1",
+	[PLIVO_OTP_KEY_FINGERPRINT] = "plivo_otp key fingerprint v1",
 };
 
 static uint8 derived_keys[lengthof(key_labels)][PLIVO_OTP_SECRET_LEN];
@@ -55,18 +58,76 @@ server_in_recovery_at_start(void)
 }
 
 /*
+ * A key file left empty: it can only come from a crash between creating
+ * and filling it (by a version that created it in place), so no digest was
+ * ever made with it and replacing it loses nothing.
+ */
+static bool
+key_file_usable(void)
+{
+	struct stat st;
+
+	if (stat(plivo_otp_key_file, &st) != 0)
+		return false;
+	if (st.st_size > 0)
+		return true;
+	ereport(LOG,
+			(errmsg("plivo_otp: key file \"%s\" is empty and is replaced", plivo_otp_key_file),
+			 errdetail("An empty key file can only be left by a crash while it was being created.")));
+	return unlink(plivo_otp_key_file) != 0;
+}
+
+/*
+ * Write a new secret to the key file: into a temporary file, fsync'd, then
+ * renamed into place and the directory fsync'd (durable_rename), so a crash
+ * at any point leaves either no key file or a complete one.
+ */
+static bool
+write_key_file(const uint8 *secret)
+{
+	char		tmp[MAXPGPATH];
+	int			fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", plivo_otp_key_file);
+	(void) unlink(tmp);			/* left by a crash before the rename */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY, S_IRUSR | S_IWUSR);
+	if (fd < 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("plivo_otp: could not create key file \"%s\": %m", tmp)));
+		return false;
+	}
+	if (write(fd, secret, PLIVO_OTP_SECRET_LEN) != PLIVO_OTP_SECRET_LEN || pg_fsync(fd) != 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("plivo_otp: could not write key file \"%s\": %m", tmp)));
+		close(fd);
+		unlink(tmp);
+		return false;
+	}
+	close(fd);
+	if (durable_rename(tmp, plivo_otp_key_file, WARNING) != 0)
+	{
+		unlink(tmp);
+		return false;
+	}
+	return true;
+}
+
+/*
  * Create the key file if it does not exist.  Called by the postmaster; a
  * failure is logged and leaves the functions refusing to run, rather than
- * stopping the whole server.
+ * stopping the whole server.  A key made on a promoted standby that lacked
+ * the primary's is caught at first use (crypto/key_check.c).
  */
 void
 plivo_otp_ensure_key_file(void)
 {
 	uint8		secret[PLIVO_OTP_SECRET_LEN];
-	struct stat st;
-	int			fd;
 
-	if (stat(plivo_otp_key_file, &st) == 0)
+	if (key_file_usable())
 		return;
 
 	if (server_in_recovery_at_start())
@@ -84,40 +145,11 @@ plivo_otp_ensure_key_file(void)
 				(errmsg("plivo_otp: could not generate a random key")));
 		return;
 	}
-
-	fd = open(plivo_otp_key_file, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY, S_IRUSR | S_IWUSR);
-	if (fd < 0)
-	{
-		ereport(WARNING,
-				(errcode_for_file_access(),
-				 errmsg("plivo_otp: could not create key file \"%s\": %m", plivo_otp_key_file)));
-		explicit_bzero(secret, sizeof(secret));
-		return;
-	}
-	if (write(fd, secret, sizeof(secret)) != sizeof(secret) || pg_fsync(fd) != 0)
-	{
-		ereport(WARNING,
-				(errcode_for_file_access(),
-				 errmsg("plivo_otp: could not write key file \"%s\": %m", plivo_otp_key_file)));
-		close(fd);
-		unlink(plivo_otp_key_file);
-		explicit_bzero(secret, sizeof(secret));
-		return;
-	}
-	close(fd);
+	if (write_key_file(secret))
+		ereport(LOG,
+				(errmsg("plivo_otp: created key file \"%s\"", plivo_otp_key_file),
+				 errdetail("Back it up with the data directory; pg_upgrade does not copy it.")));
 	explicit_bzero(secret, sizeof(secret));
-	/* The new directory entry must survive a power loss too, or the next
-	 * start would silently make another key. */
-	{
-		char		parent[MAXPGPATH];
-
-		strlcpy(parent, plivo_otp_key_file, sizeof(parent));
-		get_parent_directory(parent);
-		fsync_fname(parent[0] ? parent : ".", true);
-	}
-	ereport(LOG,
-			(errmsg("plivo_otp: created key file \"%s\"", plivo_otp_key_file),
-			 errdetail("Back it up with the data directory; pg_upgrade does not copy it.")));
 }
 
 static void
@@ -166,6 +198,9 @@ load_derived_keys(void)
 		}
 	}
 	explicit_bzero(secret, sizeof(secret));
+
+	/* The key must be the one this database's codes were made with. */
+	plivo_otp_verify_key_fingerprint(derived_keys[PLIVO_OTP_KEY_FINGERPRINT]);
 	derived_keys_loaded = true;
 }
 

@@ -265,7 +265,12 @@ claim_and_start(void)
 static void
 expire_work(void *arg)
 {
+	static bool fingerprint_recorded = false;
 	int			n = plivo_otp_queue_expire_unsendable(GetCurrentTimestamp());
+
+	/* Which key this database's codes are made with (crypto/key_check.c). */
+	if (!fingerprint_recorded)
+		fingerprint_recorded = plivo_otp_record_key_fingerprint();
 
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
