@@ -32,6 +32,8 @@ OBJS = \
 	src/shmem/dispatcher_state.o \
 	src/shmem/commit_wake.o \
 	src/api/args.o \
+	src/api/send_locks.o \
+	src/api/send_policy.o \
 	src/api/send.o \
 	src/api/verify.o \
 	src/api/status.o \
@@ -52,7 +54,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks upgrade
+	settings privileges signature callbacks redeliver upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)

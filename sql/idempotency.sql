@@ -21,5 +21,7 @@ SELECT * FROM test.error_of($$SELECT plivo_otp.otp_send('+15005552001', 'sms', '
 -- Once the code has expired, the key starts a new request.
 UPDATE plivo_otp.verifications SET expires_at = now() - interval '1 second',
 	created_at = created_at - interval '1 hour' WHERE id = :'first';
+UPDATE plivo_otp.messages SET created_at = created_at - interval '1 hour'
+WHERE verification_id = :'first';
 SELECT plivo_otp.otp_send('+15005552001', 'sms', 'login', 'req-1') <> :'first' AS new_id_after_expiry;
 RESET plivo_otp.resend_interval;

@@ -30,11 +30,13 @@ FROM unnest(ARRAY[
 LATERAL test.error_of(format('SELECT plivo_otp.otp_send(%L)', input)) e;
 SELECT * FROM test.error_of('SELECT plivo_otp.otp_send(NULL)');
 
--- The same number in two formats is one number: the second send cancels the first.
+-- The same number in two formats is one number: the second send re-delivers
+-- the first's live code.
 SELECT plivo_otp.otp_send('+1 415 555 0102') AS first \gset
 SELECT plivo_otp.otp_send('001-415-555-0102') AS second \gset
-SELECT (plivo_otp.otp_status(:'first')).state AS first_state,
-	   (plivo_otp.otp_status(:'second')).state AS second_state;
+SELECT :'first' = :'second' AS same_verification,
+	   (plivo_otp.otp_status(:'first')).state AS state,
+	   (SELECT count(*) FROM plivo_otp.messages WHERE verification_id = :'first') AS messages;
 
 -- The stored number is E.164; the status only ever shows it masked.
 SELECT phone FROM plivo_otp.verifications WHERE id = :'second';

@@ -20,6 +20,32 @@ CREATE TABLE plivo_otp.key_check (
 );
 REVOKE ALL ON TABLE plivo_otp.key_check FROM PUBLIC;
 
+-- Re-delivery of a live code (a repeated otp_send re-sends the same code) and
+-- caller keys with their own cap.  Every message counts in the limits.
+ALTER TABLE plivo_otp.verifications ADD COLUMN code_sealed bytea;
+CREATE INDEX verifications_sealed_expiry ON plivo_otp.verifications (expires_at)
+	WHERE code_sealed IS NOT NULL;
+ALTER TABLE plivo_otp.messages ADD COLUMN caller_key_digest bytea;
+CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
+CREATE INDEX messages_caller_created ON plivo_otp.messages (caller_key_digest, created_at)
+	WHERE caller_key_digest IS NOT NULL;
+
+-- otp_send gains caller_key.  A defaulted argument needs the old signature
+-- dropped (calls would be ambiguous); GRANTs on it must be given again.
+DROP FUNCTION plivo_otp.otp_send(text, text, text, text);
+CREATE FUNCTION plivo_otp.otp_send(phone text,
+								   channel text DEFAULT 'sms',
+								   purpose text DEFAULT 'default',
+								   idempotency_key text DEFAULT NULL,
+								   caller_key text DEFAULT NULL)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'plivo_otp_send'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text, text) IS
+'issue a code to a phone number (or re-deliver its live code); it is delivered only if the calling transaction commits';
+REVOKE ALL ON FUNCTION plivo_otp.otp_send(text, text, text, text, text) FROM PUBLIC;
+
 -- signature_valid took the auth token as an argument (so the token could reach
 -- the log): it is no longer part of the API; tests create their own.
 DROP FUNCTION plivo_otp.signature_valid(text, text, text, jsonb, text, text, text);

@@ -24,7 +24,8 @@ CREATE TABLE plivo_otp.verifications (
 	created_at		timestamptz NOT NULL,
 	expires_at		timestamptz NOT NULL,
 	verified_at		timestamptz,
-	updated_at		timestamptz NOT NULL
+	updated_at		timestamptz NOT NULL,
+	code_sealed		bytea			-- the live code, AES-256-GCM sealed, for re-delivery; wiped once it cannot be used
 );
 -- At most one live code per number and purpose: a new send cancels the old.
 CREATE UNIQUE INDEX verifications_one_pending
@@ -33,6 +34,9 @@ CREATE INDEX verifications_phone_created ON plivo_otp.verifications (phone, crea
 CREATE INDEX verifications_created ON plivo_otp.verifications (created_at);
 CREATE INDEX verifications_idempotency ON plivo_otp.verifications (idempotency_key)
 	WHERE idempotency_key IS NOT NULL;
+-- Sealed codes past their expiry, for the dispatcher's wipe.
+CREATE INDEX verifications_sealed_expiry ON plivo_otp.verifications (expires_at)
+	WHERE code_sealed IS NOT NULL;
 
 -- One row per delivery attempt (an SMS or a call) of a verification.
 -- dispatch_state is ours; delivery_status is Plivo's word from callbacks.
@@ -54,10 +58,15 @@ CREATE TABLE plivo_otp.messages (
 	last_error		text,
 	error_code		text,
 	created_at		timestamptz NOT NULL,
-	updated_at		timestamptz NOT NULL
+	updated_at		timestamptz NOT NULL,
+	caller_key_digest bytea		-- keyed hash of otp_send's caller_key: no caller key is stored
 );
 CREATE INDEX messages_due ON plivo_otp.messages (next_try_at) WHERE dispatch_state = 'pending';
 CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
+-- Every message counts in the per-number and per-caller limits.
+CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
+CREATE INDEX messages_caller_created ON plivo_otp.messages (caller_key_digest, created_at)
+	WHERE caller_key_digest IS NOT NULL;
 
 -- Delivery callbacks as received; a callback for a UUID not yet recorded
 -- waits here (applied_at NULL) until the dispatcher records the UUID.
@@ -144,15 +153,16 @@ COMMENT ON TABLE plivo_otp.key_check IS 'fingerprint of the key the codes and th
 CREATE FUNCTION plivo_otp.otp_send(phone text,
 								   channel text DEFAULT 'sms',
 								   purpose text DEFAULT 'default',
-								   idempotency_key text DEFAULT NULL)
+								   idempotency_key text DEFAULT NULL,
+								   caller_key text DEFAULT NULL)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'plivo_otp_send'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text) IS
-'issue a code to a phone number; it is delivered only if the calling transaction commits';
+COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text, text) IS
+'issue a code to a phone number (or re-deliver its live code); it is delivered only if the calling transaction commits';
 -- Issues codes and costs money: only roles granted the API.
-REVOKE ALL ON FUNCTION plivo_otp.otp_send(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plivo_otp.otp_send(text, text, text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION plivo_otp.otp_check(phone text, code text, purpose text DEFAULT 'default')
 RETURNS text

@@ -46,9 +46,10 @@ UPDATE plivo_otp.verifications SET expires_at = now() - interval '1 second' WHER
 SELECT state FROM plivo_otp.otp_status(:'vid');
 SELECT plivo_otp.otp_check('+15005551006', :'code');
 
--- A new send replaces the old code: the old one no longer works.
+-- A new send replaces a code about to expire: the old one no longer works.
 SELECT plivo_otp.otp_send('+15005551007') AS old_vid \gset
 SELECT test.learn_code(:'old_vid') AS old_code \gset
+UPDATE plivo_otp.verifications SET expires_at = now() + interval '30 seconds' WHERE id = :'old_vid';
 SELECT plivo_otp.otp_send('+15005551007') AS vid \gset
 SELECT test.learn_code(:'vid') AS code \gset
 SELECT state FROM plivo_otp.otp_status(:'old_vid');

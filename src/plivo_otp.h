@@ -66,6 +66,8 @@ extern int	plivo_otp_number_max_sends;
 extern int	plivo_otp_number_window;
 extern int	plivo_otp_global_max_sends_per_hour;
 extern int	plivo_otp_send_lock_timeout;
+extern int	plivo_otp_caller_max_sends;
+extern int	plivo_otp_caller_window;
 extern int	plivo_otp_max_live_codes;
 extern int	plivo_otp_max_inflight;
 extern int	plivo_otp_max_requests_per_second;
@@ -144,6 +146,7 @@ extern int	plivo_otp_exec_latest(PlivoOtpStatement *stmt, Datum *values,
 								  const char *nulls, long count);
 extern Datum plivo_otp_get(int row, int col, bool *isnull);
 extern char *plivo_otp_get_text(int row, int col);
+extern bool plivo_otp_schema_is_v2(void);
 
 /* ---- common/worker.c: what both workers share ---- */
 typedef void (*PlivoOtpWork) (void *arg);
@@ -163,7 +166,9 @@ typedef enum PlivoOtpKeyUse
 	PLIVO_OTP_KEY_CODE_DIGEST,
 	PLIVO_OTP_KEY_QUEUE_BODY,
 	PLIVO_OTP_KEY_LOCK_TAG,
-	PLIVO_OTP_KEY_FINGERPRINT	/* not a key: tells which key the data was made with */
+	PLIVO_OTP_KEY_FINGERPRINT,	/* not a key: tells which key the data was made with */
+	PLIVO_OTP_KEY_CODE_SEAL,
+	PLIVO_OTP_KEY_CALLER
 } PlivoOtpKeyUse;
 
 extern void plivo_otp_ensure_key_file(void);
@@ -182,10 +187,12 @@ extern void plivo_otp_code_digest(const pg_uuid_t *verification_id,
 extern bool plivo_otp_code_matches(const pg_uuid_t *verification_id,
 								   const char *purpose, const char *code,
 								   const uint8 *stored_digest, int stored_len);
-extern bytea *plivo_otp_encrypt_body(const pg_uuid_t *message_id,
-									 const char *plaintext);
-extern char *plivo_otp_decrypt_body(const pg_uuid_t *message_id,
-									const bytea *sealed);
+extern bytea *plivo_otp_seal(PlivoOtpKeyUse use, const pg_uuid_t *row_id,
+							 const char *plaintext);
+extern char *plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id,
+							  const bytea *sealed);
+extern void plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len,
+								 uint8 *out);
 extern void plivo_otp_random_uuid(pg_uuid_t *uuid);
 
 
@@ -240,6 +247,11 @@ extern void plivo_otp_wake_dispatcher(void);
 /* ---- shmem/commit_wake.c: wake the dispatcher when a transaction that queued commits ---- */
 extern void plivo_otp_wake_at_commit(void);
 
+
+/* ---- api/send_locks.c, api/send_policy.c: otp_send's locks and limits ---- */
+extern void plivo_otp_lock_send_key(const char *key, const char *what);
+extern void plivo_otp_check_send_policy(const char *phone, bytea *caller_digest,
+										TimestampTz now, bool v2);
 
 /* ---- api/args.c: arguments shared by the SQL functions ---- */
 extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);

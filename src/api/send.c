@@ -4,20 +4,19 @@
  *	  otp_send(): issue a code and queue its message in the caller's
  *	  transaction.
  *
- * Order of work: check the arguments, serialise sends to one number (and
- * one idempotency key) with transaction-scoped advisory locks, answer a
- * repeated idempotency key, apply the sending policy, cancel the previous
- * pending code of the same number and purpose, store the new code's digest,
- * queue the sealed message and ask for the dispatcher to be woken at commit.
- * A rollback undoes all of it: nothing is ever sent for it.
+ * Order of work: check the arguments, serialise sends per idempotency key,
+ * caller key and number (send_locks.c), answer a repeated idempotency key,
+ * apply the sending policy (send_policy.c), then either re-deliver the live
+ * code of the same number and purpose (a repeated request, or an attacker
+ * trying to cancel a victim's code: the code stays the same, as Twilio
+ * Verify does) or cancel the previous pending code and store a new one as
+ * its digest; queue the sealed message and ask for the dispatcher to be
+ * woken at commit.  A rollback undoes all of it: nothing is ever sent for it.
  *
- * The policy queries run with the latest snapshot, taken after the advisory
- * lock is granted, whatever the caller's isolation level: a send that waited
- * for a concurrent send to the same number sees it, so no isolation level
- * lets a caller past the limits.  The locks' tags are keyed with the secret
- * and cannot be built from SQL, and every wait for one is bounded by
- * plivo_otp.send_lock_timeout.  The global cap is counted in shared memory
- * (shmem/send_budget.c), where uncommitted sends count too.
+ * A live code stays sealed (AES-256-GCM, verifications.code_sealed) so it can
+ * be re-delivered; it is wiped when the code is approved, locked, canceled
+ * or expires.  With the 0.1.0 schema installed (an upgrade pending) every
+ * send issues a new code, as 0.1.0 did.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,15 +28,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include <limits.h>
-
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
-#include "storage/lock.h"
-#include "storage/proc.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
@@ -45,9 +36,10 @@
 PG_FUNCTION_INFO_V1(plivo_otp_send);
 
 #define MAX_IDEMPOTENCY_KEY_LEN 200
+#define MAX_CALLER_KEY_LEN 200
 
-/* The fourth field of our advisory-lock tags ("PL"): no SQL function builds it. */
-#define PLIVO_OTP_LOCK_FIELD4 0x504C
+/* A live code with less life left than this is replaced, not re-delivered. */
+#define MIN_REDELIVERY_LIFE_SECS 60
 
 static PlivoOtpStatement find_idempotent = {
 	"SELECT id, phone, purpose FROM plivo_otp.verifications"
@@ -56,32 +48,39 @@ static PlivoOtpStatement find_idempotent = {
 	2, {TEXTOID, TIMESTAMPTZOID}
 };
 
-static PlivoOtpStatement latest_send_to_number = {
-	"SELECT max(created_at) FROM plivo_otp.verifications"
-	" WHERE phone = $1 AND created_at > $2",
-	2, {TEXTOID, TIMESTAMPTZOID}
-};
-
-/* The most recent $3 sends within the window: their count and the oldest. */
-static PlivoOtpStatement recent_sends_to_number = {
-	"SELECT count(*), min(created_at) FROM ("
-	" SELECT created_at FROM plivo_otp.verifications"
-	" WHERE phone = $1 AND created_at > $2"
-	" ORDER BY created_at DESC LIMIT $3) s",
-	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}
-};
-
-static PlivoOtpStatement cancel_pending = {
-	"WITH canceled AS ("
-	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3"
-	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id)"
-	" UPDATE plivo_otp.messages m"
-	" SET dispatch_state = 'canceled', body = NULL, updated_at = $3"
-	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending'",
+static PlivoOtpStatement find_live_code = {
+	"SELECT id, code_sealed, expires_at FROM plivo_otp.verifications"
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' AND expires_at > $3"
+	" AND code_sealed IS NOT NULL FOR UPDATE",
 	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
+#define CANCEL_PENDING(wipe) \
+	"WITH canceled AS (" \
+	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3" wipe \
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id)" \
+	" UPDATE plivo_otp.messages m" \
+	" SET dispatch_state = 'canceled', body = NULL, updated_at = $3" \
+	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending'"
+
+static PlivoOtpStatement cancel_pending = {
+	CANCEL_PENDING(", code_sealed = NULL"), 3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement cancel_pending_v1 = {
+	CANCEL_PENDING(""), 3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+};
+
 static PlivoOtpStatement insert_verification = {
+	"INSERT INTO plivo_otp.verifications"
+	" (id, phone, purpose, channel, code_digest, max_attempts, idempotency_key,"
+	"  created_at, expires_at, updated_at, code_sealed)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10)",
+	10, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID}
+};
+
+static PlivoOtpStatement insert_verification_v1 = {
 	"INSERT INTO plivo_otp.verifications"
 	" (id, phone, purpose, channel, code_digest, max_attempts, idempotency_key,"
 	"  created_at, expires_at, updated_at)"
@@ -93,10 +92,31 @@ static PlivoOtpStatement insert_verification = {
 static PlivoOtpStatement insert_message = {
 	"INSERT INTO plivo_otp.messages"
 	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
+	"  created_at, updated_at, caller_key_digest)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8)",
+	8, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	BYTEAOID}
+};
+
+static PlivoOtpStatement insert_message_v1 = {
+	"INSERT INTO plivo_otp.messages"
+	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
 	"  created_at, updated_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)",
 	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
+
+/* What one otp_send call asks for, checked. */
+typedef struct SendRequest
+{
+	char		phone[PLIVO_OTP_MAX_PHONE_LEN + 1];
+	char	   *channel;
+	char	   *purpose;
+	char	   *idempotency_key;	/* NULL when none */
+	char	   *caller_key;		/* NULL when none */
+	bytea	   *caller_digest;	/* its keyed hash: no caller key is stored */
+	bool		v2;				/* the 0.2.0 schema is installed */
+} SendRequest;
 
 /*
  * The dispatcher drains only the queue of plivo_otp.database: a code queued
@@ -119,147 +139,6 @@ require_dispatch_database(void)
 				 errmsg("plivo_otp sends codes only from database \"%s\"", plivo_otp_database),
 				 errdetail("The dispatcher drains the queue of the database named by plivo_otp.database; a code queued here would never be sent."),
 				 errhint("Call otp_send in that database, or set plivo_otp.database and restart.")));
-}
-
-/*
- * The advisory-lock tag of a key: the database, 64 bits of HMAC-SHA256 of
- * the key under the lock-tag key, and a fourth field that no SQL function
- * builds (pg_advisory_lock uses 1 and 2).  So no login can take our locks
- * to block sends, and pg_locks does not tell which number is being sent to.
- */
-static void
-lock_tag_of(const char *key, LOCKTAG *tag)
-{
-	uint8		mac[32];
-	unsigned int len = 0;
-	uint32		h[2];
-
-	if (HMAC(EVP_sha256(), plivo_otp_derived_key(PLIVO_OTP_KEY_LOCK_TAG), PLIVO_OTP_SECRET_LEN,
-			 (const unsigned char *) key, strlen(key), mac, &len) == NULL || len != sizeof(mac))
-		elog(ERROR, "plivo_otp: could not compute a lock tag");
-	memcpy(h, mac, sizeof(h));
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, h[0], h[1], PLIVO_OTP_LOCK_FIELD4);
-}
-
-/*
- * Wait for a lock another transaction holds, at most
- * plivo_otp.send_lock_timeout (or the caller's shorter lock_timeout).
- */
-static void
-wait_for_lock(const LOCKTAG *tag)
-{
-	int			nest = NewGUCNestLevel();
-	MemoryContext caller = CurrentMemoryContext;
-
-	if (LockTimeout == 0 || LockTimeout > plivo_otp_send_lock_timeout)
-		(void) set_config_option("lock_timeout", psprintf("%d", plivo_otp_send_lock_timeout),
-								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	PG_TRY();
-	{
-		(void) LockAcquire(tag, ExclusiveLock, false, false);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-				 errmsg("code not sent: another send to this number is still in progress"),
-				 errdetail("Its transaction did not end within %d ms.", LockTimeout),
-				 errhint("Retry when the other transaction has committed or rolled back."),
-				 errhidestmt(true)));
-	}
-	PG_END_TRY();
-	AtEOXact_GUC(true, nest);
-}
-
-/* Serialise work on one key (a number, an idempotency key) within this transaction. */
-static void
-lock_key(const char *key)
-{
-	LOCKTAG		tag;
-
-	lock_tag_of(key, &tag);
-	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
-		wait_for_lock(&tag);
-}
-
-static void
-refuse_send(const char *setting, const char *detail, TimestampTz retry_at, TimestampTz now)
-{
-	long		secs;
-	int			usecs;
-
-	plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
-	TimestampDifference(now, retry_at, &secs, &usecs);
-	if (usecs > 0)
-		secs++;
-	ereport(ERROR,
-			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-			 errmsg("code not sent: %s reached", setting),
-			 errdetail_internal("%s", detail),
-			 errhint("Retry in %ld seconds, at %s.", secs > 0 ? secs : 1,
-					 timestamptz_to_str(retry_at)),
-			 errhidestmt(true)));
-}
-
-/*
- * Cool-down, per-number cap and global cap; an ERROR when one is reached.
- * The per-number limits count rows under the number's lock with the latest
- * snapshot, which includes this transaction's own earlier sends; the global
- * cap counts in shared memory, uncommitted sends included.
- */
-static void
-check_send_policy(const char *phone, TimestampTz now)
-{
-	Datum		args[3];
-	bool		isnull;
-	TimestampTz latest;
-	TimestampTz retry_at;
-
-	if (plivo_otp_resend_interval > 0)
-	{
-		args[0] = CStringGetTextDatum(phone);
-		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_resend_interval * USECS_PER_SEC);
-		plivo_otp_exec_latest(&latest_send_to_number, args, NULL, 1);
-		latest = DatumGetTimestampTz(plivo_otp_get(0, 1, &isnull));
-		if (!isnull)
-			refuse_send("plivo_otp.resend_interval",
-						psprintf("A code was sent to this number less than %d seconds ago.",
-								 plivo_otp_resend_interval),
-						latest + (int64) plivo_otp_resend_interval * USECS_PER_SEC, now);
-	}
-
-	if (plivo_otp_number_max_sends > 0)
-	{
-		args[0] = CStringGetTextDatum(phone);
-		args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_number_window * USECS_PER_SEC);
-		args[2] = Int32GetDatum(plivo_otp_number_max_sends);
-		plivo_otp_exec_latest(&recent_sends_to_number, args, NULL, 1);
-		if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_number_max_sends)
-			refuse_send("plivo_otp.number_max_sends",
-						psprintf("This number was sent %d codes within plivo_otp.number_window (%d seconds).",
-								 plivo_otp_number_max_sends, plivo_otp_number_window),
-						DatumGetTimestampTz(plivo_otp_get(0, 2, &isnull)) +
-						(int64) plivo_otp_number_window * USECS_PER_SEC, now);
-	}
-
-	/*
-	 * Every send takes its place in the shared count, also with the cap off
-	 * (so turning it on finds the hour counted); see shmem/send_budget.c.
-	 */
-	if (!plivo_otp_budget_take(plivo_otp_global_max_sends_per_hour > 0 ?
-							   plivo_otp_global_max_sends_per_hour : INT_MAX,
-							   now, &retry_at))
-		refuse_send("plivo_otp.global_max_sends_per_hour",
-					psprintf("The server sent %d codes within the last hour.",
-							 plivo_otp_global_max_sends_per_hour),
-					retry_at, now);
 }
 
 /* The SMS text: the template with {code} and {minutes} filled in. */
@@ -288,14 +167,16 @@ render_sms(const char *code, int ttl_seconds)
 	return buf.data;
 }
 
-/* What one otp_send call asks for, checked. */
-typedef struct SendRequest
+/* A bytea holding len bytes of data. */
+static bytea *
+make_bytea(const uint8 *data, int len)
 {
-	char		phone[PLIVO_OTP_MAX_PHONE_LEN + 1];
-	char	   *channel;
-	char	   *purpose;
-	char	   *idempotency_key;	/* NULL when none */
-} SendRequest;
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return b;
+}
 
 /* The arguments, each checked, and the number's country against the allow-list. */
 static void
@@ -316,6 +197,24 @@ read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
 					 errdetail("An idempotency key is 1 to %d bytes long.", MAX_IDEMPOTENCY_KEY_LEN),
 					 errhint("Use a request id, such as a UUID, or pass NULL."),
 					 errhidestmt(true)));
+	}
+
+	req->caller_key = NULL;
+	req->caller_digest = NULL;
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+	{
+		uint8		digest[PLIVO_OTP_DIGEST_LEN];
+
+		req->caller_key = text_to_cstring(PG_GETARG_TEXT_PP(4));
+		if (strlen(req->caller_key) < 1 || strlen(req->caller_key) > MAX_CALLER_KEY_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid caller key"),
+					 errdetail("A caller key is 1 to %d bytes long.", MAX_CALLER_KEY_LEN),
+					 errhint("Pass what identifies the requester, such as 'ip:203.0.113.7' or 'account:42', or NULL."),
+					 errhidestmt(true)));
+		plivo_otp_keyed_hash(PLIVO_OTP_KEY_CALLER, req->caller_key, strlen(req->caller_key), digest);
+		req->caller_digest = make_bytea(digest, PLIVO_OTP_DIGEST_LEN);
 	}
 
 	if (!plivo_otp_country_allowed(req->phone, plivo_otp_allowed_countries))
@@ -361,42 +260,74 @@ replay_idempotent(const SendRequest *req, TimestampTz now, pg_uuid_t *id)
 }
 
 /*
+ * The number's live code for this purpose, if it has enough life left to be
+ * re-delivered: true, with its id, its code (out, PLIVO_OTP_MAX_CODE_LEN + 1
+ * bytes) and its expiry.  The row stays locked until commit.
+ */
+static bool
+live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
+		  TimestampTz *expires_at)
+{
+	Datum		args[3];
+	bool		isnull;
+	char	   *opened;
+
+	args[0] = CStringGetTextDatum(req->phone);
+	args[1] = CStringGetTextDatum(req->purpose);
+	args[2] = TimestampTzGetDatum(now + MIN_REDELIVERY_LIFE_SECS * USECS_PER_SEC);
+	if (plivo_otp_exec_latest(&find_live_code, args, NULL, 1) != 1)
+		return false;
+	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
+	opened = plivo_otp_unseal(PLIVO_OTP_KEY_CODE_SEAL, id,
+							  DatumGetByteaPP(plivo_otp_get(0, 2, &isnull)));
+	*expires_at = DatumGetTimestampTz(plivo_otp_get(0, 3, &isnull));
+	if (opened == NULL || strlen(opened) > PLIVO_OTP_MAX_CODE_LEN)
+		return false;			/* cannot be re-delivered: a new code replaces it */
+	strlcpy(code, opened, PLIVO_OTP_MAX_CODE_LEN + 1);
+	explicit_bzero(opened, strlen(opened));
+	return true;
+}
+
+/*
  * Cancel the number's pending code for this purpose, and store a new one
- * as its digest.  The code itself is left in code for the message.
+ * as its digest (and, for re-delivery, sealed).  The code itself is left in
+ * code for the message.
  */
 static void
 store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 				   TimestampTz now, TimestampTz expires_at)
 {
 	uint8		digest[PLIVO_OTP_DIGEST_LEN];
-	bytea	   *digest_bytea;
-	Datum		args[9];
-	char		nulls[9];
+	Datum		args[10];
+	char		nulls[10];
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
 	args[2] = TimestampTzGetDatum(now);
-	plivo_otp_exec(&cancel_pending, args, NULL, false, 0);
+	plivo_otp_exec(req->v2 ? &cancel_pending : &cancel_pending_v1, args, NULL, false, 0);
 
 	plivo_otp_generate_code(plivo_otp_code_length, code);
 	plivo_otp_code_digest(id, req->purpose, code, digest);
-	digest_bytea = palloc(VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
-	SET_VARSIZE(digest_bytea, VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
-	memcpy(VARDATA(digest_bytea), digest, PLIVO_OTP_DIGEST_LEN);
-	explicit_bzero(digest, sizeof(digest));
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = UUIDPGetDatum(id);
 	args[1] = CStringGetTextDatum(req->phone);
 	args[2] = CStringGetTextDatum(req->purpose);
 	args[3] = CStringGetTextDatum(req->channel);
-	args[4] = PointerGetDatum(digest_bytea);
+	args[4] = PointerGetDatum(make_bytea(digest, PLIVO_OTP_DIGEST_LEN));
 	args[5] = Int32GetDatum(plivo_otp_max_attempts);
 	args[6] = req->idempotency_key ? CStringGetTextDatum(req->idempotency_key) : (Datum) 0;
 	nulls[6] = req->idempotency_key ? ' ' : 'n';
 	args[7] = TimestampTzGetDatum(now);
 	args[8] = TimestampTzGetDatum(expires_at);
-	plivo_otp_exec(&insert_verification, args, nulls, false, 0);
+	explicit_bzero(digest, sizeof(digest));
+	if (req->v2)
+	{
+		args[9] = PointerGetDatum(plivo_otp_seal(PLIVO_OTP_KEY_CODE_SEAL, id, code));
+		plivo_otp_exec(&insert_verification, args, nulls, false, 0);
+	}
+	else
+		plivo_otp_exec(&insert_verification_v1, args, nulls, false, 0);
 }
 
 /* Queue the code's message, sealed; the dispatcher is woken at commit. */
@@ -406,23 +337,38 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 {
 	pg_uuid_t	message_id;
 	char	   *message_text;
-	bytea	   *sealed;
-	Datum		args[7];
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	plivo_otp_random_uuid(&message_id);
-	message_text = render_sms(code, plivo_otp_code_ttl);
-	sealed = plivo_otp_encrypt_body(&message_id, message_text);
-	explicit_bzero(message_text, strlen(message_text));
+	message_text = render_sms(code, (int) ((expires_at - now) / USECS_PER_SEC));
 
 	args[0] = UUIDPGetDatum(&message_id);
 	args[1] = UUIDPGetDatum(verification_id);
 	args[2] = CStringGetTextDatum(req->channel);
 	args[3] = CStringGetTextDatum(req->phone);
-	args[4] = PointerGetDatum(sealed);
+	args[4] = PointerGetDatum(plivo_otp_seal(PLIVO_OTP_KEY_QUEUE_BODY, &message_id,
+											 message_text));
 	args[5] = TimestampTzGetDatum(now);
 	args[6] = TimestampTzGetDatum(expires_at);
-	plivo_otp_exec(&insert_message, args, NULL, false, 0);
+	args[7] = req->caller_digest ? PointerGetDatum(req->caller_digest) : (Datum) 0;
+	nulls[7] = req->caller_digest ? ' ' : 'n';
+	explicit_bzero(message_text, strlen(message_text));
+	plivo_otp_exec(req->v2 ? &insert_message : &insert_message_v1, args, nulls, false, 0);
 	plivo_otp_wake_at_commit();
+}
+
+/* Serialise with other sends: idempotency key, caller key, number, in that order. */
+static void
+lock_send(const SendRequest *req)
+{
+	if (req->idempotency_key)
+		plivo_otp_lock_send_key(psprintf("key:%s", req->idempotency_key),
+								"with this idempotency key");
+	if (req->caller_key)
+		plivo_otp_lock_send_key(psprintf("caller:%s", req->caller_key),
+								"with this caller key");
+	plivo_otp_lock_send_key(req->phone, "to this number");
 }
 
 static Datum
@@ -437,24 +383,24 @@ send_code(PG_FUNCTION_ARGS)
 	plivo_otp_require_preload();
 	require_dispatch_database();
 	read_send_args(fcinfo, &req);
-
-	/* Key first, then number: every caller takes them in this order. */
-	if (req.idempotency_key)
-		lock_key(psprintf("key:%s", req.idempotency_key));
-	lock_key(req.phone);
+	lock_send(&req);
 
 	now = GetCurrentTimestamp();
 	expires_at = now + (int64) plivo_otp_code_ttl * USECS_PER_SEC;
 
 	plivo_otp_spi_connect();
+	req.v2 = plivo_otp_schema_is_v2();
 	if (req.idempotency_key && replay_idempotent(&req, now, id))
 	{
 		SPI_finish();
 		PG_RETURN_UUID_P(id);
 	}
-	check_send_policy(req.phone, now);
-	plivo_otp_random_uuid(id);
-	store_verification(&req, id, code, now, expires_at);
+	plivo_otp_check_send_policy(req.phone, req.caller_digest, now, req.v2);
+	if (!req.v2 || !live_code(&req, now, id, code, &expires_at))
+	{
+		plivo_otp_random_uuid(id);
+		store_verification(&req, id, code, now, expires_at);
+	}
 	queue_message(&req, id, code, now, expires_at);
 	explicit_bzero(code, sizeof(code));
 	SPI_finish();

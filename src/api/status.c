@@ -38,15 +38,21 @@ static PlivoOtpStatement read_status = {
 	2, {UUIDOID, TIMESTAMPTZOID}
 };
 
+#define CANCEL_BY_ID(wipe) \
+	"WITH canceled AS (" \
+	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2" wipe \
+	" WHERE id = $1 AND state = 'pending' AND expires_at > $2 RETURNING id)," \
+	" unsent AS (" \
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL, updated_at = $2" \
+	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending')" \
+	" SELECT count(*) FROM canceled"
+
 static PlivoOtpStatement cancel_by_id = {
-	"WITH canceled AS ("
-	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2"
-	" WHERE id = $1 AND state = 'pending' AND expires_at > $2 RETURNING id),"
-	" unsent AS ("
-	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
-	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending')"
-	" SELECT count(*) FROM canceled",
-	2, {UUIDOID, TIMESTAMPTZOID}
+	CANCEL_BY_ID(", code_sealed = NULL"), 2, {UUIDOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement cancel_by_id_v1 = {
+	CANCEL_BY_ID(""), 2, {UUIDOID, TIMESTAMPTZOID}
 };
 
 Datum
@@ -102,7 +108,8 @@ plivo_otp_cancel(PG_FUNCTION_ARGS)
 	plivo_otp_spi_connect();
 	args[0] = UUIDPGetDatum(id);
 	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	plivo_otp_exec(&cancel_by_id, args, NULL, false, 1);
+	plivo_otp_exec(plivo_otp_schema_is_v2() ? &cancel_by_id : &cancel_by_id_v1,
+				   args, NULL, false, 1);
 	canceled = DatumGetInt64(plivo_otp_get(0, 1, &isnull)) > 0;
 	SPI_finish();
 	PG_RETURN_BOOL(canceled);

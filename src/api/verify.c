@@ -41,12 +41,20 @@ static PlivoOtpStatement lock_latest_code = {
 	2, {TEXTOID, TEXTOID}
 };
 
+#define UPDATE_VERIFICATION(wipe) \
+	"UPDATE plivo_otp.verifications" \
+	" SET state = $2, attempts = $3, updated_at = $4," wipe \
+	"     verified_at = CASE WHEN $2 = 'approved' THEN $4 END" \
+	" WHERE id = $1"
+
+/* A code that is no longer pending cannot be re-delivered: its seal is wiped. */
 static PlivoOtpStatement update_verification = {
-	"UPDATE plivo_otp.verifications"
-	" SET state = $2, attempts = $3, updated_at = $4,"
-	"     verified_at = CASE WHEN $2 = 'approved' THEN $4 END"
-	" WHERE id = $1",
+	UPDATE_VERIFICATION(" code_sealed = CASE WHEN $2 = 'pending' THEN code_sealed END,"),
 	4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement update_verification_v1 = {
+	UPDATE_VERIFICATION(""), 4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}
 };
 
 /* The latest code of a number and purpose, locked. */
@@ -71,7 +79,8 @@ store_check_result(const LatestCode *latest, PlivoOtpVerificationState state,
 	args[1] = CStringGetTextDatum(plivo_otp_verification_state_name(state));
 	args[2] = Int32GetDatum(attempts);
 	args[3] = TimestampTzGetDatum(now);
-	plivo_otp_exec(&update_verification, args, NULL, false, 0);
+	plivo_otp_exec(plivo_otp_schema_is_v2() ? &update_verification : &update_verification_v1,
+				   args, NULL, false, 0);
 }
 
 /* Lock and read the latest code of phone and purpose; false if there is none. */

@@ -42,6 +42,8 @@ int			plivo_otp_number_max_sends = 5;
 int			plivo_otp_number_window = 3600;
 int			plivo_otp_global_max_sends_per_hour = 1000;
 int			plivo_otp_send_lock_timeout = 5000;
+int			plivo_otp_caller_max_sends = 10;
+int			plivo_otp_caller_window = 3600;
 int			plivo_otp_max_live_codes = 100000;
 int			plivo_otp_max_inflight = 10;
 int			plivo_otp_max_requests_per_second = 5;
@@ -286,6 +288,15 @@ plivo_otp_define_settings(void)
 							"A send that cannot take its turn by then fails with SQLSTATE 55P03.",
 							&plivo_otp_send_lock_timeout, 5000, 10, 600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.caller_max_sends",
+							"Maximum codes sent for one caller key within plivo_otp.caller_window.",
+							"A caller key is otp_send's caller_key argument, such as a client address or an account id; 0 disables the cap.",
+							&plivo_otp_caller_max_sends, 10, 0, 100000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.caller_window",
+							"Window of plivo_otp.caller_max_sends.", NULL,
+							&plivo_otp_caller_window, 3600, 60, 7 * 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.allowed_countries",
 							   "Calling-code prefixes that may receive codes, comma-separated.",
 							   "Empty allows every number. E.164 numbers carry no ISO country, so give prefixes such as 1, 44 or 1876.",

@@ -11,8 +11,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 #include "plivo_otp.h"
@@ -86,4 +88,18 @@ plivo_otp_get_text(int row, int col)
 	Datum		d = plivo_otp_get(row, col, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * Is the 0.2.0 schema (or later) installed?  While an upgrade from 0.1.0 is
+ * pending, the library keeps working with the old tables.  Two syscache
+ * lookups, cheap enough for every call.
+ */
+bool
+plivo_otp_schema_is_v2(void)
+{
+	Oid			nsp = get_namespace_oid(PLIVO_OTP_SCHEMA, true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("verifications", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "code_sealed") != InvalidAttrNumber;
 }

@@ -12,6 +12,9 @@
  * The rendered message waits in the queue sealed with AES-256-GCM under
  * the queue-body key: nonce (12) || ciphertext || tag (16), with the
  * message id as associated data so a body cannot be moved to another row.
+ * A live code that may be re-delivered is sealed the same way under its own
+ * key, bound to its verification id.  Keyed hashes (lock tags, caller keys)
+ * are HMAC-SHA256 under keys of their own.
  *
  * Nothing that can raise an ERROR runs while an OpenSSL cipher context is
  * allocated (the key is fetched, and memory allocated, before it): an
@@ -107,15 +110,18 @@ plivo_otp_code_matches(const pg_uuid_t *verification_id, const char *purpose,
 	return match;
 }
 
-/* Seal plaintext for the queue row message_id. */
+/*
+ * Seal plaintext under the key for `use`, bound to the row id (associated
+ * data): the queue body of a message, or a live code of a verification.
+ */
 bytea *
-plivo_otp_encrypt_body(const pg_uuid_t *message_id, const char *plaintext)
+plivo_otp_seal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const char *plaintext)
 {
 	int			textlen = strlen(plaintext);
 	bytea	   *sealed = palloc(VARHDRSZ + PLIVO_OTP_NONCE_LEN + textlen + PLIVO_OTP_TAG_LEN);
 	uint8	   *nonce = (uint8 *) VARDATA(sealed);
 	uint8	   *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
-	const uint8 *key = plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY);
+	const uint8 *key = plivo_otp_derived_key(use);
 	EVP_CIPHER_CTX *ctx;
 	int			outlen = 0;
 	int			finlen = 0;
@@ -129,30 +135,30 @@ plivo_otp_encrypt_body(const pg_uuid_t *message_id, const char *plaintext)
 	ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
 		EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
-		EVP_EncryptUpdate(ctx, NULL, &outlen, message_id->data, UUID_LEN) == 1 &&
+		EVP_EncryptUpdate(ctx, NULL, &outlen, row_id->data, UUID_LEN) == 1 &&
 		EVP_EncryptUpdate(ctx, ciphertext, &outlen, (const uint8 *) plaintext, textlen) == 1 &&
 		EVP_EncryptFinal_ex(ctx, ciphertext + outlen, &finlen) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, PLIVO_OTP_TAG_LEN,
 							ciphertext + outlen + finlen) == 1;
 	EVP_CIPHER_CTX_free(ctx);
 	if (!ok || outlen + finlen != textlen)
-		elog(ERROR, "plivo_otp: could not encrypt a queued message");
+		elog(ERROR, "plivo_otp: could not seal a value");
 	SET_VARSIZE(sealed, VARHDRSZ + PLIVO_OTP_NONCE_LEN + textlen + PLIVO_OTP_TAG_LEN);
 	return sealed;
 }
 
 /*
- * Open a sealed body.  Returns a palloc'd string, or NULL when the body
- * does not authenticate (wrong key, moved to another row, tampered with).
+ * Open a sealed value.  Returns a palloc'd string, or NULL when it does
+ * not authenticate (wrong key, moved to another row, tampered with).
  */
 char *
-plivo_otp_decrypt_body(const pg_uuid_t *message_id, const bytea *sealed)
+plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const bytea *sealed)
 {
 	int			total = VARSIZE_ANY_EXHDR(sealed);
 	const uint8 *nonce = (const uint8 *) VARDATA_ANY(sealed);
 	int			textlen = total - PLIVO_OTP_NONCE_LEN - PLIVO_OTP_TAG_LEN;
 	const uint8 *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
-	const uint8 *key = plivo_otp_derived_key(PLIVO_OTP_KEY_QUEUE_BODY);
+	const uint8 *key = plivo_otp_derived_key(use);
 	char	   *plaintext;
 	EVP_CIPHER_CTX *ctx;
 	int			outlen = 0;
@@ -168,7 +174,7 @@ plivo_otp_decrypt_body(const pg_uuid_t *message_id, const bytea *sealed)
 	ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
 		EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
-		EVP_DecryptUpdate(ctx, NULL, &outlen, message_id->data, UUID_LEN) == 1 &&
+		EVP_DecryptUpdate(ctx, NULL, &outlen, row_id->data, UUID_LEN) == 1 &&
 		EVP_DecryptUpdate(ctx, (uint8 *) plaintext, &outlen, ciphertext, textlen) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, PLIVO_OTP_TAG_LEN,
 							(void *) (ciphertext + textlen)) == 1 &&
@@ -192,4 +198,16 @@ plivo_otp_random_uuid(pg_uuid_t *uuid)
 		elog(ERROR, "plivo_otp: could not generate random bytes for a uuid");
 	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+}
+
+/* HMAC-SHA256 of data under the key for `use` into out (32 bytes). */
+void
+plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len, uint8 *out)
+{
+	unsigned int outlen = 0;
+
+	if (HMAC(EVP_sha256(), plivo_otp_derived_key(use), PLIVO_OTP_SECRET_LEN,
+			 (const unsigned char *) data, len, out, &outlen) == NULL ||
+		outlen != PLIVO_OTP_DIGEST_LEN)
+		elog(ERROR, "plivo_otp: could not compute a keyed hash");
 }

@@ -157,7 +157,7 @@ prepare_transfer(const ClaimedMessage *row, TimestampTz now)
 							  "not sent: the queued row has no message body", 0);
 		return;
 	}
-	text = plivo_otp_decrypt_body(&row->id, row->body);
+	text = plivo_otp_unseal(PLIVO_OTP_KEY_QUEUE_BODY, &row->id, row->body);
 	if (text == NULL)
 	{
 		plivo_otp_add_outcome(&row->id, PLIVO_OTP_DISPATCH_REFUSED, NULL, 0,
@@ -271,6 +271,7 @@ expire_work(void *arg)
 	/* Which key this database's codes are made with (crypto/key_check.c). */
 	if (!fingerprint_recorded)
 		fingerprint_recorded = plivo_otp_record_key_fingerprint();
+	(void) plivo_otp_queue_wipe_expired_codes(GetCurrentTimestamp());
 
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);

@@ -111,6 +111,7 @@ extern TimestampTz plivo_otp_queue_earliest_due(void);
 extern void plivo_otp_queue_record(const Outcome *outcome, TimestampTz now);
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
 extern int	plivo_otp_queue_recover_in_flight(TimestampTz now);
+extern int	plivo_otp_queue_wipe_expired_codes(TimestampTz now);
 
 /* ---- outcome.c ---- */
 

@@ -60,6 +60,16 @@ static PlivoOtpStatement expire_unsendable = {
 	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
+/* Codes that expired can no longer be re-delivered: wipe their seal. */
+static PlivoOtpStatement wipe_expired_codes = {
+	"UPDATE plivo_otp.verifications v SET code_sealed = NULL"
+	" FROM (SELECT id FROM plivo_otp.verifications"
+	"       WHERE code_sealed IS NOT NULL AND expires_at <= $1"
+	"       LIMIT 1000 FOR UPDATE SKIP LOCKED) e"
+	" WHERE v.id = e.id",
+	1, {TIMESTAMPTZOID}
+};
+
 /* At start, rows left 'sending' were in flight when a dispatcher stopped. */
 static PlivoOtpStatement recover_in_flight = {
 	"UPDATE plivo_otp.messages SET dispatch_state = 'unknown', body = NULL,"
@@ -152,4 +162,16 @@ plivo_otp_queue_recover_in_flight(TimestampTz now)
 
 	args[0] = TimestampTzGetDatum(now);
 	return plivo_otp_exec(&recover_in_flight, args, NULL, false, 0);
+}
+
+/* Wipe the seal of expired codes (a batch; rows an application holds wait); returns how many. */
+int
+plivo_otp_queue_wipe_expired_codes(TimestampTz now)
+{
+	Datum		args[1];
+
+	if (!plivo_otp_schema_is_v2())
+		return 0;
+	args[0] = TimestampTzGetDatum(now);
+	return plivo_otp_exec(&wipe_expired_codes, args, NULL, false, 0);
 }
