@@ -237,16 +237,31 @@ extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
 /* ---- listener/callback_auth.c: see listener/callback_auth.h (plain C) ---- */
 
 /* ---- listener/delivery.c: callbacks become delivery events and states ---- */
+
+/*
+ * Signature nonces are remembered this long (dispatcher/retention.c), and a
+ * V2 signature, which covers only the URL and the nonce, counts only for a
+ * message created less than this long ago (listener/delivery.c): by the
+ * time a nonce is forgotten, every message its request could have been for
+ * is too old for V2.
+ */
+#define PLIVO_OTP_NONCE_WINDOW_SECS (24 * 3600)
+
+/* An event for a message UUID not recorded within this long is dropped. */
+#define PLIVO_OTP_WAITING_EVENT_SECS 300
+
 typedef enum PlivoIngestResult
 {
 	PLIVO_INGEST_RECORDED,		/* new event, stored (and applied if its message is known) */
 	PLIVO_INGEST_DUPLICATE,		/* the same event was stored before: nothing changed */
 	PLIVO_INGEST_REPLAYED,		/* the nonce was seen before: nothing changed */
-	PLIVO_INGEST_INCOMPLETE		/* no MessageUUID or Status */
+	PLIVO_INGEST_INCOMPLETE,	/* no MessageUUID or Status */
+	PLIVO_INGEST_STALE_V2		/* V2 only, for a message older than the nonce window */
 } PlivoIngestResult;
 
 extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int nparams,
-												   const char *nonce, const char *other_nonce);
+												   const char *nonce, const char *other_nonce,
+												   bool body_signed);
 extern int	plivo_otp_apply_waiting_events(void);
 
 #endif							/* PLIVO_OTP_H */
