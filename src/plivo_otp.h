@@ -241,14 +241,11 @@ extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
 /*
  * Signature nonces are remembered this long (dispatcher/retention.c), and a
  * V2 signature, which covers only the URL and the nonce, counts only for a
- * message created less than this long ago (listener/delivery.c): by the
- * time a nonce is forgotten, every message its request could have been for
- * is too old for V2.
+ * message created less than this long ago (listener/delivery.c): once its
+ * nonce is forgotten, a V2 request can no longer change the message it was
+ * sent for, nor any older one.
  */
 #define PLIVO_OTP_NONCE_WINDOW_SECS (24 * 3600)
-
-/* An event for a message UUID not recorded within this long is dropped. */
-#define PLIVO_OTP_WAITING_EVENT_SECS 300
 
 typedef enum PlivoIngestResult
 {

@@ -115,22 +115,20 @@ plivo_otp_connection_notify(void *cls, struct MHD_Connection *conn, void **socke
 		const union MHD_ConnectionInfo *info;
 
 		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-		c = calloc(1, sizeof(ListenerConnection));
+		c = info ? calloc(1, sizeof(ListenerConnection)) : NULL;
 		if (c == NULL)
 		{
-			/* A connection without a deadline is not kept. */
+			/* Out of memory: a connection without a deadline does not stay. */
 			if (info)
 				(void) shutdown(info->connect_fd, SHUT_RDWR);
 			return;
 		}
-		c->fd = info ? info->connect_fd : -1;
+		c->fd = info->connect_fd;
 		c->started_ms = now_ms();
 		c->reading = true;
 		append_connection(c);
 		open_count++;
 		*socket_context = c;
-		if (c->fd < 0)
-			cut(c);
 		return;
 	}
 	if (c == NULL)

@@ -8,9 +8,11 @@
  * (SPI connected):
  *	0. a request that only V2 authenticated counts only for a message
  *	   created less than PLIVO_OTP_NONCE_WINDOW_SECS ago.  V2 signs the URL
- *	   and the nonce, not the body, so once a nonce is forgotten its request
- *	   could be replayed with any status; by then, every message it could
- *	   have been sent for is older than that.  Refused: nothing is recorded;
+ *	   and the nonce, not the body, and nonces are forgotten after that
+ *	   window, so a captured V2 request could otherwise be replayed with
+ *	   any status for any message; now a replay can name only a message
+ *	   queued within the window (and must know its UUID).  Refused:
+ *	   nothing is recorded;
  *	1. the nonce (and the other family's nonce of a request signed with
  *	   both) is recorded in callback_nonces; a nonce seen before is a
  *	   replay and changes nothing.  It is recorded in the same transaction
@@ -27,10 +29,10 @@
  * One statement applies events in both cases: right after a callback is
  * stored, and when the dispatcher has recorded UUIDs (and every second), for
  * callbacks that beat its commit.  Only UUIDs that the extension sent ever
- * change a message: an event whose UUID is still unknown
- * PLIVO_OTP_WAITING_EVENT_SECS after it arrived was not an early callback
- * (a UUID never sent, or a message purged since) and the sweep drops it, so
- * such events cannot pile up.
+ * change a message: an event whose UUID is still unknown WAITING_EVENT_SECS
+ * after it arrived was not an early callback (a UUID never sent, or a
+ * message purged since), and the sweep drops it, so such events cannot pile
+ * up.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,6 +48,9 @@
 #include "utils/timestamp.h"
 
 #include "plivo_otp.h"
+
+/* An event for a message UUID not recorded within this long is dropped. */
+#define WAITING_EVENT_SECS 300
 
 #define RANK(s) \
 	"CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \
@@ -237,7 +242,7 @@ plivo_otp_apply_waiting_events(void)
 	Datum		args[1];
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
-								  (int64) PLIVO_OTP_WAITING_EVENT_SECS * USECS_PER_SEC);
+								  (int64) WAITING_EVENT_SECS * USECS_PER_SEC);
 	plivo_otp_exec(&drop_unknown_waiting, args, NULL, false, 0);
 	return applied;
 }
