@@ -144,7 +144,7 @@ load_listener_config(void)
 				 errhint("Set plivo_otp.public_url to the URL at which Plivo reaches this listener, and the auth token file.")));
 }
 
-/* SIGTERM and SIGHUP while the loop does not run yet. */
+/* Act on SIGTERM (exit) and SIGHUP (reload the settings). */
 static void
 handle_signals(void)
 {
@@ -182,7 +182,9 @@ start_server(void)
 							plivo_otp_listen_address, plivo_otp_listen_port, why),
 					 errdetail("It accepts no callbacks until it can; it tries again every %d seconds.",
 							   LISTEN_RETRY_SECS),
-					 errhint("Another process may be using this address and port; set plivo_otp.listen_address and plivo_otp.listen_port to ones that are free, and restart.")));
+					 err == EADDRINUSE ?
+					 errhint("Another process is using this address and port: stop it, or set plivo_otp.listen_port to a free port and restart the server.") :
+					 errhint("Check plivo_otp.listen_address and plivo_otp.listen_port, then restart the server.")));
 			strlcpy(logged, why, sizeof(logged));
 			logged_at = now;
 		}
