@@ -49,6 +49,7 @@ OBJS = \
 	src/listener/callback_auth.o \
 	src/listener/delivery.o \
 	src/listener/server.o \
+	src/listener/connections.o \
 	src/listener/listener.o
 
 DATA = $(wildcard sql/plivo_otp--*.sql)

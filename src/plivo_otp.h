@@ -262,16 +262,28 @@ extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
 /* ---- listener/callback_auth.c: see listener/callback_auth.h (plain C) ---- */
 
 /* ---- listener/delivery.c: callbacks become delivery events and states ---- */
+
+/*
+ * Signature nonces are remembered this long (dispatcher/retention.c), and a
+ * V2 signature, which covers only the URL and the nonce, counts only for a
+ * message created less than this long ago (listener/delivery.c): once its
+ * nonce is forgotten, a V2 request can no longer change the message it was
+ * sent for, nor any older one.
+ */
+#define PLIVO_OTP_NONCE_WINDOW_SECS (24 * 3600)
+
 typedef enum PlivoIngestResult
 {
 	PLIVO_INGEST_RECORDED,		/* new event, stored (and applied if its message is known) */
 	PLIVO_INGEST_DUPLICATE,		/* the same event was stored before: nothing changed */
 	PLIVO_INGEST_REPLAYED,		/* the nonce was seen before: nothing changed */
-	PLIVO_INGEST_INCOMPLETE		/* no MessageUUID or Status */
+	PLIVO_INGEST_INCOMPLETE,	/* no MessageUUID or Status */
+	PLIVO_INGEST_STALE_V2		/* V2 only, for a message older than the nonce window */
 } PlivoIngestResult;
 
 extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int nparams,
-												   const char *nonce, const char *other_nonce);
+												   const char *nonce, const char *other_nonce,
+												   bool body_signed);
 extern int	plivo_otp_apply_waiting_events(void);
 
 #endif							/* PLIVO_OTP_H */

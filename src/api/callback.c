@@ -9,7 +9,7 @@
  *
  * ingest_callback applies exactly the listener's rules
  * (listener/callback_auth.c, listener/delivery.c): the signature must verify over the URL Plivo called, and
- * the nonce must be new.
+ * the nonce must be new; V2 alone counts only for recent messages.
  *
  *-------------------------------------------------------------------------
  */
@@ -136,12 +136,12 @@ plivo_otp_ingest_callback_sql(PG_FUNCTION_ARGS)
 /*
  * Check the request's signature with the token from the token file; an
  * ERROR unless it is valid.  *nonce and *other_nonce are the nonces to
- * record.
+ * record, *body_signed whether the signature covers the parameters.
  */
 static void
 require_valid_signature(const char *method, const char *url, const PlivoParam *params,
 						int nparams, const PlivoParam *headers, int nheaders,
-						const char **nonce, const char **other_nonce)
+						const char **nonce, const char **other_nonce, bool *body_signed)
 {
 	PlivoCallbackHeaders h;
 	PlivoSigResult result;
@@ -163,7 +163,7 @@ require_valid_signature(const char *method, const char *url, const PlivoParam *p
 				 errdetail_internal("%s", why),
 				 errhint("Put the Plivo auth token in the file named by plivo_otp.auth_token_file, mode 0600.")));
 	result = plivo_otp_authenticate_callback(method, url, params, nparams, &h, token, nonce,
-											  other_nonce);
+											  other_nonce, body_signed);
 	explicit_bzero(token, strlen(token));
 	if (result != PLIVO_SIG_VALID)
 		ereport(ERROR,
@@ -192,6 +192,14 @@ ingest_answer(PlivoIngestResult ingested)
 					 errmsg("callback lacks MessageUUID or Status"),
 					 errhint("Only message-status callbacks can be ingested.")));
 			break;
+		case PLIVO_INGEST_STALE_V2:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("callback signature is too old for this message"),
+					 errdetail("A V2 signature does not cover the parameters, so it counts only for a message queued less than %d hours ago.",
+							   PLIVO_OTP_NONCE_WINDOW_SECS / 3600),
+					 errhint("Answer the sender with 403.")));
+			break;
 		case PLIVO_INGEST_DUPLICATE:
 			PG_RETURN_TEXT_P(cstring_to_text("duplicate"));
 		case PLIVO_INGEST_RECORDED:
@@ -211,6 +219,7 @@ ingest(PG_FUNCTION_ARGS)
 	int			nheaders;
 	const char *nonce;
 	const char *other_nonce;
+	bool		body_signed;
 	PlivoIngestResult ingested;
 
 	plivo_otp_require_preload();
@@ -224,10 +233,10 @@ ingest(PG_FUNCTION_ARGS)
 	nparams = jsonb_to_params(PG_GETARG_JSONB_P(2), "params", &params);
 	nheaders = jsonb_to_params(PG_GETARG_JSONB_P(3), "headers", &headers);
 	require_valid_signature(method, url, params, nparams, headers, nheaders,
-							&nonce, &other_nonce);
+							&nonce, &other_nonce, &body_signed);
 
 	plivo_otp_spi_connect();
-	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce);
+	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce, body_signed);
 	SPI_finish();
 	return ingest_answer(ingested);
 }

@@ -24,8 +24,9 @@
 /*
  * Nonces are remembered for a day: Plivo retries a callback for minutes, and
  * a replay of an older one finds its event already stored (a duplicate).
+ * listener/delivery.c bounds V2 signatures by the same window.
  */
-#define NONCE_WINDOW_SECS (24 * 3600)
+#define NONCE_WINDOW_SECS PLIVO_OTP_NONCE_WINDOW_SECS
 
 static PlivoOtpStatement purge_verifications = {
 	"DELETE FROM plivo_otp.verifications WHERE id IN ("

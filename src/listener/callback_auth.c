@@ -14,7 +14,9 @@
  * A request accepted by V3 that also carries V2 headers has its V2 nonce
  * recorded as well (*other_nonce): otherwise whoever saw the request could
  * send it once more with the V3 headers stripped, and V2, which does not
- * cover the body, would verify with a nonce never recorded.
+ * cover the body, would verify with a nonce never recorded.  *body_signed
+ * says which family verified, because a V2 signature stays usable with
+ * another body once its nonce is forgotten: delivery.c bounds it in time.
  *
  * Plain C, no server calls: the listener calls it from libmicrohttpd's
  * callback, where nothing may longjmp.
@@ -46,18 +48,21 @@ present(const char *header)
 /*
  * PLIVO_SIG_VALID when the request is signed with token; *nonce is then the
  * nonce of the family that verified and *other_nonce the other family's
- * nonce or NULL (both to be recorded against replays).
+ * nonce or NULL (both to be recorded against replays), and *body_signed
+ * whether the signature covers the parameters (V3) or not (V2).
  */
 PlivoSigResult
 plivo_otp_authenticate_callback(const char *method, const char *url,
 								const PlivoParam *params, int nparams,
 								const PlivoCallbackHeaders *h, const char *token,
-								const char **nonce, const char **other_nonce)
+								const char **nonce, const char **other_nonce,
+								bool *body_signed)
 {
 	PlivoSigResult result = PLIVO_SIG_MISSING;
 
 	*nonce = NULL;
 	*other_nonce = NULL;
+	*body_signed = false;
 	if (present(h->v3) || present(h->ma_v3))
 	{
 		if (present(h->v3))
@@ -67,6 +72,7 @@ plivo_otp_authenticate_callback(const char *method, const char *url,
 		if (result == PLIVO_SIG_VALID)
 		{
 			*nonce = h->v3_nonce;
+			*body_signed = true;
 			if ((present(h->v2) || present(h->ma_v2)) && h->v2_nonce != NULL &&
 				h->v2_nonce[0] != '\0' && strcmp(h->v2_nonce, h->v3_nonce) != 0)
 				*other_nonce = h->v2_nonce;

@@ -28,6 +28,7 @@ extern PlivoSigResult plivo_otp_authenticate_callback(const char *method, const 
 													  const PlivoCallbackHeaders *headers,
 													  const char *token,
 													  const char **nonce,
-													  const char **other_nonce);
+													  const char **other_nonce,
+													  bool *body_signed);
 
 #endif							/* PLIVO_OTP_CALLBACK_AUTH_H */

@@ -6,6 +6,13 @@
  *
  * Used by the listener and by ingest_callback(), inside their transaction
  * (SPI connected):
+ *	0. a request that only V2 authenticated counts only for a message
+ *	   created less than PLIVO_OTP_NONCE_WINDOW_SECS ago.  V2 signs the URL
+ *	   and the nonce, not the body, and nonces are forgotten after that
+ *	   window, so a captured V2 request could otherwise be replayed with
+ *	   any status for any message; now a replay can name only a message
+ *	   queued within the window (and must know its UUID).  Refused:
+ *	   nothing is recorded;
  *	1. the nonce (and the other family's nonce of a request signed with
  *	   both) is recorded in callback_nonces; a nonce seen before is a
  *	   replay and changes nothing.  It is recorded in the same transaction
@@ -21,7 +28,11 @@
  *	   Sequence.  Plivo's words go to delivery_status, never dispatch_state.
  * One statement applies events in both cases: right after a callback is
  * stored, and when the dispatcher has recorded UUIDs (and every second), for
- * callbacks that beat its commit.
+ * callbacks that beat its commit.  Only UUIDs that the extension sent ever
+ * change a message: an event whose UUID is still unknown WAITING_EVENT_SECS
+ * after it arrived was not an early callback (a UUID never sent, or a
+ * message purged since), and the sweep drops it, so such events cannot pile
+ * up.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +49,9 @@
 
 #include "plivo_otp.h"
 
+/* An event for a message UUID not recorded within this long is dropped. */
+#define WAITING_EVENT_SECS 300
+
 #define RANK(s) \
 	"CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \
 	" WHEN 'delivered' THEN 3 WHEN 'undelivered' THEN 3 WHEN 'failed' THEN 3" \
@@ -53,6 +67,11 @@
 #define ERROR_CODE_FOR(status, code) \
 	"CASE WHEN " status " IN ('undelivered', 'failed', 'rejected')" \
 	" AND " code " NOT IN ('', '000', '0') THEN " code " END"
+
+static PlivoOtpStatement message_too_old_for_v2 = {
+	"SELECT 1 FROM plivo_otp.messages WHERE provider_uuid = $1 AND created_at <= $2",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
 
 static PlivoOtpStatement record_nonce = {
 	"INSERT INTO plivo_otp.callback_nonces (nonce, seen_at)"
@@ -104,6 +123,16 @@ static PlivoOtpStatement apply_all_waiting = {
 	1, {TIMESTAMPTZOID}
 };
 
+/* Events still waiting for a UUID no message has: not early, never sent. */
+static PlivoOtpStatement drop_unknown_waiting = {
+	"DELETE FROM plivo_otp.delivery_events WHERE id IN ("
+	" SELECT e.id FROM plivo_otp.delivery_events e"
+	" WHERE e.applied_at IS NULL AND e.received_at < $1"
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages m WHERE m.provider_uuid = e.provider_uuid)"
+	" LIMIT 1000)",
+	1, {TIMESTAMPTZOID}
+};
+
 /* uuid: one message's events; NULL: every waiting event. */
 static int
 apply_waiting_events(const char *uuid)
@@ -137,10 +166,25 @@ params_json(const PlivoParam *params, int nparams)
 	return buf.data;
 }
 
-/* Record one authenticated callback; see the rules above. */
+/* Is uuid a message created before the nonce window began?  (Rule 0.) */
+static bool
+too_old_for_v2(const char *uuid, TimestampTz now)
+{
+	Datum		args[2];
+
+	args[0] = CStringGetTextDatum(uuid);
+	args[1] = TimestampTzGetDatum(now - (int64) PLIVO_OTP_NONCE_WINDOW_SECS * USECS_PER_SEC);
+	return plivo_otp_exec(&message_too_old_for_v2, args, NULL, true, 1) > 0;
+}
+
+/*
+ * Record one authenticated callback; see the rules above.  body_signed:
+ * the signature that verified covers the parameters (V3), not just the URL
+ * and nonce (V2).
+ */
 PlivoIngestResult
 plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce,
-						  const char *other_nonce)
+						  const char *other_nonce, bool body_signed)
 {
 	const char *uuid = plivo_otp_find_param(params, nparams, "MessageUUID", false);
 	const char *status = plivo_otp_find_param(params, nparams, "Status", false);
@@ -161,6 +205,9 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 		if (*sequence_text != '\0' && *end == '\0' && v >= 0)
 			sequence = v;
 	}
+
+	if (!body_signed && too_old_for_v2(uuid, now))
+		return PLIVO_INGEST_STALE_V2;
 
 	/* Every nonce the request carries must be new. */
 	args[0] = CStringGetTextDatum(nonce);
@@ -184,9 +231,18 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	return PLIVO_INGEST_RECORDED;
 }
 
-/* Apply events whose message UUID has been recorded since; returns how many. */
+/*
+ * Apply events whose message UUID has been recorded since, and drop those
+ * whose UUID was not recorded in time; returns how many were applied.
+ */
 int
 plivo_otp_apply_waiting_events(void)
 {
-	return apply_waiting_events(NULL);
+	int			applied = apply_waiting_events(NULL);
+	Datum		args[1];
+
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
+								  (int64) WAITING_EVENT_SECS * USECS_PER_SEC);
+	plivo_otp_exec(&drop_unknown_waiting, args, NULL, false, 0);
+	return applied;
 }

@@ -16,6 +16,12 @@
  * connections resumed and answered 200.  A callback therefore never gets a
  * 200 for an event that was not stored; Plivo retries anything else.
  *
+ * When the address and port are taken (by another server, say), the worker
+ * does not exit, which would have the postmaster restart it every second,
+ * each time with a log line: it logs once, tries again every
+ * LISTEN_RETRY_SECS, and logs again only if the reason changes or every
+ * LISTEN_REMIND_SECS while it lasts.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -28,9 +34,13 @@
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "listener.h"
+
+#define LISTEN_RETRY_SECS 2
+#define LISTEN_REMIND_SECS 600
 
 PGDLLEXPORT void plivo_otp_listener_main(Datum main_arg);
 
@@ -43,7 +53,7 @@ record_callback(void *arg)
 	CallbackRequest *req = (CallbackRequest *) arg;
 
 	switch (plivo_otp_ingest_callback(req->params, req->nparams, req->nonce,
-									  req->other_nonce))
+									  req->other_nonce, req->body_signed))
 	{
 		case PLIVO_INGEST_RECORDED:
 		case PLIVO_INGEST_DUPLICATE:
@@ -51,6 +61,11 @@ record_callback(void *arg)
 			break;
 		case PLIVO_INGEST_REPLAYED:
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN, "nonce already used\n");
+			break;
+		case PLIVO_INGEST_STALE_V2:
+			/* Plivo's retries get the same; only V3 counts for an old message. */
+			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
+									"V2 signature too old for this message\n");
 			break;
 		case PLIVO_INGEST_INCOMPLETE:
 			plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,
@@ -129,6 +144,57 @@ load_listener_config(void)
 				 errhint("Set plivo_otp.public_url to the URL at which Plivo reaches this listener, and the auth token file.")));
 }
 
+/* Act on SIGTERM (exit) and SIGHUP (reload the settings). */
+static void
+handle_signals(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ShutdownRequestPending)
+		proc_exit(1);			/* 0 would unregister the worker: see dispatcher.c */
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		load_listener_config();
+	}
+}
+
+/* Start the server, waiting for the address and port as long as it takes. */
+static void
+start_server(void)
+{
+	char		why[256];
+	char		logged[256] = "";
+	TimestampTz logged_at = 0;
+	int			err;
+
+	while (!plivo_otp_server_start(why, sizeof(why), &err))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (strcmp(why, logged) != 0 ||
+			TimestampDifferenceExceeds(logged_at, now, LISTEN_REMIND_SECS * 1000))
+		{
+			ereport(LOG,
+					(errcode(err == EADDRINUSE ? ERRCODE_OBJECT_IN_USE :
+							 ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("plivo_otp listener cannot listen on %s port %d: %s",
+							plivo_otp_listen_address, plivo_otp_listen_port, why),
+					 errdetail("It accepts no callbacks until it can; it tries again every %d seconds.",
+							   LISTEN_RETRY_SECS),
+					 err == EADDRINUSE ?
+					 errhint("Another process is using this address and port: stop it, or set plivo_otp.listen_port to a free port and restart the server.") :
+					 errhint("Check plivo_otp.listen_address and plivo_otp.listen_port, then restart the server.")));
+			strlcpy(logged, why, sizeof(logged));
+			logged_at = now;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 LISTEN_RETRY_SECS * 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		handle_signals();
+	}
+}
+
 /* Connect, read the settings, start the server; the set to wait on. */
 static WaitEventSet *
 listener_init(void)
@@ -137,7 +203,7 @@ listener_init(void)
 
 	plivo_otp_worker_connect("plivo_otp listener");
 	load_listener_config();
-	plivo_otp_server_start();
+	start_server();
 
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -169,18 +235,9 @@ plivo_otp_listener_main(Datum main_arg)
 		(void) WaitEventSetWait(wait_set, plivo_otp_server_timeout_ms(), events,
 								lengthof(events), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
-		{
 			plivo_otp_server_stop();
-			proc_exit(1);		/* 0 would unregister the worker: see dispatcher.c */
-		}
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			load_listener_config();
-		}
+		handle_signals();
 
 		/* Accept, read and judge; then record the batch and answer it. */
 		plivo_otp_server_run();

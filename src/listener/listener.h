@@ -6,6 +6,7 @@
  *
  *	  listener.c		the worker's loop, its settings, recording callbacks
  *	  server.c			the HTTP server (libmicrohttpd) and its routes
+ *	  connections.c		each request's deadline, room under a flood
  *	  callback_auth.c	which signature a callback must carry (plain C)
  *	  delivery.c		callbacks become delivery events and states
  *
@@ -13,6 +14,8 @@
  */
 #ifndef PLIVO_OTP_LISTENER_H
 #define PLIVO_OTP_LISTENER_H
+
+#include <microhttpd.h>
 
 #include "plivo_otp.h"
 
@@ -48,6 +51,7 @@ typedef struct CallbackRequest
 	char	   *storage;		/* the params' strings */
 	char	   *nonce;
 	char	   *other_nonce;	/* V2's, when V3 verified and V2 came too */
+	bool		body_signed;	/* V3 verified (V2 does not cover the body) */
 	struct CallbackRequest *next_ready;
 } CallbackRequest;
 
@@ -62,7 +66,7 @@ typedef struct ListenerConfig
 extern ListenerConfig plivo_otp_listener_config;
 
 /* ---- server.c ---- */
-extern void plivo_otp_server_start(void);
+extern bool plivo_otp_server_start(char *why, size_t whylen, int *err);
 extern void plivo_otp_server_stop(void);
 extern int	plivo_otp_server_epoll_fd(void);
 extern void plivo_otp_server_run(void);
@@ -72,5 +76,13 @@ extern CallbackRequest *plivo_otp_server_take_ready(void);
 extern void plivo_otp_server_decide(CallbackRequest *req, unsigned int status,
 									const char *text);
 extern void plivo_otp_server_resume(CallbackRequest *req);
+
+/* ---- connections.c (plain C: runs in libmicrohttpd's callbacks) ---- */
+extern void plivo_otp_connection_notify(void *cls, struct MHD_Connection *conn,
+										void **socket_context,
+										enum MHD_ConnectionNotificationCode toe);
+extern void plivo_otp_connection_request_arrived(struct MHD_Connection *conn);
+extern void plivo_otp_connection_request_over(struct MHD_Connection *conn);
+extern int	plivo_otp_connections_enforce(long *next_ms);
 
 #endif							/* PLIVO_OTP_LISTENER_H */

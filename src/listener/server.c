@@ -17,13 +17,19 @@
  * header or the listening address), because Plivo signs the URL it called,
  * which a reverse proxy in front of us may rewrite.
  *
+ * The listening socket is ours, made without SO_REUSEPORT: no other process
+ * can then bind the same address and port and take a share of the
+ * callbacks.  connections.c gives each request its deadline.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "listener.h"
 
@@ -37,6 +43,7 @@ static const ListenerRoute routes[] = {
 
 static struct MHD_Daemon *http_daemon = NULL;
 static CallbackRequest *ready = NULL;	/* authentic, suspended, to record */
+static long next_deadline_ms = -1;	/* from connections.c's last look */
 
 static enum MHD_Result
 answer(struct MHD_Connection *conn, unsigned int status, const char *text)
@@ -44,6 +51,7 @@ answer(struct MHD_Connection *conn, unsigned int status, const char *text)
 	struct MHD_Response *response;
 	enum MHD_Result ret;
 
+	plivo_otp_connection_request_arrived(conn);
 	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
 											   MHD_RESPMEM_PERSISTENT);
 	if (response == NULL)
@@ -189,7 +197,7 @@ authenticate(CallbackRequest *req)
 	}
 	result = plivo_otp_authenticate_callback(req->method, url, req->params, req->nparams, &h,
 											 plivo_otp_listener_config.auth_token,
-											 &nonce, &other_nonce);
+											 &nonce, &other_nonce, &req->body_signed);
 	if (result == PLIVO_SIG_ERROR)
 	{
 		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "could not check the signature\n");
@@ -307,6 +315,7 @@ handle_request(void *cls, struct MHD_Connection *conn, const char *path,
 
 	req->next_ready = ready;
 	ready = req;
+	plivo_otp_connection_request_arrived(conn);
 	MHD_suspend_connection(conn);
 	return MHD_YES;
 }
@@ -317,6 +326,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	CallbackRequest *req = *con_cls;
 
+	plivo_otp_connection_request_over(conn);
 	if (req == NULL)
 		return;
 	free(req->body);
@@ -327,14 +337,21 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
-/* Listen on plivo_otp.listen_address and plivo_otp.listen_port. */
-void
-plivo_otp_server_start(void)
+/*
+ * A listening socket on plivo_otp.listen_address and plivo_otp.listen_port,
+ * or -1 with *why set (and *err, the errno, or 0).  SO_REUSEADDR lets a
+ * restarted listener bind while its old connections linger in TIME_WAIT;
+ * unlike SO_REUSEPORT, it never lets a second socket listen on the same
+ * address and port.
+ */
+static int
+listen_socket(bool *ipv6, char *why, size_t whylen, int *err)
 {
 	struct addrinfo hints;
 	struct addrinfo *addr = NULL;
 	char		port[16];
-	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+	int			on = 1;
+	int			fd;
 	int			rc;
 
 	memset(&hints, 0, sizeof(hints));
@@ -344,35 +361,69 @@ plivo_otp_server_start(void)
 	snprintf(port, sizeof(port), "%d", plivo_otp_listen_port);
 	rc = getaddrinfo(strcmp(plivo_otp_listen_address, "*") == 0 ? NULL : plivo_otp_listen_address,
 					 port, &hints, &addr);
+	*err = 0;
 	if (rc != 0 || addr == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("plivo_otp listener cannot resolve plivo_otp.listen_address \"%s\"",
-						plivo_otp_listen_address),
-				 errdetail_internal("%s", gai_strerror(rc))));
-	if (addr->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
+	{
+		snprintf(why, whylen, "cannot resolve the address: %s", gai_strerror(rc));
+		return -1;
+	}
+	*ipv6 = addr->ai_family == AF_INET6;
+	fd = socket(addr->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+		(*ipv6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) != 0) ||
+		bind(fd, addr->ai_addr, addr->ai_addrlen) != 0 ||
+		listen(fd, SOMAXCONN) != 0)
+	{
+		*err = errno;
+		snprintf(why, whylen, "%s", strerror(*err));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(addr);
+	return fd;
+}
 
+/*
+ * Listen and serve (in the caller's loop).  False, with *why and *err (an
+ * errno or 0), when the address and port cannot be had now (taken, not
+ * ours, not resolvable): the caller tries again later.  Any other failure
+ * is an ERROR.
+ */
+bool
+plivo_otp_server_start(char *why, size_t whylen, int *err)
+{
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+	bool		ipv6 = false;
+	int			fd = listen_socket(&ipv6, why, whylen, err);
+
+	if (fd < 0)
+		return false;
+	if (ipv6)
+		flags |= MHD_USE_IPv6;
+	/* From here on the socket is libmicrohttpd's, which closes it. */
 	http_daemon = MHD_start_daemon(flags, (uint16_t) plivo_otp_listen_port, NULL, NULL,
 								   handle_request, NULL,
-								   MHD_OPTION_SOCK_ADDR, addr->ai_addr,
-								   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
+								   MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
 								   MHD_OPTION_CONNECTION_LIMIT,
 								   (unsigned int) plivo_otp_listen_max_connections,
 								   /* No one address may take every slot (0: no limit). */
 								   MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 								   (unsigned int) plivo_otp_listen_max_connections_per_address,
+								   /* Idle time; connections.c bounds each request's total. */
 								   MHD_OPTION_CONNECTION_TIMEOUT,
 								   (unsigned int) CONNECTION_TIMEOUT_SECS,
 								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) CONNECTION_MEMORY,
+								   MHD_OPTION_NOTIFY_CONNECTION, plivo_otp_connection_notify, NULL,
 								   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 								   MHD_OPTION_END);
-	freeaddrinfo(addr);
 	if (http_daemon == NULL)
 		ereport(ERROR,
-				(errcode_for_socket_access(),
-				 errmsg("plivo_otp listener could not listen on %s port %d: %m",
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("plivo_otp listener could not start its HTTP server on %s port %d",
 						plivo_otp_listen_address, plivo_otp_listen_port)));
+	return true;
 }
 
 void
@@ -403,11 +454,12 @@ open_connections(void)
 }
 
 /*
- * MHD_run, and once more if that closed connections: at the connection
- * limit libmicrohttpd takes its listening socket out of its epoll set and
- * puts it back only at the start of a run, so without the second run the
- * connections waiting to be accepted would wait for our next wake-up (up
- * to 10 s when no connection is left to time out).
+ * MHD_run; then cut the connections whose request is overdue (and under a
+ * flood the oldest slow ones), and run again to close them.  Once more if
+ * that closed connections: at the connection limit libmicrohttpd takes its
+ * listening socket out of its epoll set and puts it back only at the start
+ * of a run, so without that run the connections waiting to be accepted
+ * would wait for our next wake-up.
  */
 void
 plivo_otp_server_run(void)
@@ -415,19 +467,24 @@ plivo_otp_server_run(void)
 	unsigned int before = open_connections();
 
 	MHD_run(http_daemon);
+	if (plivo_otp_connections_enforce(&next_deadline_ms) > 0)
+		MHD_run(http_daemon);
 	if (open_connections() < before)
 		MHD_run(http_daemon);
 }
 
-/* Milliseconds until libmicrohttpd needs to run (at most 10 s). */
+/* Milliseconds until libmicrohttpd or a deadline needs a run (at most 10 s). */
 long
 plivo_otp_server_timeout_ms(void)
 {
 	MHD_UNSIGNED_LONG_LONG timeout;
+	long		ms = 10000;
 
 	if (MHD_get_timeout(http_daemon, &timeout) == MHD_YES)
-		return (long) Min(timeout, 10000);
-	return 10000;
+		ms = (long) Min(timeout, 10000);
+	if (next_deadline_ms >= 0)
+		ms = Min(ms, next_deadline_ms);
+	return ms;
 }
 
 /* The path a callback URL ends with, for the start-up log line. */
