@@ -26,9 +26,14 @@ ALTER TABLE plivo_otp.verifications ADD COLUMN code_sealed bytea;
 CREATE INDEX verifications_sealed_expiry ON plivo_otp.verifications (expires_at)
 	WHERE code_sealed IS NOT NULL;
 ALTER TABLE plivo_otp.messages ADD COLUMN caller_key_digest bytea;
+ALTER TABLE plivo_otp.messages ADD COLUMN idempotency_key text;
+UPDATE plivo_otp.messages m SET idempotency_key = v.idempotency_key
+FROM plivo_otp.verifications v WHERE v.id = m.verification_id AND v.idempotency_key IS NOT NULL;
 CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
 CREATE INDEX messages_caller_created ON plivo_otp.messages (caller_key_digest, created_at)
 	WHERE caller_key_digest IS NOT NULL;
+CREATE INDEX messages_idempotency ON plivo_otp.messages (idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
 
 -- otp_send gains caller_key.  A defaulted argument needs the old signature
 -- dropped (calls would be ambiguous); GRANTs on it must be given again.

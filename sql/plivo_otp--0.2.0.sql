@@ -59,7 +59,8 @@ CREATE TABLE plivo_otp.messages (
 	error_code		text,
 	created_at		timestamptz NOT NULL,
 	updated_at		timestamptz NOT NULL,
-	caller_key_digest bytea		-- keyed hash of otp_send's caller_key: no caller key is stored
+	caller_key_digest bytea,	-- keyed hash of otp_send's caller_key: no caller key is stored
+	idempotency_key text		-- otp_send's, for this message (a re-delivery has its own)
 );
 CREATE INDEX messages_due ON plivo_otp.messages (next_try_at) WHERE dispatch_state = 'pending';
 CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
@@ -67,6 +68,8 @@ CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
 CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
 CREATE INDEX messages_caller_created ON plivo_otp.messages (caller_key_digest, created_at)
 	WHERE caller_key_digest IS NOT NULL;
+CREATE INDEX messages_idempotency ON plivo_otp.messages (idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
 
 -- Delivery callbacks as received; a callback for a UUID not yet recorded
 -- waits here (applied_at NULL) until the dispatcher records the UUID.

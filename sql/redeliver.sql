@@ -30,6 +30,27 @@ UPDATE plivo_otp.verifications SET expires_at = now() + interval '30 seconds' WH
 SELECT plivo_otp.otp_send('+15005558003') <> :'vid' AS replaced;
 SELECT state, code_sealed IS NULL AS wiped FROM plivo_otp.verifications WHERE id = :'vid';
 
+-- A short-lived code is re-delivered too (the margin is half its lifetime).
+SET plivo_otp.code_ttl = '40s';
+SELECT plivo_otp.otp_send('+15005558006') AS vid \gset
+SELECT plivo_otp.otp_send('+15005558006') = :'vid' AS same_verification;
+RESET plivo_otp.code_ttl;
+
+-- A code whose attempts are used up (even by checks that rolled back) is
+-- replaced, not re-delivered.
+SET plivo_otp.max_attempts = 2;
+SELECT plivo_otp.otp_send('+15005558007') AS vid \gset
+BEGIN; SELECT plivo_otp.otp_check('+15005558007', 'x') AS first_wrong; ROLLBACK;
+BEGIN; SELECT plivo_otp.otp_check('+15005558007', 'y') AS second_wrong; ROLLBACK;
+SELECT plivo_otp.otp_send('+15005558007') <> :'vid' AS replaced;
+RESET plivo_otp.max_attempts;
+
+-- An idempotency key given with a re-delivery answers its retries: one SMS.
+SELECT plivo_otp.otp_send('+15005558008') AS vid \gset
+SELECT plivo_otp.otp_send('+15005558008', idempotency_key => 'retry-2') = :'vid' AS redelivered;
+SELECT plivo_otp.otp_send('+15005558008', idempotency_key => 'retry-2') = :'vid' AS replayed;
+SELECT count(*) AS messages FROM plivo_otp.messages WHERE verification_id = :'vid';
+
 -- Canceling wipes the seal.
 SELECT plivo_otp.otp_send('+15005558004') AS vid \gset
 SELECT plivo_otp.otp_cancel(:'vid');

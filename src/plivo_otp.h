@@ -176,7 +176,7 @@ extern const uint8 *plivo_otp_derived_key(PlivoOtpKeyUse use);
 extern char *plivo_otp_read_auth_token(char **error);
 
 /* ---- crypto/key_check.c: is the key file the one the data was made with? ---- */
-extern void plivo_otp_verify_key_fingerprint(const uint8 *fingerprint);
+extern bool plivo_otp_verify_key_fingerprint(const uint8 *fingerprint);
 extern bool plivo_otp_record_key_fingerprint(void);
 
 /* ---- crypto/codes.c: code generation, digests, queue body sealing ---- */
@@ -249,7 +249,7 @@ extern void plivo_otp_wake_at_commit(void);
 
 
 /* ---- api/send_locks.c, api/send_policy.c: otp_send's locks and limits ---- */
-extern void plivo_otp_lock_send_key(const char *key, const char *what);
+extern void plivo_otp_lock_send_key(const char *key, const char *message);
 extern void plivo_otp_check_send_policy(const char *phone, bytea *caller_digest,
 										TimestampTz now, bool v2);
 

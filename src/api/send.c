@@ -38,10 +38,22 @@ PG_FUNCTION_INFO_V1(plivo_otp_send);
 #define MAX_IDEMPOTENCY_KEY_LEN 200
 #define MAX_CALLER_KEY_LEN 200
 
-/* A live code with less life left than this is replaced, not re-delivered. */
-#define MIN_REDELIVERY_LIFE_SECS 60
+/*
+ * A live code with less life left than this is replaced, not re-delivered:
+ * a minute, or half the code's lifetime when that is shorter.
+ */
+#define MIN_REDELIVERY_LIFE_SECS Min(60, plivo_otp_code_ttl / 2)
 
+/* Keys are kept on each message: a re-delivery's key answers a retry of it too. */
 static PlivoOtpStatement find_idempotent = {
+	"SELECT v.id, v.phone, v.purpose FROM plivo_otp.messages m"
+	" JOIN plivo_otp.verifications v ON v.id = m.verification_id"
+	" WHERE m.idempotency_key = $1 AND v.expires_at > $2"
+	" ORDER BY m.created_at DESC LIMIT 1",
+	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement find_idempotent_v1 = {
 	"SELECT id, phone, purpose FROM plivo_otp.verifications"
 	" WHERE idempotency_key = $1 AND expires_at > $2"
 	" ORDER BY created_at DESC LIMIT 1",
@@ -49,7 +61,7 @@ static PlivoOtpStatement find_idempotent = {
 };
 
 static PlivoOtpStatement find_live_code = {
-	"SELECT id, code_sealed, expires_at FROM plivo_otp.verifications"
+	"SELECT id, code_sealed, expires_at, attempts, max_attempts FROM plivo_otp.verifications"
 	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' AND expires_at > $3"
 	" AND code_sealed IS NOT NULL FOR UPDATE",
 	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
@@ -92,10 +104,10 @@ static PlivoOtpStatement insert_verification_v1 = {
 static PlivoOtpStatement insert_message = {
 	"INSERT INTO plivo_otp.messages"
 	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
-	"  created_at, updated_at, caller_key_digest)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8)",
-	8, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	BYTEAOID}
+	"  created_at, updated_at, caller_key_digest, idempotency_key)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9)",
+	9, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	BYTEAOID, TEXTOID}
 };
 
 static PlivoOtpStatement insert_message_v1 = {
@@ -245,7 +257,7 @@ replay_idempotent(const SendRequest *req, TimestampTz now, pg_uuid_t *id)
 
 	args[0] = CStringGetTextDatum(req->idempotency_key);
 	args[1] = TimestampTzGetDatum(now);
-	if (plivo_otp_exec_latest(&find_idempotent, args, NULL, 1) != 1)
+	if (plivo_otp_exec_latest(req->v2 ? &find_idempotent : &find_idempotent_v1, args, NULL, 1) != 1)
 		return false;
 	old_phone = plivo_otp_get_text(0, 2);
 	old_purpose = plivo_otp_get_text(0, 3);
@@ -261,8 +273,10 @@ replay_idempotent(const SendRequest *req, TimestampTz now, pg_uuid_t *id)
 
 /*
  * The number's live code for this purpose, if it has enough life left to be
- * re-delivered: true, with its id, its code (out, PLIVO_OTP_MAX_CODE_LEN + 1
- * bytes) and its expiry.  The row stays locked until commit.
+ * re-delivered and is not locked by failed attempts (counted in the row or,
+ * rolled back, in the ledger): true, with its id, its code (out,
+ * PLIVO_OTP_MAX_CODE_LEN + 1 bytes) and its expiry.  The row stays locked
+ * until commit.
  */
 static bool
 live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
@@ -271,6 +285,7 @@ live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
 	Datum		args[3];
 	bool		isnull;
 	char	   *opened;
+	int			failures;
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
@@ -278,6 +293,9 @@ live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
 	if (plivo_otp_exec_latest(&find_live_code, args, NULL, 1) != 1)
 		return false;
 	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
+	failures = Max(DatumGetInt32(plivo_otp_get(0, 4, &isnull)), plivo_otp_ledger_failures(id));
+	if (failures >= DatumGetInt32(plivo_otp_get(0, 5, &isnull)))
+		return false;			/* no attempt left: a new code replaces it */
 	opened = plivo_otp_unseal(PLIVO_OTP_KEY_CODE_SEAL, id,
 							  DatumGetByteaPP(plivo_otp_get(0, 2, &isnull)));
 	*expires_at = DatumGetTimestampTz(plivo_otp_get(0, 3, &isnull));
@@ -337,8 +355,8 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 {
 	pg_uuid_t	message_id;
 	char	   *message_text;
-	Datum		args[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	plivo_otp_random_uuid(&message_id);
 	message_text = render_sms(code, (int) ((expires_at - now) / USECS_PER_SEC));
@@ -353,6 +371,8 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 	args[6] = TimestampTzGetDatum(expires_at);
 	args[7] = req->caller_digest ? PointerGetDatum(req->caller_digest) : (Datum) 0;
 	nulls[7] = req->caller_digest ? ' ' : 'n';
+	args[8] = req->idempotency_key ? CStringGetTextDatum(req->idempotency_key) : (Datum) 0;
+	nulls[8] = req->idempotency_key ? ' ' : 'n';
 	explicit_bzero(message_text, strlen(message_text));
 	plivo_otp_exec(req->v2 ? &insert_message : &insert_message_v1, args, nulls, false, 0);
 	plivo_otp_wake_at_commit();
@@ -364,11 +384,12 @@ lock_send(const SendRequest *req)
 {
 	if (req->idempotency_key)
 		plivo_otp_lock_send_key(psprintf("key:%s", req->idempotency_key),
-								"with this idempotency key");
+								"code not sent: another send with this idempotency key is still in progress");
 	if (req->caller_key)
 		plivo_otp_lock_send_key(psprintf("caller:%s", req->caller_key),
-								"with this caller key");
-	plivo_otp_lock_send_key(req->phone, "to this number");
+								"code not sent: another send with this caller key is still in progress");
+	plivo_otp_lock_send_key(req->phone,
+							"code not sent: another send to this number is still in progress");
 }
 
 static Datum

@@ -47,7 +47,7 @@ lock_tag_of(const char *key, LOCKTAG *tag)
  * plivo_otp.send_lock_timeout (or the caller's shorter lock_timeout).
  */
 static void
-wait_for_lock(const LOCKTAG *tag, const char *what)
+wait_for_lock(const LOCKTAG *tag, const char *message)
 {
 	int			nest = NewGUCNestLevel();
 	MemoryContext caller = CurrentMemoryContext;
@@ -70,7 +70,7 @@ wait_for_lock(const LOCKTAG *tag, const char *what)
 		FlushErrorState();
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-				 errmsg("code not sent: another send %s is still in progress", what),
+				 errmsg_internal("%s", message),
 				 errdetail("Its transaction did not end within %d ms.", LockTimeout),
 				 errhint("Retry when the other transaction has committed or rolled back."),
 				 errhidestmt(true)));
@@ -82,15 +82,17 @@ wait_for_lock(const LOCKTAG *tag, const char *what)
 /*
  * Serialise work on one key (a number, an idempotency key, a caller key)
  * within this transaction.  Callers take them in one order: idempotency
- * key, caller key, number.  what ("to this number", "with this
- * idempotency key", ...) completes the error of a wait that timed out.
+ * key, caller key, number.  message is the error of a wait that timed out
+ * ("code not sent: another send to this number is still in progress").
+ * otp_check takes the number's lock too, before it locks the code's row,
+ * as otp_send does: the two never wait on each other in opposite orders.
  */
 void
-plivo_otp_lock_send_key(const char *key, const char *what)
+plivo_otp_lock_send_key(const char *key, const char *message)
 {
 	LOCKTAG		tag;
 
 	lock_tag_of(key, &tag);
 	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
-		wait_for_lock(&tag, what);
+		wait_for_lock(&tag, message);
 }

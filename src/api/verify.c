@@ -173,6 +173,8 @@ check_code(FunctionCallInfo fcinfo)
 	if (!PG_ARGISNULL(1))
 		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), candidate, sizeof(candidate));
 
+	/* The lock otp_send takes first, so a send and a check never deadlock. */
+	plivo_otp_lock_send_key(phone, "code not checked: a send to this number is still in progress");
 	plivo_otp_spi_connect();
 	if (load_latest_code(phone, purpose, &latest))
 		result = judge_attempt(&latest, purpose, candidate, GetCurrentTimestamp());

@@ -24,7 +24,8 @@
 /*
  * Call fn, and if any ERROR escapes it, re-throw it without the statement
  * (which carries the phone number or the code) in the server log, and
- * without a unique violation's detail (which would quote the key values).
+ * without the detail of an integrity violation (a unique, not-null or check
+ * violation's detail quotes the row or the key values).
  */
 Datum
 plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo)
@@ -44,7 +45,7 @@ plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo)
 		edata = CopyErrorData();
 		FlushErrorState();
 		edata->hide_stmt = true;
-		if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
 			edata->detail = NULL;
 		ReThrowError(edata);
 	}

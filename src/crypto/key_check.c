@@ -63,21 +63,24 @@ fingerprint_datum(const uint8 *fingerprint)
 
 /*
  * Compare fingerprint (PLIVO_OTP_SECRET_LEN bytes) with the recorded one;
- * an ERROR if they differ.  Called when a process loads the key.
+ * an ERROR if they differ.  Called when a process loads the key; false if
+ * it could not look (no transaction), so the caller looks again next time.
  */
-void
+bool
 plivo_otp_verify_key_fingerprint(const uint8 *fingerprint)
 {
 	bool		isnull;
 	bytea	   *recorded;
 
-	if (!IsTransactionState() || !key_check_table_exists())
-		return;
+	if (!IsTransactionState())
+		return false;
+	if (!key_check_table_exists())
+		return true;
 	plivo_otp_spi_connect();
 	if (plivo_otp_exec(&read_fingerprint, NULL, NULL, true, 1) == 0)
 	{
 		SPI_finish();
-		return;
+		return true;
 	}
 	recorded = DatumGetByteaPP(plivo_otp_get(0, 1, &isnull));
 	if (VARSIZE_ANY_EXHDR(recorded) != PLIVO_OTP_SECRET_LEN ||
@@ -89,6 +92,7 @@ plivo_otp_verify_key_fingerprint(const uint8 *fingerprint)
 				 errdetail("Its fingerprint differs from the one recorded in plivo_otp.key_check; codes and queued messages made with the other key cannot be checked or sent."),
 				 errhint("Put the original key file back (a promoted standby needs the primary's) and restart. If that key is lost, DELETE FROM plivo_otp.key_check to start over with this one.")));
 	SPI_finish();
+	return true;
 }
 
 /*

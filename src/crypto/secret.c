@@ -202,8 +202,7 @@ load_derived_keys(void)
 	explicit_bzero(secret, sizeof(secret));
 
 	/* The key must be the one this database's codes were made with. */
-	plivo_otp_verify_key_fingerprint(derived_keys[PLIVO_OTP_KEY_FINGERPRINT]);
-	derived_keys_loaded = true;
+	derived_keys_loaded = plivo_otp_verify_key_fingerprint(derived_keys[PLIVO_OTP_KEY_FINGERPRINT]);
 }
 
 /* The key for one use, read from the key file on first call. */

@@ -15,7 +15,9 @@
  * The count lives in a ring of one slot per second of the last hour, with a
  * running total; slots that fall out of the hour are emptied as time moves
  * on.  After a server start (or the reinitialisation after a crash) the
- * ring is filled once from the table: the sends committed within the hour.
+ * ring is filled once from the queue of plivo_otp.database, on a primary:
+ * the messages committed within the hour.  A clock that steps back keeps
+ * every place taken; one that jumps forward ages them out early.
  *
  * Locking: one LWLock ("plivo_otp send budget") guards the ring.  Each
  * backend remembers its own uncommitted places (with the subtransaction
@@ -26,7 +28,10 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -60,11 +65,19 @@ static int	nreserved = 0;
 static int	reserved_room = 0;
 static bool callbacks_registered = false;
 
+/* Every message counts (re-deliveries too); Unix seconds, converted below. */
 static PlivoOtpStatement sends_last_hour = {
 	"SELECT floor(extract(epoch FROM created_at))::int8, count(*)::int4"
-	" FROM plivo_otp.verifications WHERE created_at > $1 GROUP BY 1",
+	" FROM plivo_otp.messages WHERE created_at > $1 GROUP BY 1",
 	1, {TIMESTAMPTZOID}
 };
+
+/* Unix seconds to PostgreSQL's (since 2000-01-01), as second_of() counts. */
+#define UNIX_TO_PG_SECS(s) \
+	((s) - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
+
+/* A clock that steps back more than this re-anchors the ring at the new time. */
+#define CLOCK_BACK_TOLERANCE_SECS 60
 
 void
 plivo_otp_budget_shmem_request(void)
@@ -94,6 +107,13 @@ second_of(TimestampTz t)
 	return (int64) (t / USECS_PER_SEC);
 }
 
+/* The ring slot of second s (also for a clock before 2000: s < 0). */
+static int
+slot(int64 s)
+{
+	return (int) (((s % WINDOW_SECS) + WINDOW_SECS) % WINDOW_SECS);
+}
+
 /* Empty the slots that fell out of the hour up to now; caller holds the lock. */
 static void
 advance_to(int64 now)
@@ -101,7 +121,20 @@ advance_to(int64 now)
 	int64		from = Max(budget->head + 1, now - WINDOW_SECS + 1);
 
 	if (now <= budget->head)
-		return;					/* the clock went back: count on from head */
+	{
+		/*
+		 * The clock went back.  A little: count on at head.  Much: keep the
+		 * total, as if every counted send had happened now (never fewer
+		 * places taken, and they age out an hour from the new time).
+		 */
+		if (budget->head - now > CLOCK_BACK_TOLERANCE_SECS)
+		{
+			memset(budget->count, 0, sizeof(budget->count));
+			budget->count[slot(now)] = (int32) Min(budget->total, PG_INT32_MAX);
+			budget->head = now;
+		}
+		return;
+	}
 	if (budget->head == 0 || now - budget->head >= WINDOW_SECS)
 	{
 		memset(budget->count, 0, sizeof(budget->count));
@@ -110,8 +143,8 @@ advance_to(int64 now)
 	else
 		for (int64 s = from; s <= now; s++)
 		{
-			budget->total -= budget->count[s % WINDOW_SECS];
-			budget->count[s % WINDOW_SECS] = 0;
+			budget->total -= budget->count[slot(s)];
+			budget->count[slot(s)] = 0;
 		}
 	budget->head = now;
 }
@@ -121,9 +154,24 @@ static TimestampTz
 oldest_leaves_at(void)
 {
 	for (int64 s = budget->head - WINDOW_SECS + 1; s <= budget->head; s++)
-		if (budget->count[s % WINDOW_SECS] > 0)
+		if (budget->count[slot(s)] > 0)
 			return (TimestampTz) (s + WINDOW_SECS + 1) * USECS_PER_SEC;
 	return (TimestampTz) (budget->head + 1) * USECS_PER_SEC;
+}
+
+/* Only the queue of plivo_otp.database, on a primary, tells the sends of the hour. */
+static bool
+can_load(void)
+{
+	static int	in_dispatch_database = -1;
+
+	if (in_dispatch_database < 0)
+	{
+		char	   *here = get_database_name(MyDatabaseId);
+
+		in_dispatch_database = here != NULL && strcmp(here, plivo_otp_database) == 0;
+	}
+	return in_dispatch_database && !RecoveryInProgress();
 }
 
 /*
@@ -137,7 +185,7 @@ load_once(TimestampTz now)
 	int			n;
 	bool		isnull;
 
-	if (budget->loaded)
+	if (budget->loaded || !can_load())
 		return;
 	args[0] = TimestampTzGetDatum(now - (int64) WINDOW_SECS * USECS_PER_SEC);
 	n = plivo_otp_exec_latest(&sends_last_hour, args, NULL, 0);
@@ -147,12 +195,12 @@ load_once(TimestampTz now)
 		advance_to(second_of(now));
 		for (int i = 0; i < n; i++)
 		{
-			int64		sec = DatumGetInt64(plivo_otp_get(i, 1, &isnull));
+			int64		sec = UNIX_TO_PG_SECS(DatumGetInt64(plivo_otp_get(i, 1, &isnull)));
 			int32		cnt = DatumGetInt32(plivo_otp_get(i, 2, &isnull));
 
 			if (sec > budget->head - WINDOW_SECS && sec <= budget->head)
 			{
-				budget->count[sec % WINDOW_SECS] += cnt;
+				budget->count[slot(sec)] += cnt;
 				budget->total += cnt;
 			}
 		}
@@ -204,7 +252,7 @@ give_back(int from)
 		/* A slot that left the hour was emptied already. */
 		if (sec > budget->head - WINDOW_SECS && sec <= budget->head)
 		{
-			budget->count[sec % WINDOW_SECS] -= reserved[i].n;
+			budget->count[slot(sec)] -= reserved[i].n;
 			budget->total -= reserved[i].n;
 		}
 	}
@@ -282,7 +330,7 @@ plivo_otp_budget_take(int cap, TimestampTz now, TimestampTz *retry_at)
 	allowed = budget->total < cap;
 	if (allowed)
 	{
-		budget->count[sec % WINDOW_SECS]++;
+		budget->count[slot(sec)]++;
 		budget->total++;
 	}
 	else

@@ -76,7 +76,17 @@ $sender->query_safe('ROLLBACK');
 $sender->quit;
 $mallory->quit;
 
+# The global cap's count survives a restart: it is loaded from the queue.
+my $counted = $node->safe_psql('postgres', 'SELECT sends_last_hour FROM plivo_otp.api_stats');
+cmp_ok($counted, '>=', 4, "the sends of this test are counted ($counted)");
+$node->restart;
+is($node->safe_psql('postgres', 'SELECT sends_last_hour FROM plivo_otp.api_stats'),
+	$counted, 'after a restart the hour\'s sends still count');
+($ret, $out, $err) = $node->psql('postgres',
+	"SET plivo_otp.global_max_sends_per_hour = $counted; SELECT plivo_otp.otp_send('+15005550704')");
+like($err, qr/global_max_sends_per_hour reached/, 'and the cap refuses the next send');
+
 my $log = slurp_file($node->logfile);
-unlike($log, qr/15005550702|15005550703/, 'no number reaches the log');
+unlike($log, qr/15005550702|15005550703|15005550704/, 'no number reaches the log');
 
 done_testing();
