@@ -174,7 +174,7 @@ run_unit() {
 # started through $san/bin (see sanitizer_setup in lib.sh); then the checks.
 # The plain build is installed again at the end.
 run_sanitize() {
-	local san=$work/sanitize bsan=$work/build-sanitize s reports logs
+	local san=$work/sanitize bsan=$work/build-sanitize s t0 reports logs
 	log "sanitize: the extension under ASan and UBSan"
 	if ! build_copy "$repo" "$bsan" "$SANITIZE_CFLAGS" || ! sanitizer_setup "$san" "$bsan"; then
 		echo "   sanitize: build failed"
@@ -192,12 +192,14 @@ run_sanitize() {
 		return
 	fi
 	for s in ${SANITIZE_SUITES:-regress isolation tap}; do
+		t0=$SECONDS
 		case $s in
 		regress) log "sanitize: pg_regress"; run_regress "$bsan" sanitize-regress bindir="$san/bin" ;;
 		isolation) log "sanitize: isolation"; run_isolation "$bsan" sanitize-isolation bindir="$san/bin" ;;
 		tap) log "sanitize: TAP"; run_tap "$bsan" sanitize-tap bindir="$san/bin" ;;
 		*) echo "unknown sanitize suite: $s" >&2; failed=$((failed + 1)) ;;
 		esac
+		echo "   (sanitize $s: $((SECONDS - t0)) s)"
 	done
 	restore_plain_build
 
@@ -218,6 +220,7 @@ run_sanitize() {
 }
 
 for suite in $suites; do
+	t0=$SECONDS
 	case $suite in
 	regress) log "pg_regress"; run_regress "$build" regress ;;
 	isolation) log "isolation"; run_isolation "$build" isolation ;;
@@ -229,6 +232,7 @@ for suite in $suites; do
 		failed=$((failed + 1))
 		;;
 	esac
+	echo "   ($suite: $((SECONDS - t0)) s)"
 done
 
 echo "$passed passed, $failed failed"
