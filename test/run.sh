@@ -5,18 +5,24 @@
 #   bash test/run.sh regress tap       # only some suites
 #   TAP_FILES=test/t/005_dispatch.pl bash test/run.sh tap
 #   KEEP_TEST_DIR=1 bash test/run.sh   # keep the build and logs in /tmp
+#   SANITIZE_SUITES=tap bash test/run.sh sanitize   # one suite under ASan
 #
 # Suites: regress (pg_regress), isolation (race specs), tap (test/t/*.pl,
-# with the local Plivo stand-in), unit (the signature code outside the
-# server).  Each suite runs in its own private cluster(s) as the postgres OS
-# user, so one failure never hides the others.  The last line is
-# "N passed, N failed"; the exit status is non-zero on any failure.
+# with the local Plivo stand-in), unit (signature unit driver and the
+# libFuzzer targets outside the server), sanitize (regress, isolation and tap
+# again, with the extension built under AddressSanitizer and
+# UndefinedBehaviorSanitizer and the ASan runtime preloaded into every
+# server; it fails on any sanitizer report or a server process killed by a
+# signal other than the tests' own kill -9).  Each suite runs in its own
+# private cluster(s) as the postgres OS user, so one failure never hides the
+# others.  The last line is "N passed, N failed" for the whole run; the exit
+# status is non-zero on any failure.
 
 set -u
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$repo/test/lib.sh"
 
-suites=${*:-regress isolation tap unit}
+suites=${*:-regress isolation tap unit sanitize}
 export LANG=C.UTF-8 PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-60}
 
 ensure_packages || exit 1
@@ -38,9 +44,17 @@ cleanup() {
 	pkill -f -- "$work" 2>/dev/null
 	sleep 0.5
 	pkill -9 -f -- "$work" 2>/dev/null
+	restore_plain_build
 	rm -rf "$work"
 }
-[ -n "${KEEP_TEST_DIR:-}" ] && echo "keeping $work" >&2 || trap cleanup EXIT
+# Never leave the sanitized library installed: a server without the ASan
+# runtime preloaded cannot load it.
+restore_plain_build() {
+	if [ -e "$work/sanitized-installed" ]; then
+		install_build "$build" && rm -f "$work/sanitized-installed"
+	fi
+}
+[ -n "${KEEP_TEST_DIR:-}" ] && echo "keeping $work" >&2 && trap restore_plain_build EXIT || trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 passed=0
@@ -85,61 +99,140 @@ if ! build_copy "$repo" "$build" || ! install_build "$build"; then
 	exit 1
 fi
 
+# One checked line, counted like a test.
+count_check() {
+	local what=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "   ok: $what"
+	else
+		failed=$((failed + 1))
+		echo "   FAILED: $what"
+	fi
+}
+
 # The Makefile's REGRESS_OPTS and ISOLATION_OPTS start the private servers.
+# Each suite runs in build directory $1 with extra make arguments after it
+# (the sanitize suite's bindir=...), and writes its output to $work/$2.out.
+run_regress() {
+	local dir=$1 out=$work/$2.out
+	shift 2
+	(cd "$dir" && as_pg make -s installcheck ISOLATION= TAP_TESTS= "$@") > "$out" 2>&1
+	count_regress "$out"
+	grep -q 'FAILED\|failed\|Error' "$out" &&
+		show_failure "$out" "$dir/regression.diffs" "$dir"/tmp_instance/log/postmaster.log
+}
+
+run_isolation() {
+	local dir=$1 out=$work/$2.out
+	shift 2
+	(cd "$dir" && as_pg make -s installcheck REGRESS= TAP_TESTS= "$@") > "$out" 2>&1
+	count_regress "$out"
+	grep -q 'FAILED\|failed\|Error' "$out" &&
+		show_failure "$out" "$dir/output_iso/regression.diffs"
+}
+
+run_tap() {
+	local dir=$1 out=$work/$2.out f
+	shift 2
+	(cd "$dir" && as_pg make -s installcheck REGRESS= ISOLATION= \
+		${TAP_FILES:+PROVE_TESTS="$TAP_FILES"} \
+		PROVE_FLAGS="--verbose --timer" "$@") > "$out" 2>&1
+	count_tap "$out"
+	if grep -qE '^not ok|Wstat|Result: FAIL' "$out"; then
+		grep -E '^(not ok|#)' "$out" | head -100
+		for f in "$dir"/tmp_check/log/*; do
+			grep -q -E 'ERROR|FATAL|PANIC|WARNING|plivo_otp' "$f" 2>/dev/null || continue
+			echo "----- $f (last lines)"
+			tail -n 40 "$f"
+		done
+	fi
+}
+
+run_unit() {
+	local rc line p f
+	(cd "$build" && as_pg bash test/fuzz/run.sh "${FUZZ_SECONDS:-15}") > "$work/unit.out" 2>&1
+	rc=$?
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/unit.out" | tail -n 1)
+	p=${line%% passed*}
+	f=${line#*, }
+	f=${f%% failed*}
+	p=${p:-0}
+	f=${f:-0}
+	[ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+	passed=$((passed + p))
+	failed=$((failed + f))
+	grep -E '^== |^   ' "$work/unit.out"
+	echo "   $p passed, $f failed"
+	[ $rc -ne 0 ] && tail -n 60 "$work/unit.out"
+	return 0
+}
+
+# The sanitize suite: build again with $SANITIZE_CFLAGS, install that, and
+# run $SANITIZE_SUITES (default: regress isolation tap) with every server
+# started through $san/bin (see sanitizer_setup in lib.sh); then the checks.
+# The plain build is installed again at the end.
+run_sanitize() {
+	local san=$work/sanitize bsan=$work/build-sanitize s t0 reports logs
+	log "sanitize: the extension under ASan and UBSan"
+	if ! build_copy "$repo" "$bsan" "$SANITIZE_CFLAGS" || ! sanitizer_setup "$san" "$bsan"; then
+		echo "   sanitize: build failed"
+		failed=$((failed + 1))
+		return
+	fi
+	count_check "an ASan report is written to log_path (canary)" \
+		sanitizer_canary "$san" "$bsan" heap-overflow 'ERROR: AddressSanitizer: heap-buffer-overflow'
+	count_check "a UBSan report reaches stderr, the server log (canary)" \
+		sanitizer_canary "$san" "$bsan" shift 'runtime error: shift exponent 32 is too large'
+	touch "$work/sanitized-installed"
+	if ! install_build "$bsan"; then
+		failed=$((failed + 1))
+		restore_plain_build
+		return
+	fi
+	for s in ${SANITIZE_SUITES:-regress isolation tap}; do
+		t0=$SECONDS
+		case $s in
+		regress) log "sanitize: pg_regress"; run_regress "$bsan" sanitize-regress bindir="$san/bin" ;;
+		isolation) log "sanitize: isolation"; run_isolation "$bsan" sanitize-isolation bindir="$san/bin" ;;
+		tap) log "sanitize: TAP"; run_tap "$bsan" sanitize-tap bindir="$san/bin" ;;
+		*) echo "unknown sanitize suite: $s" >&2; failed=$((failed + 1)) ;;
+		esac
+		echo "   (sanitize $s: $((SECONDS - t0)) s)"
+	done
+	restore_plain_build
+
+	logs=("$san"/logs/*.log "$bsan"/tmp_check/log/*.log)
+	s=$(grep -cE '^postgres |^pg_ctl .*(start|restart)' "$san/starts.log")
+	count_check "servers started with the ASan runtime ($s starts)" test "$s" -gt 0
+	reports=$( (ls "$san"/reports/asan.* 2>/dev/null; grep -lE 'runtime error:|ERROR: AddressSanitizer' "${logs[@]}" 2>/dev/null) | sort -u)
+	count_check "no sanitizer report" test -z "$reports"
+	for s in $reports; do
+		echo "----- $s"
+		grep -E -A 40 'runtime error:|ERROR: AddressSanitizer' "$s" | head -n 80
+	done
+	# The tests kill with -9 on purpose; any other signal is a crash.
+	s=$(grep -hE 'terminated by signal ([0-8]|1[0-9]|[2-9][0-9])\b' "${logs[@]}" 2>/dev/null)
+	count_check "no server process killed by a signal (but the tests' kill -9)" test -z "$s"
+	[ -n "$s" ] && echo "$s" | head -n 20
+	return 0
+}
+
 for suite in $suites; do
+	t0=$SECONDS
 	case $suite in
-	regress)
-		log "pg_regress"
-		(cd "$build" && as_pg make -s installcheck ISOLATION= TAP_TESTS=) > "$work/regress.out" 2>&1
-		count_regress "$work/regress.out"
-		grep -q 'FAILED\|failed\|Error' "$work/regress.out" &&
-			show_failure "$work/regress.out" "$build/regression.diffs" "$build"/tmp_instance/log/postmaster.log
-		;;
-	isolation)
-		log "isolation"
-		(cd "$build" && as_pg make -s installcheck REGRESS= TAP_TESTS=) > "$work/isolation.out" 2>&1
-		count_regress "$work/isolation.out"
-		grep -q 'FAILED\|failed\|Error' "$work/isolation.out" &&
-			show_failure "$work/isolation.out" "$build/output_iso/regression.diffs"
-		;;
-	tap)
-		log "TAP"
-		(cd "$build" && as_pg make -s installcheck REGRESS= ISOLATION= \
-			${TAP_FILES:+PROVE_TESTS="$TAP_FILES"} \
-			PROVE_FLAGS="--verbose --timer") > "$work/tap.out" 2>&1
-		count_tap "$work/tap.out"
-		if grep -qE '^not ok|Wstat|Result: FAIL' "$work/tap.out"; then
-			grep -E '^(not ok|#)' "$work/tap.out" | head -100
-			for f in "$build"/tmp_check/log/*; do
-				grep -q -E 'ERROR|FATAL|PANIC|WARNING|plivo_otp' "$f" 2>/dev/null || continue
-				echo "----- $f (last lines)"
-				tail -n 40 "$f"
-			done
-		fi
-		;;
-	unit)
-		log "unit (signature code outside the server)"
-		if [ -x "$build/test/fuzz/run.sh" ] || [ -f "$build/test/fuzz/run.sh" ]; then
-			(cd "$build" && as_pg bash test/fuzz/run.sh "${FUZZ_SECONDS:-20}") > "$work/unit.out" 2>&1
-			rc=$?
-			line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/unit.out" | tail -n 1)
-			p=${line%% passed*}
-			f=${line#*, }
-			f=${f%% failed*}
-			p=${p:-0}
-			f=${f:-0}
-			[ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-			passed=$((passed + p))
-			failed=$((failed + f))
-			echo "   $p passed, $f failed"
-			[ $rc -ne 0 ] && tail -n 60 "$work/unit.out"
-		fi
-		;;
+	regress) log "pg_regress"; run_regress "$build" regress ;;
+	isolation) log "isolation"; run_isolation "$build" isolation ;;
+	tap) log "TAP"; run_tap "$build" tap ;;
+	unit) log "unit (signature unit driver, libFuzzer targets)"; run_unit ;;
+	sanitize) run_sanitize ;;
 	*)
 		echo "unknown suite: $suite" >&2
 		failed=$((failed + 1))
 		;;
 	esac
+	echo "   ($suite: $((SECONDS - t0)) s)"
 done
 
 echo "$passed passed, $failed failed"
