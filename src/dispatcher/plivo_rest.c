@@ -183,8 +183,8 @@ response_scalar(void *state, char *token, JsonTokenType tokentype)
 		return;
 	if (s->depth == 1 && s->field && strcmp(s->field, "error") == 0 && s->error == NULL)
 		s->error = token;
-	else if (s->in_uuid_array && s->message_uuid == NULL)
-		s->message_uuid = token;
+	else if (s->in_uuid_array && s->depth == 2 && s->message_uuid == NULL)
+		s->message_uuid = token;	/* a string of the array itself, not nested deeper */
 	else if (s->depth == 1 && s->field && strcmp(s->field, "message_uuid") == 0)
 		s->message_uuid = token;	/* tolerate a bare string */
 }
