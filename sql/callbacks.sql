@@ -20,16 +20,24 @@ CREATE FUNCTION test.sign_v2(url text, nonce text, token text) RETURNS text
 LANGUAGE sql AS $$
 	SELECT encode(hmac(convert_to(url || nonce, 'UTF8'), convert_to(token, 'UTF8'), 'sha256'), 'base64')
 $$;
--- A status callback for a message, signed with V3 and a given nonce.
+-- A status callback for a message, signed with V3 and a given nonce (for url:
+-- by default the bare callback URL of messages sent before per-message URLs).
 CREATE FUNCTION test.callback(uuid text, status text, seq int, nonce text,
 	error_code text DEFAULT '000', token text DEFAULT 'regress-token-0123456789',
+	url text DEFAULT 'https://otp.example.com/plivo/sms-status',
 	OUT params jsonb, OUT headers jsonb)
 LANGUAGE sql AS $$
 	SELECT p, jsonb_build_object('X-Plivo-Signature-V3',
-			test.sign_v3_post('https://otp.example.com/plivo/sms-status', p, nonce, token),
+			test.sign_v3_post(url, p, nonce, token),
 			'X-Plivo-Signature-V3-Nonce', nonce)
 	FROM (SELECT jsonb_build_object('MessageUUID', uuid, 'Status', status, 'Sequence', seq::text,
 			'ErrorCode', error_code, 'To', '15005556001', 'From', '14155550000') AS p) s
+$$;
+-- V2 headers for url, with a nonce.
+CREATE FUNCTION test.v2_headers(url text, nonce text) RETURNS jsonb
+LANGUAGE sql AS $$
+	SELECT jsonb_build_object('X-Plivo-Signature-V2', test.sign_v2(url, nonce, 'regress-token-0123456789'),
+		'X-Plivo-Signature-V2-Nonce', nonce)
 $$;
 CREATE FUNCTION test.ingest(uuid text, status text, seq int, nonce text, error_code text DEFAULT '000')
 RETURNS text LANGUAGE sql AS $$
@@ -37,10 +45,13 @@ RETURNS text LANGUAGE sql AS $$
 	FROM test.callback(uuid, status, seq, nonce, error_code) c
 $$;
 
--- A message as the dispatcher leaves it once Plivo accepted it.
+-- A message as the dispatcher leaves it once Plivo accepted it; its own
+-- callback URL ends with its id.
 SELECT plivo_otp.otp_send('+15005556001') AS vid \gset
 UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'uuid-0001', body = NULL
 WHERE verification_id = :'vid';
+SELECT 'https://otp.example.com/plivo/sms-status/' || id AS url1
+FROM plivo_otp.messages WHERE verification_id = :'vid' \gset
 
 -- queued, then sent, then delivered.
 SELECT test.ingest('uuid-0001', 'queued', 1, '10000000000000000001');
@@ -94,34 +105,70 @@ SELECT * FROM test.error_of($$
 			'X-Plivo-Signature-V2-Nonce', '10000000000000000009'))
 	FROM test.callback('uuid-0001', 'failed', 6, '10000000000000000010', '30', 'wrong-token') c$$);
 -- A request signed with both families, accepted by V3, cannot be replayed as V2 alone
--- with a rewritten body: its V2 nonce was recorded too.
-SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status', c.params,
+-- with a rewritten body: its V2 nonce was recorded too.  (V3 on the message's own URL.)
+SELECT plivo_otp.ingest_callback('POST', :'url1', c.params,
 	c.headers || jsonb_build_object(
-		'X-Plivo-Signature-V2', test.sign_v2('https://otp.example.com/plivo/sms-status',
-											 '10000000000000000015', 'regress-token-0123456789'),
+		'X-Plivo-Signature-V2', test.sign_v2(:'url1', '10000000000000000015',
+											 'regress-token-0123456789'),
 		'X-Plivo-Signature-V2-Nonce', '10000000000000000015'))
-FROM test.callback('uuid-0001', 'delivered', 8, '10000000000000000016') c;
-SELECT * FROM test.error_of($$
-	SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+FROM test.callback('uuid-0001', 'delivered', 8, '10000000000000000016', url => :'url1') c;
+SELECT test.v2_headers(:'url1', '10000000000000000015') AS replay_headers \gset
+SELECT * FROM test.error_of(format($$
+	SELECT plivo_otp.ingest_callback('POST', %L,
 		'{"MessageUUID": "uuid-0001", "Status": "failed", "Sequence": "99", "ErrorCode": "30"}',
-		jsonb_build_object(
-			'X-Plivo-Signature-V2', test.sign_v2('https://otp.example.com/plivo/sms-status',
-												 '10000000000000000015', 'regress-token-0123456789'),
-			'X-Plivo-Signature-V2-Nonce', '10000000000000000015'))$$);
+		%L)$$, :'url1', :'replay_headers'));
 SELECT delivery_status, error_code FROM plivo_otp.otp_status(:'vid');
 
--- V2 alone is accepted (it signs only the URL and nonce: TLS protects the body).
+-- V2 alone (it signs only the URL and nonce: TLS protects the body) counts only on
+-- a message's own URL, for that message.
 SELECT plivo_otp.otp_send('+15005556002') AS vid2 \gset
 UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'uuid-0002', body = NULL
 WHERE verification_id = :'vid2';
-SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status',
+SELECT 'https://otp.example.com/plivo/sms-status/' || id AS url2
+FROM plivo_otp.messages WHERE verification_id = :'vid2' \gset
+SELECT plivo_otp.ingest_callback('POST', :'url2',
 	'{"MessageUUID": "uuid-0002", "Status": "undelivered", "Sequence": "2", "ErrorCode": "30"}',
 	jsonb_build_object(
-		'x-plivo-signature-v2', test.sign_v2('https://otp.example.com/plivo/sms-status',
-											 '10000000000000000011', 'regress-token-0123456789'),
+		'x-plivo-signature-v2', test.sign_v2(:'url2', '10000000000000000011',
+											 'regress-token-0123456789'),
 		'x-plivo-signature-v2-nonce', '10000000000000000011'));
 -- An undelivered message shows Plivo's ErrorCode and its meaning.
 SELECT dispatch_state, delivery_status, error_code, error_text FROM plivo_otp.otp_status(:'vid2');
+-- Refused, changing nothing: V2 on the bare URL, V2 on a URL naming no message,
+-- and V2 on message 2's URL naming message 1.
+SELECT count(*) AS events_before FROM plivo_otp.delivery_events;
+SELECT * FROM test.error_of(format($$
+	SELECT plivo_otp.ingest_callback('POST', %L,
+		'{"MessageUUID": "uuid-0002", "Status": "failed", "Sequence": "9", "ErrorCode": "30"}', %L)$$,
+	'https://otp.example.com/plivo/sms-status',
+	test.v2_headers('https://otp.example.com/plivo/sms-status', '10000000000000000021')));
+SELECT * FROM test.error_of(format($$
+	SELECT plivo_otp.ingest_callback('POST', %L,
+		'{"MessageUUID": "uuid-0002", "Status": "failed", "Sequence": "9", "ErrorCode": "30"}', %L)$$,
+	'https://otp.example.com/plivo/sms-status/00000000-0000-4000-8000-000000000000',
+	test.v2_headers('https://otp.example.com/plivo/sms-status/00000000-0000-4000-8000-000000000000',
+					'10000000000000000022')));
+SELECT * FROM test.error_of(format($$
+	SELECT plivo_otp.ingest_callback('POST', %L,
+		'{"MessageUUID": "uuid-0001", "Status": "failed", "Sequence": "9", "ErrorCode": "30"}', %L)$$,
+	:'url2', test.v2_headers(:'url2', '10000000000000000023')));
+SELECT count(*) AS events_after, (SELECT count(*) FROM plivo_otp.callback_nonces
+	WHERE nonce IN ('10000000000000000021', '10000000000000000022', '10000000000000000023'))
+	AS nonces_burnt FROM plivo_otp.delivery_events;
+SELECT delivery_status, error_code FROM plivo_otp.otp_status(:'vid');
+
+-- V2 for a message whose UUID is not recorded yet (an early callback) is held
+-- keyed to that message, changing nothing else.
+SELECT plivo_otp.otp_send('+15005556003') AS vid3 \gset
+SELECT id AS mid3, 'https://otp.example.com/plivo/sms-status/' || id AS url3
+FROM plivo_otp.messages WHERE verification_id = :'vid3' \gset
+SELECT plivo_otp.ingest_callback('POST', :'url3',
+	'{"MessageUUID": "uuid-0001", "Status": "failed", "Sequence": "10", "ErrorCode": "30"}',
+	test.v2_headers(:'url3', '10000000000000000024'));
+SELECT provider_uuid = 'message:' || :'mid3' AS held_for_message_3, status,
+	params->>'MessageUUID' AS names FROM plivo_otp.delivery_events
+WHERE params->>'Sequence' = '10';
+SELECT delivery_status, error_code FROM plivo_otp.otp_status(:'vid');
 
 -- The main-account header (Ma-V3) is accepted too; several comma-separated signatures are.
 SELECT plivo_otp.ingest_callback('POST', 'https://otp.example.com/plivo/sms-status', c.params,

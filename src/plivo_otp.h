@@ -264,11 +264,11 @@ extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
 /* ---- listener/delivery.c: callbacks become delivery events and states ---- */
 
 /*
- * Signature nonces are remembered this long (dispatcher/retention.c), and a
- * V2 signature, which covers only the URL and the nonce, counts only for a
- * message created less than this long ago (listener/delivery.c): once its
- * nonce is forgotten, a V2 request can no longer change the message it was
- * sent for, nor any older one.
+ * Signature nonces are remembered this long (dispatcher/retention.c).  A V2
+ * signature, which covers only the URL and the nonce, counts only for the
+ * message its URL names (listener/callback_auth.h), and only while that
+ * message is younger than this (listener/delivery.c): once its nonce is
+ * forgotten, a V2 request can no longer change even that message.
  */
 #define PLIVO_OTP_NONCE_WINDOW_SECS (24 * 3600)
 
@@ -278,12 +278,14 @@ typedef enum PlivoIngestResult
 	PLIVO_INGEST_DUPLICATE,		/* the same event was stored before: nothing changed */
 	PLIVO_INGEST_REPLAYED,		/* the nonce was seen before: nothing changed */
 	PLIVO_INGEST_INCOMPLETE,	/* no MessageUUID or Status */
-	PLIVO_INGEST_STALE_V2		/* V2 only, for a message older than the nonce window */
+	PLIVO_INGEST_STALE_V2,		/* V2 only, for a message older than the nonce window */
+	PLIVO_INGEST_V2_UNBOUND,	/* V2 only, on a URL that names no message of ours */
+	PLIVO_INGEST_V2_OTHER_MESSAGE	/* V2 only, MessageUUID not that of the URL's message */
 } PlivoIngestResult;
 
 extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int nparams,
 												   const char *nonce, const char *other_nonce,
-												   bool body_signed);
+												   bool body_signed, const char *token);
 extern int	plivo_otp_apply_waiting_events(void);
 
 #endif							/* PLIVO_OTP_H */

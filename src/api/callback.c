@@ -8,8 +8,10 @@
  *	  the regression tests bind it to run every published test vector.
  *
  * ingest_callback applies exactly the listener's rules
- * (listener/callback_auth.c, listener/delivery.c): the signature must verify over the URL Plivo called, and
- * the nonce must be new; V2 alone counts only for recent messages.
+ * (listener/callback_auth.c, listener/delivery.c): the signature must
+ * verify over the URL Plivo called, and the nonce must be new; V2 alone
+ * counts only for the message that URL names ({public_url}/plivo/sms-status/
+ * {message id}), and only while it is recent.
  *
  *-------------------------------------------------------------------------
  */
@@ -106,10 +108,14 @@ static Datum ingest(PG_FUNCTION_ARGS);
  * The URL must be under plivo_otp.public_url, as the listener's always is:
  * a V2 signature covers only URL and nonce, so a V2-signed callback that the
  * same Plivo account sent to some other endpoint must not count here.
+ * Returns the message token the URL's path names (as the listener routes
+ * it: callback_auth.c), or NULL.
  */
-static void
+static char *
 require_under_public_url(const char *url)
 {
+	char	   *token = palloc(PLIVO_OTP_TOKEN_LEN + 1);
+	const char *path;
 	char	   *base = plivo_otp_base_url(plivo_otp_public_url);
 	size_t		len = strlen(base);
 
@@ -124,6 +130,11 @@ require_under_public_url(const char *url)
 				 errmsg("callback URL is not under plivo_otp.public_url"),
 				 errdetail("Only callbacks to %s are accepted.", base),
 				 errhint("Pass the URL exactly as Plivo called it.")));
+	path = url + len;
+	if (!plivo_otp_route_token(path, strcspn(path, "?#"), PLIVO_OTP_SMS_STATUS_PATH, token) ||
+		token[0] == '\0')
+		return NULL;
+	return token;
 }
 
 /* The statement carries the callback's numbers: errors hide it (api_args.c). */
@@ -200,6 +211,21 @@ ingest_answer(PlivoIngestResult ingested)
 							   PLIVO_OTP_NONCE_WINDOW_SECS / 3600),
 					 errhint("Answer the sender with 403.")));
 			break;
+		case PLIVO_INGEST_V2_UNBOUND:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("callback signature does not name a message"),
+					 errdetail("A V2 signature does not cover the parameters, so it counts only on a message's own callback URL, plivo_otp.public_url followed by %s/<message id>.",
+							   PLIVO_OTP_SMS_STATUS_PATH),
+					 errhint("Answer the sender with 403.")));
+			break;
+		case PLIVO_INGEST_V2_OTHER_MESSAGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("callback is for another message than its URL"),
+					 errdetail("A V2 signature does not cover the parameters, so the MessageUUID must be the Plivo UUID recorded for the message that the URL names."),
+					 errhint("Answer the sender with 403.")));
+			break;
 		case PLIVO_INGEST_DUPLICATE:
 			PG_RETURN_TEXT_P(cstring_to_text("duplicate"));
 		case PLIVO_INGEST_RECORDED:
@@ -213,6 +239,7 @@ ingest(PG_FUNCTION_ARGS)
 {
 	const char *method;
 	char	   *url;
+	char	   *token;
 	PlivoParam *params;
 	PlivoParam *headers;
 	int			nparams;
@@ -229,14 +256,15 @@ ingest(PG_FUNCTION_ARGS)
 				 errmsg("method, url, params and headers must not be null")));
 	method = method_arg(fcinfo, 0);
 	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	require_under_public_url(url);
+	token = require_under_public_url(url);
 	nparams = jsonb_to_params(PG_GETARG_JSONB_P(2), "params", &params);
 	nheaders = jsonb_to_params(PG_GETARG_JSONB_P(3), "headers", &headers);
 	require_valid_signature(method, url, params, nparams, headers, nheaders,
 							&nonce, &other_nonce, &body_signed);
 
 	plivo_otp_spi_connect();
-	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce, body_signed);
+	ingested = plivo_otp_ingest_callback(params, nparams, nonce, other_nonce, body_signed,
+										 token);
 	SPI_finish();
 	return ingest_answer(ingested);
 }

@@ -173,7 +173,7 @@ prepare_transfer(const ClaimedMessage *row, TimestampTz now)
 	m->masked_phone = plivo_otp_mask_phone(row->phone);
 	PG_TRY();
 	{
-		t = plivo_otp_message_request(&config, row->phone, text,
+		t = plivo_otp_message_request(&config, &row->id, row->phone, text,
 									  (int) Min(life, PLIVO_MAX_MESSAGE_EXPIRY));
 	}
 	PG_FINALLY();

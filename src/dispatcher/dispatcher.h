@@ -69,7 +69,8 @@ typedef struct PlivoConfig
 	char	   *api_url;		/* without trailing slashes */
 	bool		api_url_loopback;	/* plain http allowed */
 	char	   *sender;
-	char	   *callback_url;	/* NULL when plivo_otp.public_url is empty */
+	char	   *callback_url;	/* the status route (a message's URL is it + "/" +
+								 * the message id); NULL when public_url is empty */
 	char	   *message_log;
 	int			request_timeout_ms;
 } PlivoConfig;
@@ -78,8 +79,9 @@ typedef struct PlivoConfig
 #define PLIVO_MIN_MESSAGE_EXPIRY 5
 #define PLIVO_MAX_MESSAGE_EXPIRY 10799
 
-extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const char *e164,
-											   const char *text, int expiry_seconds);
+extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
+											   const char *e164, const char *text,
+											   int expiry_seconds);
 extern bool plivo_otp_parse_send_response(const char *body, char **message_uuid,
 										  char **error);
 

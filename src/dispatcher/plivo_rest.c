@@ -7,6 +7,9 @@
  * POST {api_url}/v1/Account/{auth_id}/Message/ with HTTP Basic auth (Auth
  * ID, Auth Token) and a JSON body: src (or powerpack_uuid), dst without the
  * '+', text, type, url/method for status callbacks, log, message_expiry.
+ * url is the message's own: {public_url}/plivo/sms-status/{message id}, so
+ * that a V2 signature, which covers only the URL and a nonce, names the
+ * message (see listener/delivery.c).
  * A 2xx answer carries {"message_uuid": ["..."]}; errors carry {"error":
  * "..."}.  https is required unless the API URL is a loopback address
  * (tests and local stand-ins; see common/url.c).
@@ -18,7 +21,9 @@
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/uuid.h"
 
 #include "dispatcher.h"
 
@@ -106,10 +111,10 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 	return t;
 }
 
-/* A ready-to-start Send Message request for one SMS. */
+/* A ready-to-start Send Message request for one SMS, the message id's. */
 HttpTransfer *
-plivo_otp_message_request(const PlivoConfig *config, const char *e164,
-						  const char *text, int expiry_seconds)
+plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
+						  const char *e164, const char *text, int expiry_seconds)
 {
 	StringInfoData body;
 
@@ -124,8 +129,15 @@ plivo_otp_message_request(const PlivoConfig *config, const char *e164,
 	append_json_field(&body, "type", "sms");
 	if (config->callback_url)
 	{
-		append_json_field(&body, "url", config->callback_url);
+		/* (The caller's context may be long-lived: free what is made here.) */
+		char	   *token = DatumGetCString(DirectFunctionCall1(uuid_out,
+																UUIDPGetDatum(id)));
+		char	   *url = psprintf("%s/%s", config->callback_url, token);
+
+		append_json_field(&body, "url", url);
 		append_json_field(&body, "method", "POST");
+		pfree(url);
+		pfree(token);
 	}
 	append_json_field(&body, "log", config->message_log);
 	appendStringInfo(&body, ",\"message_expiry\":%d}", expiry_seconds);

@@ -2,7 +2,8 @@
  *
  * callback_auth.c
  *	  Decide whether a callback is authentic: the rule of which signature
- *	  family counts, on top of signature.c's algorithms.
+ *	  family counts, on top of signature.c's algorithms; and which message
+ *	  a callback URL names.
  *
  * V3 covers the URL, the parameters and the nonce; V2 covers only the URL
  * and the nonce (the body then rests on TLS alone).  So when any V3 header
@@ -15,8 +16,9 @@
  * recorded as well (*other_nonce): otherwise whoever saw the request could
  * send it once more with the V3 headers stripped, and V2, which does not
  * cover the body, would verify with a nonce never recorded.  *body_signed
- * says which family verified, because a V2 signature stays usable with
- * another body once its nonce is forgotten: delivery.c bounds it in time.
+ * says which family verified, because a V2 signature is usable with any
+ * body: delivery.c lets it count only for the message its URL names
+ * (plivo_otp_route_token), and only while its nonce is remembered.
  *
  * Plain C, no server calls: the listener calls it from libmicrohttpd's
  * callback, where nothing may longjmp.
@@ -28,6 +30,40 @@
 #include <strings.h>
 
 #include "callback_auth.h"
+
+/*
+ * Is path (its first len bytes) route, or route + "/" + a token?  A token
+ * is a message id as uuid_out writes it (lower-case hex digits, dashes at
+ * 8, 13, 18 and 23), so that one message has one URL, the one Plivo signs.
+ * True with the token copied to token (PLIVO_OTP_TOKEN_LEN + 1 bytes), or
+ * "" for the bare route; false for any other path.
+ */
+bool
+plivo_otp_route_token(const char *path, size_t len, const char *route, char *token)
+{
+	size_t		rlen = strlen(route);
+	const char *t;
+
+	token[0] = '\0';
+	if (len < rlen || strncmp(path, route, rlen) != 0)
+		return false;
+	if (len == rlen)
+		return true;
+	if (len != rlen + 1 + PLIVO_OTP_TOKEN_LEN || path[rlen] != '/')
+		return false;
+	t = path + rlen + 1;
+	for (int i = 0; i < PLIVO_OTP_TOKEN_LEN; i++)
+	{
+		bool		dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? t[i] != '-' :
+			!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f')))
+			return false;
+	}
+	memcpy(token, t, PLIVO_OTP_TOKEN_LEN);
+	token[PLIVO_OTP_TOKEN_LEN] = '\0';
+	return true;
+}
 
 /* The value of the first param named key (HTTP header names: ignore_case), or NULL. */
 const char *

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * callback_auth.h
- *	  Which Plivo signature a callback must carry, and whether it does.
+ *	  Which Plivo signature a callback must carry, and whether it does;
+ *	  which message a callback URL names.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +22,18 @@ typedef struct PlivoCallbackHeaders
 	const char *v2_nonce;
 } PlivoCallbackHeaders;
 
+/*
+ * Message-status callbacks go to PLIVO_OTP_SMS_STATUS_PATH + "/" + the
+ * message's id, its token (PLIVO_OTP_TOKEN_LEN characters, as uuid_out
+ * writes it): a V2 signature, which covers only the URL and the nonce,
+ * then names the message.  The bare path serves callbacks of messages
+ * sent before per-message URLs, with V3 only.
+ */
+#define PLIVO_OTP_SMS_STATUS_PATH "/plivo/sms-status"
+#define PLIVO_OTP_TOKEN_LEN 36
+
+extern bool plivo_otp_route_token(const char *path, size_t len, const char *route,
+								  char *token);
 extern const char *plivo_otp_find_param(const PlivoParam *params, int nparams,
 										const char *key, bool ignore_case);
 extern PlivoSigResult plivo_otp_authenticate_callback(const char *method, const char *url,

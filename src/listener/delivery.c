@@ -6,13 +6,19 @@
  *
  * Used by the listener and by ingest_callback(), inside their transaction
  * (SPI connected):
- *	0. a request that only V2 authenticated counts only for a message
- *	   created less than PLIVO_OTP_NONCE_WINDOW_SECS ago.  V2 signs the URL
- *	   and the nonce, not the body, and nonces are forgotten after that
- *	   window, so a captured V2 request could otherwise be replayed with
- *	   any status for any message; now a replay can name only a message
- *	   queued within the window (and must know its UUID).  Refused:
- *	   nothing is recorded;
+ *	0. a request that only V2 authenticated counts only for the message its
+ *	   URL names (the token of {public_url}/plivo/sms-status/{token} is the
+ *	   message's id), and only while that message is younger than
+ *	   PLIVO_OTP_NONCE_WINDOW_SECS.  V2 signs the URL and the nonce, not the
+ *	   body, so a V2 signature never presented to us (or presented once its
+ *	   nonce is forgotten) would otherwise carry any body naming any
+ *	   message.  Refused, recording nothing: V2 on a URL naming no message
+ *	   of ours (the bare route among them), a MessageUUID other than the
+ *	   one recorded for the URL's message, a message older than the window.
+ *	   When the message's UUID is not recorded yet (an early callback), the
+ *	   event is held keyed to the message (provider_uuid HELD_PREFIX + its
+ *	   id), and becomes an ordinary event once the UUID is recorded, only
+ *	   if it names that UUID; otherwise it is dropped;
  *	1. the nonce (and the other family's nonce of a request signed with
  *	   both) is recorded in callback_nonces; a nonce seen before is a
  *	   replay and changes nothing.  It is recorded in the same transaction
@@ -28,11 +34,12 @@
  *	   Sequence.  Plivo's words go to delivery_status, never dispatch_state.
  * One statement applies events in both cases: right after a callback is
  * stored, and when the dispatcher has recorded UUIDs (and every second), for
- * callbacks that beat its commit.  Only UUIDs that the extension sent ever
- * change a message: an event whose UUID is still unknown WAITING_EVENT_SECS
- * after it arrived was not an early callback (a UUID never sent, or a
- * message purged since), and the sweep drops it, so such events cannot pile
- * up.
+ * callbacks that beat its commit; held events are settled just before.
+ * Only UUIDs that the extension sent ever change a message: an event whose
+ * UUID is still unknown (or held for a message whose UUID is)
+ * WAITING_EVENT_SECS after it arrived was not an early callback (a UUID
+ * never sent, or a message purged since), and the sweep drops it, so such
+ * events cannot pile up.
  *
  *-------------------------------------------------------------------------
  */
@@ -68,9 +75,39 @@
 	"CASE WHEN " status " IN ('undelivered', 'failed', 'rejected')" \
 	" AND " code " NOT IN ('', '000', '0') THEN " code " END"
 
-static PlivoOtpStatement message_too_old_for_v2 = {
-	"SELECT 1 FROM plivo_otp.messages WHERE provider_uuid = $1 AND created_at <= $2",
+/*
+ * The provider_uuid of an event held for a message (rule 0): this prefix
+ * and the message's id; Plivo's UUIDs never take this form.
+ */
+#define HELD_PREFIX "message:"
+#define HELD_KEY_RE "^" HELD_PREFIX \
+	"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+/* The message a token names: its UUID (if recorded), and is it too old for V2? */
+static PlivoOtpStatement message_of_token = {
+	"SELECT provider_uuid, created_at <= $2 FROM plivo_otp.messages WHERE id = $1::uuid",
 	2, {TEXTOID, TIMESTAMPTZOID}
+};
+
+/*
+ * Held events of messages whose UUID has been recorded: each becomes an
+ * ordinary event if its MessageUUID is that UUID, and is dropped if not.
+ */
+static PlivoOtpStatement settle_held = {
+	"WITH held AS ("
+	" DELETE FROM plivo_otp.delivery_events e USING plivo_otp.messages m"
+	" WHERE e.applied_at IS NULL AND e.provider_uuid LIKE '" HELD_PREFIX "%'"
+	" AND m.id = CASE WHEN e.provider_uuid ~ '" HELD_KEY_RE "'"
+	"  THEN split_part(e.provider_uuid, ':', 2)::uuid END"
+	" AND m.provider_uuid IS NOT NULL"
+	" RETURNING m.provider_uuid AS uuid, e.status, e.sequence, e.error_code, e.params,"
+	"  e.received_at)"
+	" INSERT INTO plivo_otp.delivery_events"
+	" (provider_uuid, status, sequence, error_code, params, received_at)"
+	" SELECT uuid, status, sequence, error_code, params, received_at FROM held"
+	" WHERE params->>'MessageUUID' = uuid"
+	" ON CONFLICT (provider_uuid, status, sequence) DO NOTHING",
+	0, {InvalidOid}
 };
 
 static PlivoOtpStatement record_nonce = {
@@ -166,25 +203,43 @@ params_json(const PlivoParam *params, int nparams)
 	return buf.data;
 }
 
-/* Is uuid a message created before the nonce window began?  (Rule 0.) */
-static bool
-too_old_for_v2(const char *uuid, TimestampTz now)
+/*
+ * May a request that only V2 authenticated, for the message token names,
+ * record an event for uuid?  (Rule 0.)  PLIVO_INGEST_RECORDED if so, with
+ * *held set when the message's UUID is not recorded yet; otherwise why not.
+ */
+static PlivoIngestResult
+check_v2_binding(const char *uuid, const char *token, TimestampTz now, bool *held)
 {
 	Datum		args[2];
+	bool		isnull;
+	char	   *recorded;
 
-	args[0] = CStringGetTextDatum(uuid);
+	*held = false;
+	if (token == NULL)
+		return PLIVO_INGEST_V2_UNBOUND;
+	args[0] = CStringGetTextDatum(token);
 	args[1] = TimestampTzGetDatum(now - (int64) PLIVO_OTP_NONCE_WINDOW_SECS * USECS_PER_SEC);
-	return plivo_otp_exec(&message_too_old_for_v2, args, NULL, true, 1) > 0;
+	if (plivo_otp_exec(&message_of_token, args, NULL, true, 1) == 0)
+		return PLIVO_INGEST_V2_UNBOUND;
+	if (DatumGetBool(plivo_otp_get(0, 2, &isnull)))
+		return PLIVO_INGEST_STALE_V2;
+	recorded = plivo_otp_get_text(0, 1);
+	if (recorded == NULL)
+		*held = true;
+	else if (strcmp(recorded, uuid) != 0)
+		return PLIVO_INGEST_V2_OTHER_MESSAGE;
+	return PLIVO_INGEST_RECORDED;
 }
 
 /*
  * Record one authenticated callback; see the rules above.  body_signed:
  * the signature that verified covers the parameters (V3), not just the URL
- * and nonce (V2).
+ * and nonce (V2).  token: the message the callback URL names, or NULL.
  */
 PlivoIngestResult
 plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce,
-						  const char *other_nonce, bool body_signed)
+						  const char *other_nonce, bool body_signed, const char *token)
 {
 	const char *uuid = plivo_otp_find_param(params, nparams, "MessageUUID", false);
 	const char *status = plivo_otp_find_param(params, nparams, "Status", false);
@@ -192,6 +247,7 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	const char *error_code = plivo_otp_find_param(params, nparams, "ErrorCode", false);
 	TimestampTz now = GetCurrentTimestamp();
 	int64		sequence = -1;
+	bool		held = false;
 	Datum		args[6];
 
 	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
@@ -206,8 +262,13 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 			sequence = v;
 	}
 
-	if (!body_signed && too_old_for_v2(uuid, now))
-		return PLIVO_INGEST_STALE_V2;
+	if (!body_signed)
+	{
+		PlivoIngestResult bound = check_v2_binding(uuid, token, now, &held);
+
+		if (bound != PLIVO_INGEST_RECORDED)
+			return bound;
+	}
 
 	/* Every nonce the request carries must be new. */
 	args[0] = CStringGetTextDatum(nonce);
@@ -217,7 +278,7 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 		(other_nonce ? 2 : 1))
 		return PLIVO_INGEST_REPLAYED;
 
-	args[0] = CStringGetTextDatum(uuid);
+	args[0] = CStringGetTextDatum(held ? psprintf(HELD_PREFIX "%s", token) : uuid);
 	args[1] = CStringGetTextDatum(status);
 	args[2] = Int64GetDatum(sequence);
 	args[3] = CStringGetTextDatum(error_code ? error_code : "");
@@ -227,19 +288,24 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 		return PLIVO_INGEST_DUPLICATE;
 
 	/* Stored as waiting; applied now if the message's UUID is known. */
-	apply_waiting_events(uuid);
+	if (!held)
+		apply_waiting_events(uuid);
 	return PLIVO_INGEST_RECORDED;
 }
 
 /*
- * Apply events whose message UUID has been recorded since, and drop those
- * whose UUID was not recorded in time; returns how many were applied.
+ * Settle held events, apply events whose message UUID has been recorded
+ * since, and drop those whose UUID was not recorded in time; returns how
+ * many were applied.
  */
 int
 plivo_otp_apply_waiting_events(void)
 {
-	int			applied = apply_waiting_events(NULL);
+	int			applied;
 	Datum		args[1];
+
+	plivo_otp_exec(&settle_held, NULL, NULL, false, 0);
+	applied = apply_waiting_events(NULL);
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
 								  (int64) WAITING_EVENT_SECS * USECS_PER_SEC);

@@ -53,7 +53,8 @@ record_callback(void *arg)
 	CallbackRequest *req = (CallbackRequest *) arg;
 
 	switch (plivo_otp_ingest_callback(req->params, req->nparams, req->nonce,
-									  req->other_nonce, req->body_signed))
+									  req->other_nonce, req->body_signed,
+									  req->token[0] ? req->token : NULL))
 	{
 		case PLIVO_INGEST_RECORDED:
 		case PLIVO_INGEST_DUPLICATE:
@@ -66,6 +67,14 @@ record_callback(void *arg)
 			/* Plivo's retries get the same; only V3 counts for an old message. */
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature too old for this message\n");
+			break;
+		case PLIVO_INGEST_V2_UNBOUND:
+			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
+									"V2 signature counts only on a message's own callback URL\n");
+			break;
+		case PLIVO_INGEST_V2_OTHER_MESSAGE:
+			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
+									"V2 signature is for another message\n");
 			break;
 		case PLIVO_INGEST_INCOMPLETE:
 			plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,

@@ -31,6 +31,7 @@ typedef struct ListenerRoute
 {
 	const char *path;
 	ListenerRouteKind kind;
+	bool		per_message;	/* path + "/" + a message's token is served too */
 } ListenerRoute;
 
 /*
@@ -41,6 +42,7 @@ typedef struct CallbackRequest
 {
 	struct MHD_Connection *conn;
 	const ListenerRoute *route;
+	char		token[PLIVO_OTP_TOKEN_LEN + 1];	/* the message the path names, or "" */
 	const char *method;			/* "GET" or "POST" */
 	char	   *body;
 	size_t		body_len;

@@ -15,7 +15,9 @@
  *
  * The signed URL is plivo_otp.public_url + the request path (never the Host
  * header or the listening address), because Plivo signs the URL it called,
- * which a reverse proxy in front of us may rewrite.
+ * which a reverse proxy in front of us may rewrite.  The status route also
+ * serves each message's own URL, the route + "/" + its token
+ * (callback_auth.c): the signed path then names the message.
  *
  * The listening socket is ours, made without SO_REUSEPORT: no other process
  * can then bind the same address and port and take a share of the
@@ -38,7 +40,7 @@
 #define CONNECTION_MEMORY	(64 * 1024)
 
 static const ListenerRoute routes[] = {
-	{"/plivo/sms-status", ROUTE_SMS_STATUS},
+	{PLIVO_OTP_SMS_STATUS_PATH, ROUTE_SMS_STATUS, true},
 };
 
 static struct MHD_Daemon *http_daemon = NULL;
@@ -189,8 +191,9 @@ authenticate(CallbackRequest *req)
 	char		url[2048];
 
 	signature_headers(req, &h);
-	if (snprintf(url, sizeof(url), "%s%s", plivo_otp_listener_config.public_base,
-				 req->route->path) >= (int) sizeof(url))
+	/* The path as called: the route, and the token when it named one. */
+	if (snprintf(url, sizeof(url), "%s%s%s%s", plivo_otp_listener_config.public_base,
+				 req->route->path, req->token[0] ? "/" : "", req->token) >= (int) sizeof(url))
 	{
 		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "public URL too long\n");
 		return false;
@@ -241,8 +244,10 @@ start_request(CallbackRequest *req, const char *path, const char *method)
 {
 	const char *length;
 
-	for (int i = 0; i < lengthof(routes); i++)
-		if (strcmp(path, routes[i].path) == 0)
+	for (int i = 0; i < lengthof(routes) && req->route == NULL; i++)
+		if (routes[i].per_message ?
+			plivo_otp_route_token(path, strlen(path), routes[i].path, req->token) :
+			strcmp(path, routes[i].path) == 0)
 			req->route = &routes[i];
 	if (req->route == NULL)
 		return answer(req->conn, MHD_HTTP_NOT_FOUND, "not found\n");

@@ -29,7 +29,9 @@ my $body = $req->{json};
 is($body->{src}, '14155550000', 'src is plivo_otp.sender');
 is($body->{dst}, '14155550101', 'dst is the number without +');
 is($body->{type}, 'sms', 'type sms');
-is($body->{url}, 'https://otp.example.com/plivo/sms-status', 'url is the listener\'s public callback URL');
+my $mid = $node->safe_psql('postgres', "SELECT id FROM plivo_otp.messages WHERE verification_id = '$vid'");
+is($body->{url}, "https://otp.example.com/plivo/sms-status/$mid",
+	"url is the message's own callback URL under the listener's public URL");
 is($body->{method}, 'POST', 'callbacks by POST');
 is($body->{log}, 'false', 'Plivo keeps no content by default');
 ok($body->{message_expiry} >= 590 && $body->{message_expiry} <= 600,

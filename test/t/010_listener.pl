@@ -39,6 +39,14 @@ sub send_code
 	return ($vid, $msg->{message_uuid});
 }
 
+# The path of the callback URL of a code's message (its own, ending with its id).
+sub path_of
+{
+	my ($vid) = @_;
+	return '/plivo/sms-status/'
+	  . sql("SELECT id FROM plivo_otp.messages WHERE verification_id = '$vid'");
+}
+
 # delivery_status|error_code|error_text|dispatch_state of a code's message.
 sub status_of
 {
@@ -131,10 +139,11 @@ refused('V2 valid but V3 no longer matching the altered body',
 	sub { $plivo->callback(message_uuid => $uuid_a, status => 'delivered', sequence => 9,
 		signature => 'both', tamper => { Status => 'failed' }) });
 refused('V2 valid but V3 signed with another token (body unaltered)',
-	sub { signed_callback($port, uuid => $uuid_a, status => 'failed', sequence => 10,
-		v3_token => 'wrong-token', v2 => 1) });
+	sub { signed_callback($port, uuid => $uuid_a, status => 'sent', sequence => 10,
+		path => path_of($vid_a), v3_token => 'wrong-token', v2 => 1) });
 # (The same V2 signature alone is good, so the 403 above is V3's doing.)
-$r = signed_callback($port, uuid => 'v2-control', status => 'sent', v3 => 0, v2 => 1);
+$r = signed_callback($port, uuid => $uuid_a, status => 'sent', sequence => 10,
+	path => path_of($vid_a), v3 => 0, v2 => 1);
 is($r->{status}, 200, 'control: the same V2 signing alone is accepted');
 
 # A replay: the very same request again, same nonce.
@@ -313,7 +322,8 @@ is(listener_pid($node), $listener, 'the listener reloaded without restarting');
 
 my ($vid_p, $uuid_p) = send_code();
 is($plivo->messages_to(phone_n(100 + $phones))->[0]{url},
-	'https://otp.example.com/plivo/sms-status', 'Plivo is given the public callback URL');
+	'https://otp.example.com' . path_of($vid_p),
+	"Plivo is given the message's own callback URL under the public URL");
 $r = $plivo->callback(message_uuid => $uuid_p, status => 'delivered',
 	send_to => "http://127.0.0.1:$port");
 is($r->{status}, 200, 'a callback through the reverse proxy, signed for the public URL, is accepted');

@@ -93,25 +93,26 @@ $r = $plivo->callback(message_uuid => $uuid, status => 'undelivered', sequence =
 is($r->{status}, 200, 'a V3 callback for it still counts (V3 covers the body): 200');
 is(status_of($vid), 'undelivered|80', '... and applied');
 
-# ingest_callback() applies the same rule.
+# ingest_callback() applies the same rule (V2 on the message's own URL).
 sub ingest
 {
-	my ($uuid, $status, $seq) = @_;
+	my ($vid, $uuid, $status, $seq) = @_;
+	my $own = "$url/" . sql("SELECT id FROM plivo_otp.messages WHERE verification_id = '$vid'");
 	my $nonce = new_nonce();
 	my $params = encode_json({ MessageUUID => $uuid, Status => $status, Sequence => "$seq",
 		ErrorCode => '30' });
-	my $headers = encode_json({ 'X-Plivo-Signature-V2' => sign_v2($url, $nonce),
+	my $headers = encode_json({ 'X-Plivo-Signature-V2' => sign_v2($own, $nonce),
 		'X-Plivo-Signature-V2-Nonce' => $nonce });
 	my ($rc, $out, $err) = $node->psql('postgres',
-		"SELECT plivo_otp.ingest_callback('POST', '$url', \$j\$$params\$j\$, \$j\$$headers\$j\$)");
+		"SELECT plivo_otp.ingest_callback('POST', '$own', \$j\$$params\$j\$, \$j\$$headers\$j\$)");
 	return $rc == 0 ? $out : $err;
 }
 $before = snapshot();
-like(ingest($uuid, 'failed', 98), qr/callback signature is too old for this message/,
+like(ingest($vid, $uuid, 'failed', 98), qr/callback signature is too old for this message/,
 	'ingest_callback: a V2-only callback for a message queued over 24 h ago is refused');
 is(snapshot(), $before, '... and records nothing');
 my ($vid2, $uuid2) = send_code();
-is(ingest($uuid2, 'failed', 1), 'recorded', 'ingest_callback: V2-only for a fresh message: recorded');
+is(ingest($vid2, $uuid2, 'failed', 1), 'recorded', 'ingest_callback: V2-only for a fresh message: recorded');
 is(status_of($vid2), 'failed|30', '... and applied');
 
 ###########################################################################
