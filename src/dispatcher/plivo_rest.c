@@ -29,6 +29,25 @@
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
 
+#define UUID_TEXT_LEN 36
+
+/* A UUID as uuid_out writes it (lower-case hex, 8-4-4-4-12), without fmgr. */
+static void
+format_uuid(const pg_uuid_t *id, char out[UUID_TEXT_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	char	   *p = out;
+
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[id->data[i] >> 4];
+		*p++ = hex[id->data[i] & 0x0F];
+	}
+	*p = '\0';
+}
+
 static void
 append_json_field(StringInfo buf, const char *name, const char *value)
 {
@@ -130,14 +149,14 @@ plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 	if (config->callback_url)
 	{
 		/* (The caller's context may be long-lived: free what is made here.) */
-		char	   *token = DatumGetCString(DirectFunctionCall1(uuid_out,
-																UUIDPGetDatum(id)));
-		char	   *url = psprintf("%s/%s", config->callback_url, token);
+		char		token[UUID_TEXT_LEN + 1];
+		char	   *url;
 
+		format_uuid(id, token);
+		url = psprintf("%s/%s", config->callback_url, token);
 		append_json_field(&body, "url", url);
 		append_json_field(&body, "method", "POST");
 		pfree(url);
-		pfree(token);
 	}
 	append_json_field(&body, "log", config->message_log);
 	appendStringInfo(&body, ",\"message_expiry\":%d}", expiry_seconds);

@@ -273,6 +273,7 @@ check_authenticate(const Request *r, unsigned sel)
 	PlivoCallbackHeaders h;
 	const char *nonce = (const char *) 1;
 	const char *other = (const char *) 1;
+	bool		body_signed = true;
 	PlivoSigResult result;
 	bool		v3_present;
 	bool		v2_present;
@@ -330,7 +331,7 @@ check_authenticate(const Request *r, unsigned sel)
 	require(h.v3_nonce == req.v3_nonce && h.v2_nonce == req.v2_nonce);
 
 	result = plivo_otp_authenticate_callback(req.method, req.url, req.params, req.nparams,
-											 &h, req.token, &nonce, &other);
+											 &h, req.token, &nonce, &other, &body_signed);
 	v3_present = present(value[HV3]) || present(value[HMA_V3]);
 	v2_present = present(value[HV2]) || present(value[HMA_V2]);
 	if (v3_present)
@@ -347,6 +348,7 @@ check_authenticate(const Request *r, unsigned sel)
 
 			require(nonce == req.v3_nonce);
 			require(other == (other_expected ? req.v2_nonce : NULL));
+			require(body_signed);	/* V3 covers the body */
 		}
 	}
 	else if (v2_present)
@@ -357,7 +359,7 @@ check_authenticate(const Request *r, unsigned sel)
 		require((result == PLIVO_SIG_VALID) == valid);
 		require(result != PLIVO_SIG_MISSING);
 		if (valid)
-			require(nonce == req.v2_nonce && other == NULL);
+			require(nonce == req.v2_nonce && other == NULL && !body_signed);
 	}
 	else
 		require(result == PLIVO_SIG_MISSING);
