@@ -24,6 +24,9 @@
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
 
+/* How deep a response may nest (Plivo's nest two levels). */
+#define MAX_RESPONSE_DEPTH 16
+
 static void
 append_json_field(StringInfo buf, const char *name, const char *value)
 {
@@ -190,8 +193,42 @@ response_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
+ * Does JSON text nest no deeper than max?  Checked before parsing: the
+ * parser recurses per level and raises an ERROR past max_stack_depth, and
+ * an answer of Plivo's nests two levels deep.  Plain C, no ERROR.
+ */
+static bool
+json_depth_within(const char *body, int max)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (const char *p = body; *p; p++)
+	{
+		if (in_string)
+		{
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '"')
+				in_string = false;
+		}
+		else if (*p == '"')
+			in_string = true;
+		else if (*p == '[' || *p == '{')
+		{
+			if (++depth > max)
+				return false;
+		}
+		else if (*p == ']' || *p == '}')
+			depth--;
+	}
+	return true;
+}
+
+/*
  * Read message_uuid (the first of the array) and error from a response
- * body.  False if the body is not JSON.
+ * body.  False if the body is not JSON (or nests deeper than any answer of
+ * Plivo's: MAX_RESPONSE_DEPTH).
  */
 bool
 plivo_otp_parse_send_response(const char *body, char **message_uuid, char **error)
@@ -202,7 +239,7 @@ plivo_otp_parse_send_response(const char *body, char **message_uuid, char **erro
 
 	*message_uuid = NULL;
 	*error = NULL;
-	if (body == NULL)
+	if (body == NULL || !json_depth_within(body, MAX_RESPONSE_DEPTH))
 		return false;
 	sem.semstate = &state;
 	sem.object_start = response_object_start;
