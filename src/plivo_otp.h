@@ -154,6 +154,7 @@ typedef void (*PlivoOtpWork) (void *arg);
 extern void plivo_otp_worker_connect(const char *name);
 extern bool plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg);
 extern bool plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg);
+extern bool plivo_otp_try_subtransaction(PlivoOtpWork work, void *arg, ErrorData **error);
 
 /* ---- common/errors.c: errors and texts that may carry a number or a code ---- */
 extern Datum plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo);
@@ -243,6 +244,7 @@ extern void plivo_otp_set_dispatcher_inflight(int n);
 extern void plivo_otp_set_last_error(const char *error);
 extern void plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap);
 extern void plivo_otp_wake_dispatcher(void);
+extern uint64 plivo_otp_dispatcher_wakeups(void);
 
 /* ---- shmem/commit_wake.c: wake the dispatcher when a transaction that queued commits ---- */
 extern void plivo_otp_wake_at_commit(void);

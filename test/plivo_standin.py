@@ -10,6 +10,7 @@ Plivo's V2/V3 schemes (section 3) to the extension's listener.
 Python 3.11, standard library only; `--help` shows the command line. The control API
 (loopback clients only, JSON in and out):
   POST /_control/behave    {"mode", "count", "retry_after", "delay"}: queue a failure rule
+                           (mode "custom": answer {"status"} with the raw {"body"} given)
   POST /_control/reset     forget rules, requests, messages, calls and counters
   GET  /_control/requests?since=N, /_control/messages, /_control/calls, /_control/stats
   POST /_control/callback  {"message_uuid", "status", "error_code", "signature", "sequence",
@@ -201,7 +202,7 @@ class Refused(Exception):
     """Raised with (HTTP status, error text) to refuse an API or control request."""
 
 
-MODES = {"ok", "500", "429", "400", "401", "hang", "slow", "drop"}
+MODES = {"ok", "500", "502", "503", "504", "429", "400", "401", "hang", "slow", "drop", "custom"}
 SIGNATURES = ("v3", "v2", "both", "none", "bad")
 
 
@@ -363,6 +364,11 @@ class App:
             raise Refused(400, "delay must be a non-negative number")
         rule = {"mode": mode, "count": count, "retry_after": body.get("retry_after"),
                 "delay": 1.0 if mode == "slow" and delay is None else delay}
+        if mode == "custom":
+            status, raw = body.get("status"), body.get("body")
+            if type(status) is not int or not 100 <= status <= 599 or not isinstance(raw, str):
+                raise Refused(400, "custom needs an integer status and a string body")
+            rule.update(status=status, body=raw)
         with self.lock:
             self.rules.append(rule)
             return {"ok": True, "rules": len(self.rules)}
@@ -446,6 +452,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_raw(self, status, data):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _dispatch(self):
         # libcurl, curl and the Perl clients send Content-Length; chunked bodies are refused
         # (and the connection closed) rather than misread as the next request.
@@ -502,12 +515,17 @@ class Handler(BaseHTTPRequestHandler):
             return self._hang(rule.get("delay"))
         if mode == "slow":
             time.sleep(rule["delay"])
-        if mode == "429" and rule.get("retry_after") is not None:
+        if mode in ("429", "503") and rule.get("retry_after") is not None:
             headers = (("Retry-After", str(rule["retry_after"])),)
+        if mode == "custom":
+            app.finish(rec, rule["status"], None)
+            return self._send_raw(rule["status"], rule["body"].encode("utf-8", "surrogateescape"))
         try:
             if mode not in ("ok", "slow"):
                 dst = parsed.get("dst", "") if isinstance(parsed, dict) else ""
-                raise Refused(int(mode), {"500": "internal error", "429": "too many requests",
+                raise Refused(int(mode), {"500": "internal error", "502": "bad gateway",
+                                          "503": "service unavailable", "504": "gateway timeout",
+                                          "429": "too many requests",
                                           "400": f"'{dst}' is not a valid phone number."}.get(mode))
             status, body, given = self._plivo(path, parsed)
         except Refused as e:

@@ -8,10 +8,22 @@
  * plant functions or operators that our queries would run as superuser) and
  * the isolation level (their logic assumes READ COMMITTED).
  *
- * Before touching the extension's tables a unit of work takes a conditional
- * lock on the extension object itself, which DROP EXTENSION locks before
- * anything else, then conditional locks on the tables, so neither DROP
- * EXTENSION nor other DDL ever waits on a worker, nor a worker on them.  An ERROR in
+ * Workers never wait on someone else's locks.  Before touching the
+ * extension's tables a unit of work takes a conditional lock on the
+ * extension object itself, which DROP EXTENSION locks before anything else,
+ * then conditional locks on the tables, so neither DROP EXTENSION nor other
+ * DDL ever waits on a worker, nor a worker on them.  Row locks are skipped
+ * (SKIP LOCKED) or refused (NOWAIT) by the workers' statements; as a
+ * backstop, lock_timeout is pinned short and a unit of work is canceled
+ * after WORK_TIMEOUT_MS (SPI arms no statement_timeout of its own).
+ *
+ * Every commit of a worker is at least flushed locally (synchronous_commit
+ * 'local' when the database, role or server says 'off'; a stronger setting
+ * is kept): a claim must be durable before its request leaves, and a
+ * callback is answered 200 only once its event is on disk.
+ *
+ * SIGTERM sets ShutdownRequestPending and, while a unit of work runs,
+ * cancels it, so a worker in any state stops within moments.  An ERROR in
  * a unit of work is logged and rolled back; the worker carries on, because
  * ending it would orphan requests it has in flight.  Within a unit of work,
  * plivo_otp_run_subtransaction isolates one row's work from the others'.
@@ -20,37 +32,67 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
-#include "utils/snapmgr.h"
-
-#include "access/xact.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
 
 #include "plivo_otp.h"
 
+/* The backstops: no worker waits longer on a lock, nor runs a unit longer. */
+#define WORKER_LOCK_TIMEOUT "500ms"
+#define WORK_TIMEOUT_MS 10000
+
 static bool extension_missing_logged = false;
 
-/* Signals, database connection and application name of a worker. */
+/* True while a unit of work runs: SIGTERM then cancels it. */
+static volatile sig_atomic_t in_work = false;
+
+/*
+ * SIGTERM: ask the loop to stop, and cancel the unit of work that runs, if
+ * any, so that a wait inside it (a lock, a long statement) ends at once.
+ */
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	if (in_work)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Signals, database connection, pinned settings and application name of a worker. */
 void
 plivo_otp_worker_connect(const char *name)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(plivo_otp_database, NULL, 0);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", WORKER_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(psprintf("%s %s", name, PLIVO_OTP_VERSION));
 }
 
@@ -77,6 +119,20 @@ lock_tables(void)
 }
 
 /*
+ * At least a local flush for this transaction's commit, whatever the
+ * database, role or server says; read again for every transaction, so that
+ * a stronger server setting (remote_apply, say) given at reload still wins.
+ * SET LOCAL: it ends with the transaction.
+ */
+static void
+pin_commit_durability(void)
+{
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
  * Start a transaction for one unit of work, connected to SPI.  False (and
  * nothing left open) when the extension is absent or DROP EXTENSION holds
  * the queue.
@@ -88,6 +144,8 @@ begin_work(const char *activity)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	pin_commit_durability();
+	enable_timeout_after(STATEMENT_TIMEOUT, WORK_TIMEOUT_MS);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
 
@@ -104,6 +162,7 @@ begin_work(const char *activity)
 					 errdetail("The extension is missing, or locked by DDL such as DROP EXTENSION."),
 					 errhint("Run CREATE EXTENSION plivo_otp in the database named by plivo_otp.database.")));
 		extension_missing_logged = true;
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		pgstat_report_activity(STATE_IDLE, NULL);
@@ -118,10 +177,35 @@ static void
 end_work(void)
 {
 	SPI_finish();
+	disable_timeout(STATEMENT_TIMEOUT, false);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* A unit of work is over: a SIGTERM from now on is the loop's to act on. */
+static void
+leave_work(void)
+{
+	in_work = false;
+	if (ShutdownRequestPending)
+		QueryCancelPending = false;
+}
+
+/* Log a failed unit of work; one that SIGTERM canceled is no error. */
+static void
+report_failed_work(const char *activity)
+{
+	if (ShutdownRequestPending && geterrcode() == ERRCODE_QUERY_CANCELED)
+	{
+		FlushErrorState();
+		ereport(LOG,
+				(errmsg("%s: %s stopped at shutdown", MyBgworkerEntry->bgw_name, activity)));
+		return;
+	}
+	EmitErrorReport();
+	FlushErrorState();
 }
 
 /*
@@ -134,6 +218,7 @@ plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
 	MemoryContext caller = CurrentMemoryContext;
 	bool		ok = true;
 
+	in_work = true;
 	PG_TRY();
 	{
 		if (begin_work(activity))
@@ -147,28 +232,32 @@ plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(caller);
-		EmitErrorReport();
-		FlushErrorState();
+		HOLD_INTERRUPTS();
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		report_failed_work(activity);
 		AbortCurrentTransaction();
 		pgstat_report_activity(STATE_IDLE, NULL);
+		RESUME_INTERRUPTS();
 		ok = false;
 	}
 	PG_END_TRY();
+	leave_work();
 	MemoryContextSwitchTo(caller);
 	return ok;
 }
 
 /*
  * Run work(arg) in a subtransaction of the current unit of work; false if
- * it failed (the error is logged and only the subtransaction rolled back),
- * so one row's failure leaves the rest of the batch to commit.
+ * it failed, with only the subtransaction rolled back.  The error goes to
+ * *error (in the caller's memory context), or to the log when error is
+ * NULL.  A cancel (SIGTERM, the unit's timeout) cancels the whole unit.
  */
-bool
-plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg)
+static bool
+subtransaction(PlivoOtpWork work, void *arg, ErrorData **error)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	bool		ok = true;
+	ErrorData  *edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
@@ -179,13 +268,37 @@ plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg)
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(caller);
-		EmitErrorReport();
+		if (error == NULL && geterrcode() != ERRCODE_QUERY_CANCELED)
+			EmitErrorReport();
+		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
 	CurrentResourceOwner = owner;
-	return ok;
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		ReThrowError(edata);
+	if (error)
+		*error = edata;
+	else
+		FreeErrorData(edata);
+	return false;
+}
+
+/* One row's work in a subtransaction; its error is logged.  See subtransaction(). */
+bool
+plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg)
+{
+	return subtransaction(work, arg, NULL);
+}
+
+/* The same, with the error handed to the caller to log or act on. */
+bool
+plivo_otp_try_subtransaction(PlivoOtpWork work, void *arg, ErrorData **error)
+{
+	*error = NULL;
+	return subtransaction(work, arg, error);
 }

@@ -7,33 +7,46 @@
  * One single-threaded event loop waits on its latch (set at commit of any
  * transaction that queued a message, and on SIGHUP/SIGTERM), on libcurl's
  * sockets (one epoll descriptor, see http.c) and on a timeout (the
- * earliest of libcurl's timer, the next retry, the rate limit and a
- * backstop).  Each turn:
+ * earliest of libcurl's timer, the next retry, the rate limit, the timers
+ * below and a one-second backstop).  Each turn:
  *
- *	wait		for the latch, a socket or the timeout;
+ *	wait		for the latch, a socket or the timeout; then reset the
+ *				latch and read the shared wake-up counter, which every
+ *				commit that queued a message bumps before setting the
+ *				latch, so no wake-up is lost whatever the wait returned;
  *	interrupts	SIGTERM (stop at once), SIGHUP (reload the settings);
  *	drive		let libcurl make progress, judge finished requests
- *				(outcome.c) and record their outcomes in one short
- *				transaction;
- *	timers		recover rows left in flight (once), expire unsendable
- *				rows and apply late callbacks (every second), purge old
- *				rows (every minute, retention.c);
- *	claim		due rows FOR UPDATE SKIP LOCKED, mark them 'sending',
- *				commit (queue.c); then start their requests, at most
+ *				(outcome.c) and record their outcomes;
+ *	timers		find rows left in flight (once), then every second mark
+ *				them unknown (those no one holds), expire unsendable rows,
+ *				cancel rows whose code is no longer pending and apply late
+ *				callbacks; purge old rows (every minute, and on every turn
+ *				while a backlog remains, retention.c);
+ *	claim		when woken, when a row is due or at the backstop: due
+ *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
+ *				(queue.c); then start their requests, at most
  *				max_inflight at once and max_requests_per_second
- *				(rate_limit.c).
+ *				(rate_limit.c).  Rows that had no room yet stay due, so
+ *				they go as soon as a request finishes or a token comes.
  *
- * No transaction is ever open while waiting on the network.  The worker
- * runs only on a primary (BgWorkerStart_RecoveryFinished); after promotion
- * the postmaster starts it and it carries on from the replicated queue.
- * Before touching the tables each unit of work checks that the extension
- * exists and locks it conditionally (common/worker.c), so DROP EXTENSION
- * never waits on it.
+ * No transaction is ever open while waiting on the network, and no step
+ * waits on a lock someone else holds.  An ERROR that escapes a step is
+ * logged and the loop goes on (the requests in flight stay in libcurl's
+ * hands; one being judged or not yet started gets the outcome the
+ * at-most-once rule gives it); only FATAL and worse end the worker.  The
+ * worker runs only on a primary (BgWorkerStart_RecoveryFinished); after
+ * promotion the postmaster starts it and it carries on from the replicated
+ * queue.  Before touching the tables each unit of work checks that the
+ * extension exists and locks it conditionally (common/worker.c), so DROP
+ * EXTENSION never waits on it.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <limits.h>
+
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -50,27 +63,37 @@
 
 PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 
-/* How long the worker sleeps with nothing to do: a backstop for rows that
- * arrive without a wake-up (restores, prepared transactions). */
-#define BACKSTOP_MS 5000
+/*
+ * Claim at least this often: the backstop for rows queued without a
+ * wake-up (COMMIT PREPARED wakes nobody; restores; rows re-queued by hand).
+ */
+#define BACKSTOP_MS 1000
 #define EXPIRE_EVERY_MS 1000
 #define PURGE_EVERY_MS 60000
+/* Purging gets at most this much of a turn while a backlog remains. */
+#define PURGE_BUDGET_MS 50
 /* Due rows that could not be claimed (locked by someone) are looked at again this soon. */
 #define LOCKED_RETRY_MS 250
+/* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
+#define ERROR_PAUSE_MS 100
 
 static MemoryContext dispatcher_context;
 static MemoryContext loop_context;
 
 static PlivoConfig config;
 static bool configured = false;
-static bool recovered = false;
+static bool recovered = false;	/* the rows left in flight are known */
 
 static TimestampTz next_due = 0;	/* earliest next_try_at seen, 0 if none */
 static TimestampTz next_expire_at = 0;
 static TimestampTz next_purge_at = 0;
 static TimestampTz next_backstop_at = 0;	/* claim at least this often */
 
-static List *to_start = NIL;	/* requests of the current claim, started once it commits */
+static uint64 seen_wakeups = 0;	/* the wake-up counter when last looked at */
+static uint64 wakeups_now = 0;	/* ... and as read after this turn's wait */
+
+/* Requests of the current claim not yet started (started once it commits). */
+static List *to_start = NIL;
 
 static void
 clear_dispatcher_state(int code, Datum arg)
@@ -133,37 +156,55 @@ load_dispatch_config(void)
 }
 
 /*
- * One claimed row: its request, ready to start once the claim commits, or
- * an outcome saying why it cannot be sent.  Runs inside the claim.
+ * Why a claimed row cannot be sent (and *state its outcome), or NULL.  The
+ * row holds whatever the table's constraints allow.
+ */
+static const char *
+unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *state)
+{
+	char		e164[PLIVO_OTP_MAX_PHONE_LEN + 1];
+
+	*state = PLIVO_OTP_DISPATCH_REFUSED;
+	if (row->expires_at <= now + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC)
+	{
+		*state = PLIVO_OTP_DISPATCH_EXPIRED;
+		return "code expired before it could be sent";
+	}
+	if (!plivo_otp_normalize_phone(row->phone, e164) || strcmp(e164, row->phone) != 0)
+		return "not sent: the queued number is not in E.164 form";
+	if (row->body_too_large)
+		return "not sent: the queued body is larger than any message";
+	if (row->body == NULL)
+		return "not sent: the queued row has no message body";
+	return NULL;
+}
+
+/*
+ * One claimed row (arg): its request, ready to start once the claim
+ * commits, or an outcome saying why it cannot be sent.  Runs inside the
+ * claim, in a subtransaction of its own.
  */
 static void
-prepare_transfer(const ClaimedMessage *row, TimestampTz now)
+prepare_transfer(void *arg)
 {
-	int64		life = (row->expires_at - now) / USECS_PER_SEC;
-	char	   *text;
+	const ClaimedMessage *row = (const ClaimedMessage *) arg;
+	TimestampTz now = GetCurrentTimestamp();
+	PlivoOtpDispatchState state;
+	const char *why = unsendable(row, now, &state);
+	int64		life;
+	char	   *text = NULL;
 	MemoryContext old;
 	InflightMessage *m;
 	HttpTransfer *t;
 
-	if (life < PLIVO_MIN_MESSAGE_EXPIRY)
+	if (why == NULL && (text = plivo_otp_unseal(PLIVO_OTP_KEY_QUEUE_BODY, &row->id, row->body)) == NULL)
+		why = "not sent: the queued body does not authenticate (was the key file replaced?)";
+	if (why)
 	{
-		plivo_otp_add_outcome(&row->id, PLIVO_OTP_DISPATCH_EXPIRED, NULL, 0,
-							  "code expired before it could be sent", 0);
+		plivo_otp_add_outcome(&row->id, state, NULL, 0, why, 0);
 		return;
 	}
-	if (row->body == NULL)
-	{
-		plivo_otp_add_outcome(&row->id, PLIVO_OTP_DISPATCH_REFUSED, NULL, 0,
-							  "not sent: the queued row has no message body", 0);
-		return;
-	}
-	text = plivo_otp_unseal(PLIVO_OTP_KEY_QUEUE_BODY, &row->id, row->body);
-	if (text == NULL)
-	{
-		plivo_otp_add_outcome(&row->id, PLIVO_OTP_DISPATCH_REFUSED, NULL, 0,
-							  "not sent: the queued body does not authenticate (was the key file replaced?)", 0);
-		return;
-	}
+	life = (row->expires_at - now) / USECS_PER_SEC;
 
 	old = MemoryContextSwitchTo(dispatcher_context);
 	m = palloc(sizeof(InflightMessage));
@@ -194,30 +235,37 @@ claim_work(void *arg)
 	TimestampTz now = GetCurrentTimestamp();
 	ClaimedMessage *rows;
 	int			n = plivo_otp_queue_claim(now, limit, &rows);
+	ErrorData  *error;
 
 	for (int i = 0; i < n; i++)
-		prepare_transfer(&rows[i], now);
+	{
+		/* A row that cannot even be prepared must not fail the others. */
+		if (!plivo_otp_try_subtransaction(prepare_transfer, &rows[i], &error))
+			plivo_otp_add_outcome(&rows[i].id, PLIVO_OTP_DISPATCH_REFUSED, NULL, 0,
+								  psprintf("not sent: its request could not be prepared (%s)",
+										   error->message), 0);
+	}
 
-	/* When is the next row due?  (Now, if the batch was cut short.) */
+	/* When is the next row due?  (Soon, if due rows were left: locked by someone.) */
 	next_due = plivo_otp_queue_earliest_due();
-	if (n == 0 && next_due != 0 && next_due <= now)
+	if (n < limit && next_due != 0 && next_due <= now)
 		next_due = now + LOCKED_RETRY_MS * 1000;
 }
 
 /*
  * Start the claimed requests, only now that the claim has committed: a
  * request started inside a claim that then rolled back would be sent, and
- * its row, pending again, claimed and sent a second time.
+ * its row, pending again, claimed and sent a second time.  Each leaves
+ * to_start as it starts, so after an ERROR to_start holds the unstarted.
  */
 static void
 start_claimed(void)
 {
-	ListCell   *lc;
-
-	foreach(lc, to_start)
+	while (to_start != NIL)
 	{
-		HttpTransfer *t = (HttpTransfer *) lfirst(lc);
+		HttpTransfer *t = (HttpTransfer *) linitial(to_start);
 
+		to_start = list_delete_first(to_start);
 		if (plivo_otp_http_start(t))
 			plivo_otp_rate_take();
 		else
@@ -231,7 +279,12 @@ start_claimed(void)
 	}
 }
 
-/* The claim step: as many due rows as there is room for, then their requests. */
+/*
+ * The claim step: as many due rows as there is room for, then their
+ * requests.  Without room (max_inflight, or the rate limit) nothing is
+ * claimed and next_due stays: the rows go when a request finishes or a
+ * token comes (compute_timeout).
+ */
 static void
 claim_and_start(void)
 {
@@ -262,29 +315,23 @@ claim_and_start(void)
 	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
 }
 
+/* Requests claimed but not started when an ERROR struck: back to the queue. */
 static void
-expire_work(void *arg)
+abandon_unstarted(void)
 {
-	static bool fingerprint_recorded = false;
-	int			n = plivo_otp_queue_expire_unsendable(GetCurrentTimestamp());
+	while (to_start != NIL)
+	{
+		HttpTransfer *t = (HttpTransfer *) linitial(to_start);
 
-	/* Which key this database's codes are made with (crypto/key_check.c). */
-	if (!fingerprint_recorded)
-		fingerprint_recorded = plivo_otp_record_key_fingerprint();
-	(void) plivo_otp_queue_wipe_expired_codes(GetCurrentTimestamp());
-
-	if (n > 0)
-		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
-
-	/* A backstop for callbacks that raced the recording of their UUID. */
-	plivo_otp_apply_waiting_events();
+		to_start = list_delete_first(to_start);
+		t->request_sent = false;
+		plivo_otp_abandon_transfer(t);
+	}
 }
 
 static void
-recover_work(void *arg)
+log_recovered(int n)
 {
-	int			n = plivo_otp_queue_recover_in_flight(GetCurrentTimestamp());
-
 	if (n > 0)
 	{
 		plivo_otp_count(PLIVO_OTP_COUNTER_UNKNOWN, n);
@@ -294,6 +341,46 @@ recover_work(void *arg)
 							   n, n),
 				 errdetail("A dispatcher stopped while their requests were in flight; they are not re-sent, so no SMS goes out twice.")));
 	}
+}
+
+/* Once, before the first claim: the rows a stopped dispatcher left in flight. */
+static void
+find_stale_work(void *arg)
+{
+	plivo_otp_queue_find_stale(dispatcher_context);
+	if (plivo_otp_queue_stale_left() > 0)
+		log_recovered(plivo_otp_queue_recover_stale(GetCurrentTimestamp()));
+}
+
+static void
+apply_waiting_events(void *arg)
+{
+	(void) plivo_otp_apply_waiting_events();
+}
+
+/* Every second: stale rows no longer held, unsendable rows, late callbacks. */
+static void
+expire_work(void *arg)
+{
+	static bool fingerprint_recorded = false;
+	TimestampTz now = GetCurrentTimestamp();
+	int			n;
+
+	/* Which key this database's codes are made with (crypto/key_check.c). */
+	if (!fingerprint_recorded)
+		fingerprint_recorded = plivo_otp_record_key_fingerprint();
+	/* Codes that expired can no longer be re-delivered: wipe their seal. */
+	(void) plivo_otp_queue_wipe_expired_codes(now);
+
+	if (plivo_otp_queue_stale_left() > 0)
+		log_recovered(plivo_otp_queue_recover_stale(now));
+	n = plivo_otp_queue_expire_unsendable(now);
+	if (n > 0)
+		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
+	(void) plivo_otp_queue_cancel_orphaned(now);
+
+	/* A backstop for callbacks that raced the recording of their UUID. */
+	(void) plivo_otp_run_subtransaction(apply_waiting_events, NULL);
 }
 
 /* Judge the requests that finished, and record their outcomes. */
@@ -311,6 +398,12 @@ collect_finished(void)
 	plivo_otp_record_outcomes(&next_due);
 }
 
+static long
+ms_until(TimestampTz t, TimestampTz now)
+{
+	return t <= now ? 0 : (long) Min((t - now) / 1000, (int64) LONG_MAX);
+}
+
 /* How long to sleep: the earliest of every deadline the loop keeps. */
 static long
 compute_timeout(TimestampTz now)
@@ -322,15 +415,15 @@ compute_timeout(TimestampTz now)
 		timeout = Min(timeout, curl_ms);
 	if (plivo_otp_outcomes_waiting() > 0)
 		timeout = Min(timeout, 100);	/* a failed record is retried soon */
-	if (configured && recovered && next_due != 0 &&
-		plivo_otp_http_inflight() < plivo_otp_max_inflight)
+	if (configured && recovered)
 	{
+		timeout = Min(timeout, ms_until(next_backstop_at, now));
 		/* (At max_inflight, a finishing request wakes us through its socket.) */
-		long		due_ms = (long) Max(0, (next_due - now) / 1000);
-
-		timeout = Min(timeout, Max(due_ms, plivo_otp_rate_wait_ms()));
+		if (next_due != 0 && plivo_otp_http_inflight() < plivo_otp_max_inflight)
+			timeout = Min(timeout, Max(ms_until(next_due, now), plivo_otp_rate_wait_ms()));
 	}
-	timeout = Min(timeout, (long) Max(0, (next_expire_at - now) / 1000));
+	timeout = Min(timeout, ms_until(next_expire_at, now));
+	timeout = Min(timeout, ms_until(next_purge_at, now));
 	return timeout;
 }
 
@@ -352,6 +445,7 @@ dispatcher_init(void)
 	plivo_otp_set_dispatcher_latch(MyLatch);
 	plivo_otp_set_dispatcher_pid(MyProcPid);
 	before_shmem_exit(clear_dispatcher_state, (Datum) 0);
+	seen_wakeups = plivo_otp_dispatcher_wakeups();	/* the first claim looks anyway */
 
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -363,26 +457,30 @@ dispatcher_init(void)
 	return wait_set;
 }
 
-/* Sleep until the latch, libcurl's descriptor or the next deadline. */
-static void
-wait_for_events(WaitEventSet *wait_set, bool *latch_set, bool *socket_ready)
+/*
+ * Sleep until the latch, libcurl's descriptor or the next deadline; true if
+ * libcurl's descriptor is ready.  The wake-up counter is read after the
+ * latch is reset: a wake-up that lands later sets the latch again, and one
+ * that landed earlier is in the counter, whatever this wait returned.
+ */
+static bool
+wait_for_events(WaitEventSet *wait_set)
 {
 	WaitEvent	events[3];
+	bool		socket_ready = false;
 	int			n;
 
 	n = WaitEventSetWait(wait_set, compute_timeout(GetCurrentTimestamp()), events,
 						 lengthof(events), PG_WAIT_EXTENSION);
-	*latch_set = false;
-	*socket_ready = false;
 	for (int i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_SOCKET_READABLE)
-			*socket_ready = true;
-		if (events[i].events & WL_LATCH_SET)
-			*latch_set = true;
+			socket_ready = true;
 	}
 	ResetLatch(MyLatch);
+	wakeups_now = plivo_otp_dispatcher_wakeups();
 	CHECK_FOR_INTERRUPTS();
+	return socket_ready;
 }
 
 /* SIGTERM: stop at once; SIGHUP: reload. */
@@ -391,6 +489,7 @@ handle_interrupts(void)
 {
 	if (ShutdownRequestPending)
 	{
+		abandon_unstarted();
 		plivo_otp_http_abort_all(plivo_otp_abandon_transfer);
 		plivo_otp_record_outcomes(&next_due);
 
@@ -410,35 +509,93 @@ handle_interrupts(void)
 	}
 }
 
-/* Recovery once at start, expiry every second, purging every minute. */
+/* Rows left in flight (once), the one-second tick, purging. */
 static void
 run_timers(TimestampTz now)
 {
 	if (!recovered)
-		recovered = plivo_otp_run_work("recovering messages left in flight", recover_work, NULL);
+		recovered = plivo_otp_run_work("finding messages left in flight", find_stale_work, NULL);
 	if (now >= next_expire_at)
 	{
 		plivo_otp_run_work("expiring unsendable messages", expire_work, NULL);
 		next_expire_at = now + EXPIRE_EVERY_MS * 1000;
 	}
 	if (now >= next_purge_at)
+		next_purge_at = plivo_otp_purge_old_rows(PURGE_BUDGET_MS) ?
+			0 : now + PURGE_EVERY_MS * 1000;
+}
+
+/*
+ * Look for work only with a reason to: a commit bumped the wake-up counter
+ * (rows are due now), a row is due (a retry, rows left when a batch was cut
+ * short or had no room), or the backstop.  Socket events of running
+ * requests alone start no transaction.
+ */
+static bool
+should_claim(TimestampTz now)
+{
+	if (wakeups_now != seen_wakeups)
 	{
-		plivo_otp_run_work("purging old verifications", plivo_otp_purge_old_rows, NULL);
-		next_purge_at = now + PURGE_EVERY_MS * 1000;
+		seen_wakeups = wakeups_now;
+		if (next_due == 0 || next_due > now)
+			next_due = now;
+	}
+	return configured && recovered &&
+		((next_due != 0 && next_due <= now) || now >= next_backstop_at);
+}
+
+/* One turn of the loop; see the steps at the top. */
+static void
+run_turn(WaitEventSet *wait_set)
+{
+	bool		socket_ready;
+	TimestampTz now;
+
+	MemoryContextSwitchTo(loop_context);
+	MemoryContextReset(loop_context);
+
+	socket_ready = wait_for_events(wait_set);
+	handle_interrupts();
+
+	plivo_otp_http_drive(socket_ready);
+	collect_finished();
+
+	now = GetCurrentTimestamp();
+	run_timers(now);
+	if (should_claim(now))
+	{
+		next_backstop_at = now + BACKSTOP_MS * 1000;
+		claim_and_start();
+		/* Rows found expired or unsendable while claiming. */
+		plivo_otp_record_outcomes(&next_due);
 	}
 }
 
 /*
- * Look for work only with a reason to: a commit set the latch, a row is
- * due (a retry, or rows left when a batch was cut short), or the backstop
- * for rows queued without a wake-up (prepared transactions, restores).
- * Socket events of running requests alone start no transaction.
+ * An ERROR escaped a step (units of work catch their own): log it, end any
+ * transaction, give the transfer it interrupted the outcome the at-most-
+ * once rule gives it, and go on.  Requests in flight stay in libcurl's
+ * hands and outcomes waiting stay waiting, so nothing is lost track of.
  */
-static bool
-should_claim(bool latch_set, TimestampTz now)
+static void
+recover_from_error(void)
 {
-	return configured && recovered &&
-		(latch_set || (next_due != 0 && next_due <= now) || now >= next_backstop_at);
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(dispatcher_context);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	abandon_unstarted();
+	plivo_otp_outcomes_after_error();
+	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
+	MemoryContextReset(loop_context);
+	ereport(LOG,
+			(errmsg("plivo_otp dispatcher carries on after the error"),
+			 errdetail_plural("%d request is in flight.", "%d requests are in flight.",
+							  plivo_otp_http_inflight(), plivo_otp_http_inflight())));
+	RESUME_INTERRUPTS();
+	(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ERROR_PAUSE_MS, PG_WAIT_EXTENSION);
 }
 
 void
@@ -448,27 +605,14 @@ plivo_otp_dispatcher_main(Datum main_arg)
 
 	for (;;)
 	{
-		bool		latch_set;
-		bool		socket_ready;
-		TimestampTz now;
-
-		MemoryContextSwitchTo(loop_context);
-		MemoryContextReset(loop_context);
-
-		wait_for_events(wait_set, &latch_set, &socket_ready);
-		handle_interrupts();
-
-		plivo_otp_http_drive(socket_ready);
-		collect_finished();
-
-		now = GetCurrentTimestamp();
-		run_timers(now);
-		if (should_claim(latch_set, now))
+		PG_TRY();
 		{
-			next_backstop_at = now + BACKSTOP_MS * 1000;
-			claim_and_start();
-			/* Rows found expired or unsendable while claiming. */
-			plivo_otp_record_outcomes(&next_due);
+			run_turn(wait_set);
 		}
+		PG_CATCH();
+		{
+			recover_from_error();
+		}
+		PG_END_TRY();
 	}
 }

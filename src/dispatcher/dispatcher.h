@@ -87,12 +87,21 @@ extern bool plivo_otp_parse_send_response(const char *body, char **message_uuid,
 
 /* ---- queue.c ---- */
 
-/* A row the claim marked 'sending'; body is NULL when the row had none. */
+/* A sealed body larger than this is no SMS: the claim does not even fetch it. */
+#define QUEUE_MAX_BODY 8192
+
+/*
+ * A row the claim marked 'sending', as the table holds it (any value its
+ * constraints allow).  body is NULL when the row had none, or one larger
+ * than QUEUE_MAX_BODY (body_too_large); expires_at is the earlier of the
+ * message's and its code's.
+ */
 typedef struct ClaimedMessage
 {
 	pg_uuid_t	id;
 	char	   *phone;
 	bytea	   *body;
+	bool		body_too_large;
 	TimestampTz expires_at;
 	int			tries;
 } ClaimedMessage;
@@ -111,9 +120,15 @@ typedef struct Outcome
 extern int	plivo_otp_queue_claim(TimestampTz now, int limit, ClaimedMessage **rows);
 extern TimestampTz plivo_otp_queue_earliest_due(void);
 extern void plivo_otp_queue_record(const Outcome *outcome, TimestampTz now);
+extern void plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why,
+										   TimestampTz now);
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
-extern int	plivo_otp_queue_recover_in_flight(TimestampTz now);
+extern int	plivo_otp_queue_cancel_orphaned(TimestampTz now);
 extern int	plivo_otp_queue_wipe_expired_codes(TimestampTz now);
+extern void plivo_otp_queue_find_stale(MemoryContext context);
+extern int	plivo_otp_queue_stale_left(void);
+extern void plivo_otp_queue_forget_stale(const pg_uuid_t *id);
+extern int	plivo_otp_queue_recover_stale(TimestampTz now);
 
 /* ---- outcome.c ---- */
 
@@ -131,6 +146,7 @@ extern void plivo_otp_add_outcome(const pg_uuid_t *id, PlivoOtpDispatchState sta
 								  const char *provider_uuid, int http_status,
 								  const char *error, TimestampTz next_try_at);
 extern void plivo_otp_judge_transfer(HttpTransfer *transfer);
+extern void plivo_otp_outcomes_after_error(void);
 extern void plivo_otp_abandon_transfer(HttpTransfer *transfer);
 extern void plivo_otp_free_transfer(HttpTransfer *transfer);
 extern int	plivo_otp_outcomes_waiting(void);
@@ -144,6 +160,6 @@ extern void plivo_otp_rate_take(void);
 extern long plivo_otp_rate_wait_ms(void);
 
 /* ---- retention.c ---- */
-extern void plivo_otp_purge_old_rows(void *arg);
+extern bool plivo_otp_purge_old_rows(int budget_ms);
 
 #endif							/* PLIVO_OTP_DISPATCHER_H */

@@ -7,11 +7,15 @@
  * The rules (dispatch_state; Plivo's own words go to delivery_status only):
  *	2xx with a message UUID			-> accepted, body wiped
  *	400/401/403/404 and other 4xx	-> refused, body wiped, not retried
- *	429, 5xx, and failures before any byte of the request left (connect,
- *	DNS, TLS) -> pending again after back-off with jitter (Retry-After
- *	honoured), until the code is about to expire -> expired, never late
- *	a failure after the request left (timeout, connection dropped, 2xx
- *	without a UUID), or a stop while a request was in flight
+ *	429, 503, and failures before any byte of the request left (connect,
+ *	DNS, TLS): Plivo cannot have taken the message
+ *									-> pending again after back-off with
+ *									   jitter (Retry-After honoured), until
+ *									   the code is about to expire -> expired,
+ *									   never late
+ *	500, 502, 504 and other 5xx, a failure after the request left (timeout,
+ *	connection dropped), a 2xx without a UUID, or a stop while a request
+ *	was in flight: Plivo may have taken it
  *									-> unknown, body wiped, never re-sent
  *
  * The last rule makes delivery at most once: Plivo's Message API has no
@@ -19,22 +23,34 @@
  * SMS twice.  The code stays valid; the application sees 'unknown' in
  * otp_status and can offer "send again" (a new otp_send).
  *
- * Outcomes wait in a list (their own memory context) until a unit of work
- * has recorded them all; if that fails they stay and are recorded on a
- * later turn of the loop.
+ * Outcomes wait in a list (their own memory context) until they are
+ * recorded, each in a subtransaction of its batch, so one row that cannot
+ * take its outcome never holds up the others.  An outcome whose row someone
+ * holds locked waits for a later turn; one whose row fails otherwise is
+ * logged and its row made 'unknown' with the reason (or, if even that
+ * fails, left for the next dispatcher's recovery).  If the batch's
+ * transaction fails, its outcomes stay and are recorded on a later turn.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
 #include "nodes/pg_list.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "dispatcher.h"
 
 #define MAX_BACKOFF_SECS 60
+/* Outcomes per transaction: each takes a subtransaction, and PostgreSQL
+ * caches 64 subtransaction ids per backend before snapshots get slow. */
+#define RECORD_BATCH 50
+/* Plivo's error text kept on the row, at most (bytes). */
+#define MAX_ERROR_TEXT 500
+#define MAX_UUID_LEN 64
 
 /* The dispatcher_stats counter of each outcome (none for the others). */
 static const PlivoOtpCounter counter_of_state[] = {
@@ -49,6 +65,9 @@ static const PlivoOtpCounter counter_of_state[] = {
 
 static MemoryContext outcome_context = NULL;
 static List *outcomes = NIL;
+
+/* The transfer being judged, so that an ERROR meanwhile does not lose it. */
+static HttpTransfer *judging = NULL;
 
 void
 plivo_otp_outcomes_init(MemoryContext parent)
@@ -92,10 +111,11 @@ retry_or_expire(InflightMessage *m, int http_status, const char *error, long ret
 		delay = Max(retry_after, 1);
 	else
 	{
-		delay = Min(MAX_BACKOFF_SECS, 1 << Min(m->tries - 1, 10));
+		/* tries is whatever the row held: 1 << 0 .. 1 << 10, never beyond */
+		delay = Min(MAX_BACKOFF_SECS, 1 << (Max(Min(m->tries, 11), 1) - 1));
 		delay *= 0.5 + 0.5 * pg_prng_double(&pg_global_prng_state);
 	}
-	if (now + (int64) (delay * USECS_PER_SEC) + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC >= m->expires_at)
+	if (m->expires_at - now <= (int64) (delay * USECS_PER_SEC) + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC)
 	{
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_EXPIRED, NULL, http_status,
 							  psprintf("code expired while retrying: %s", error), 0);
@@ -119,9 +139,26 @@ judge_failed_transfer(HttpTransfer *t)
 		retry_or_expire(m, 0, psprintf("request not sent: %s", what), -1);
 }
 
-/* Decide what a finished request means; see the rules at the top. */
-void
-plivo_otp_judge_transfer(HttpTransfer *t)
+/*
+ * A string from Plivo's answer fit to store: valid in the database
+ * encoding (the JSON parser passes bytes through), at most maxlen bytes;
+ * NULL if it is neither.
+ */
+static char *
+storable(const char *s, int maxlen, bool clip)
+{
+	int			len = s ? strlen(s) : 0;
+
+	if (s == NULL || !pg_verifymbstr(s, len, true))
+		return NULL;
+	if (len > maxlen && !clip)
+		return NULL;
+	return pnstrdup(s, pg_mbcliplen(s, len, maxlen));
+}
+
+/* Decide what an HTTP answer means; see the rules at the top. */
+static void
+judge_answer(HttpTransfer *t)
 {
 	InflightMessage *m = (InflightMessage *) t->owner;
 	char	   *uuid = NULL;
@@ -129,13 +166,9 @@ plivo_otp_judge_transfer(HttpTransfer *t)
 	long		status = t->http_status;
 	char	   *text;
 
-	if (t->result != CURLE_OK)
-	{
-		judge_failed_transfer(t);
-		return;
-	}
-
 	(void) plivo_otp_parse_send_response(t->response, &uuid, &error);
+	uuid = storable(uuid, MAX_UUID_LEN, false);
+	error = error ? storable(error, MAX_ERROR_TEXT, true) : NULL;
 	text = psprintf("HTTP %ld%s%s", status, error ? ": " : "", error ? error : "");
 	if (status >= 200 && status < 300)
 	{
@@ -145,8 +178,11 @@ plivo_otp_judge_transfer(HttpTransfer *t)
 			plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_UNKNOWN, NULL, status,
 								  "Plivo answered without a message UUID; not re-sent", 0);
 	}
-	else if (status == 429 || status >= 500)
-		retry_or_expire(m, status, text, status == 429 ? t->retry_after : -1);
+	else if (status == 429 || status == 503)
+		retry_or_expire(m, status, text, t->retry_after);
+	else if (status >= 500)
+		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_UNKNOWN, NULL, status,
+							  psprintf("%s; Plivo may have taken the message, not re-sent", text), 0);
 	else
 	{
 		ereport(LOG,
@@ -154,6 +190,42 @@ plivo_otp_judge_transfer(HttpTransfer *t)
 				 errdetail_internal("%s", plivo_otp_sanitize_error(text))));
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_REFUSED, NULL, status, text, 0);
 	}
+}
+
+/* Decide what a finished request means; the caller then frees it. */
+void
+plivo_otp_judge_transfer(HttpTransfer *t)
+{
+	judging = t;
+	if (t->result != CURLE_OK)
+		judge_failed_transfer(t);
+	else
+		judge_answer(t);
+	judging = NULL;
+}
+
+/*
+ * After an ERROR escaped a step of the loop: the transfer that was being
+ * judged, if any, gets the outcome that keeps the at-most-once rule, and is
+ * freed.
+ */
+void
+plivo_otp_outcomes_after_error(void)
+{
+	HttpTransfer *t = judging;
+	InflightMessage *m;
+
+	if (t == NULL)
+		return;
+	judging = NULL;
+	m = (InflightMessage *) t->owner;
+	if (t->request_sent)
+		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_UNKNOWN, NULL, (int) t->http_status,
+							  "Plivo's answer could not be judged; not re-sent", 0);
+	else
+		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_PENDING, NULL, 0,
+							  "request not sent", GetCurrentTimestamp());
+	plivo_otp_free_transfer(t);
 }
 
 /* At a stop: requests that had not left go back to the queue. */
@@ -198,45 +270,163 @@ plivo_otp_outcomes_truncate(int n)
 	outcomes = list_truncate(outcomes, n);
 }
 
-/* The unit of work of plivo_otp_record_outcomes; arg is its next_due. */
-static void
-record_outcomes_work(void *arg)
+/* ---- recording ---- */
+
+/* The outcomes of one plivo_otp_record_outcomes call, in batches. */
+typedef struct RecordBatch
 {
-	TimestampTz *next_due = (TimestampTz *) arg;
-	TimestampTz now = GetCurrentTimestamp();
-	ListCell   *lc;
+	Outcome   **all;
+	bool	   *done;			/* recorded (or given up) by a committed batch */
+	int			from;			/* this batch: all[from .. to) */
+	int			to;
+	TimestampTz now;
+	TimestampTz next_due;
+	Outcome    *current;		/* the row being recorded */
+	const char *why;			/* its failure, for record_failure */
+} RecordBatch;
+
+static void
+record_one(void *arg)
+{
+	RecordBatch *b = (RecordBatch *) arg;
+
+	plivo_otp_queue_record(b->current, b->now);
+}
+
+static void
+record_failure(void *arg)
+{
+	RecordBatch *b = (RecordBatch *) arg;
+
+	plivo_otp_queue_record_failure(&b->current->id, b->why, b->now);
+}
+
+/* Errors that say "not now" rather than "never": the outcome waits. */
+static bool
+transient(const ErrorData *error)
+{
+	return error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		error->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		error->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE;
+}
+
+/* An outcome its row refused: log it, and make the row say so if it can. */
+static void
+record_poisoned(RecordBatch *b, ErrorData *error)
+{
+	Outcome    *o = b->current;
+	char	   *id = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&o->id)));
+	char	   *message = plivo_otp_sanitize_error(error->message);
+	ErrorData  *again;
+
+	ereport(LOG,
+			(errmsg("plivo_otp dispatcher could not record outcome \"%s\" of message %s",
+					plivo_otp_dispatch_state_name(o->state), id),
+			 errdetail_internal("%s", message)));
+	b->why = psprintf("outcome %s could not be recorded (%s); not re-sent",
+					  plivo_otp_dispatch_state_name(o->state), message);
+	if (!plivo_otp_try_subtransaction(record_failure, b, &again))
+		ereport(LOG,
+				(errmsg("plivo_otp dispatcher left message %s as it is", id),
+				 errdetail_internal("%s", plivo_otp_sanitize_error(again->message)),
+				 errhint("The next dispatcher to start marks it unknown.")));
+}
+
+/* In a subtransaction of its own: a failure there undoes no outcome. */
+static void
+apply_waiting_events(void *arg)
+{
+	(void) plivo_otp_apply_waiting_events();
+}
+
+/* The unit of work: outcomes all[from .. to), each in its own subtransaction. */
+static void
+record_batch_work(void *arg)
+{
+	RecordBatch *b = (RecordBatch *) arg;
 	bool		accepted = false;
+	ErrorData  *error;
 
-	foreach(lc, outcomes)
+	b->now = GetCurrentTimestamp();
+	for (int i = b->from; i < b->to; i++)
 	{
-		Outcome    *o = lfirst(lc);
+		Outcome    *o = b->all[i];
 
-		plivo_otp_queue_record(o, now);
-		if (o->next_try_at && (*next_due == 0 || o->next_try_at < *next_due))
-			*next_due = o->next_try_at;
-		if (o->provider_uuid)
-			accepted = true;
+		b->current = o;
+		if (plivo_otp_try_subtransaction(record_one, b, &error))
+		{
+			if (o->next_try_at && (b->next_due == 0 || o->next_try_at < b->next_due))
+				b->next_due = o->next_try_at;
+			accepted |= o->provider_uuid != NULL;
+		}
+		else if (transient(error))
+			continue;			/* someone holds the row: a later turn */
+		else
+			record_poisoned(b, error);
+		b->done[i] = true;
 	}
 	/* Callbacks that beat this commit are waiting for these UUIDs. */
 	if (accepted)
-		plivo_otp_apply_waiting_events();
+		(void) plivo_otp_run_subtransaction(apply_waiting_events, NULL);
+}
+
+static void
+free_outcome(Outcome *o)
+{
+	if (o->provider_uuid)
+		pfree(o->provider_uuid);
+	if (o->error)
+		pfree(o->error);
+	pfree(o);
 }
 
 /*
- * Record every waiting outcome in one unit of work, moving *next_due to
- * the earliest retry.  False if that failed: they stay for the next turn.
+ * Record every waiting outcome, in batches of one transaction each, moving
+ * *next_due to the earliest retry.  False if a batch failed: what it held
+ * stays for the next turn, as do outcomes whose rows were locked.
  */
 bool
 plivo_otp_record_outcomes(TimestampTz *next_due)
 {
-	TimestampTz due = *next_due;
+	int			n = list_length(outcomes);
+	RecordBatch b = {0};
+	List	   *left = NIL;
+	bool		ok = true;
 
-	if (outcomes == NIL)
+	if (n == 0)
 		return true;
-	if (!plivo_otp_run_work("recording Plivo outcomes", record_outcomes_work, &due))
-		return false;
-	*next_due = due;
+	b.all = palloc(n * sizeof(Outcome *));
+	b.done = palloc0(n * sizeof(bool));
+	b.next_due = *next_due;
+	for (int i = 0; i < n; i++)
+		b.all[i] = list_nth(outcomes, i);
+	for (b.from = 0; b.from < n && ok; b.from += RECORD_BATCH)
+	{
+		b.to = Min(n, b.from + RECORD_BATCH);
+		ok = plivo_otp_run_work("recording Plivo outcomes", record_batch_work, &b);
+		if (!ok)
+			memset(b.done + b.from, 0, (b.to - b.from) * sizeof(bool));	/* rolled back */
+	}
+	*next_due = b.next_due;
+
+	/* Keep what is left, in order; free the rest. */
+	for (int i = 0; i < n; i++)
+	{
+		if (b.done[i])
+			free_outcome(b.all[i]);
+		else
+			left = lappend(left, b.all[i]);
+	}
+	list_free(outcomes);
 	outcomes = NIL;
-	MemoryContextReset(outcome_context);
-	return true;
+	if (left == NIL)
+		MemoryContextReset(outcome_context);
+	else
+	{
+		MemoryContext old = MemoryContextSwitchTo(outcome_context);
+
+		outcomes = list_copy(left);
+		MemoryContextSwitchTo(old);
+	}
+	return ok;
 }

@@ -7,9 +7,6 @@
  * POST {api_url}/v1/Account/{auth_id}/Message/ with HTTP Basic auth (Auth
  * ID, Auth Token) and a JSON body: src (or powerpack_uuid), dst without the
  * '+', text, type, url/method for status callbacks, log, message_expiry.
- * url is the message's own: {public_url}/plivo/sms-status/{message id}, so
- * that a V2 signature, which covers only the URL and a nonce, names the
- * message (see listener/delivery.c).
  * A 2xx answer carries {"message_uuid": ["..."]}; errors carry {"error":
  * "..."}.  https is required unless the API URL is a loopback address
  * (tests and local stand-ins; see common/url.c).
@@ -21,13 +18,14 @@
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
-#include "utils/builtins.h"
 #include "utils/json.h"
-#include "utils/uuid.h"
 
 #include "dispatcher.h"
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
+
+/* How deep a response may nest (Plivo's nest two levels). */
+#define MAX_RESPONSE_DEPTH 16
 
 #define UUID_TEXT_LEN 36
 
@@ -215,14 +213,48 @@ response_scalar(void *state, char *token, JsonTokenType tokentype)
 	if (s->depth == 1 && s->field && strcmp(s->field, "error") == 0 && s->error == NULL)
 		s->error = token;
 	else if (s->in_uuid_array && s->depth == 2 && s->message_uuid == NULL)
-		s->message_uuid = token;	/* a string of the array itself, not nested deeper */
+		s->message_uuid = token;
 	else if (s->depth == 1 && s->field && strcmp(s->field, "message_uuid") == 0)
 		s->message_uuid = token;	/* tolerate a bare string */
 }
 
 /*
+ * Does JSON text nest no deeper than max?  Checked before parsing: the
+ * parser recurses per level and raises an ERROR past max_stack_depth, and
+ * an answer of Plivo's nests two levels deep.  Plain C, no ERROR.
+ */
+static bool
+json_depth_within(const char *body, int max)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (const char *p = body; *p; p++)
+	{
+		if (in_string)
+		{
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '"')
+				in_string = false;
+		}
+		else if (*p == '"')
+			in_string = true;
+		else if (*p == '[' || *p == '{')
+		{
+			if (++depth > max)
+				return false;
+		}
+		else if (*p == ']' || *p == '}')
+			depth--;
+	}
+	return true;
+}
+
+/*
  * Read message_uuid (the first of the array) and error from a response
- * body.  False if the body is not JSON.
+ * body.  False if the body is not JSON (or nests deeper than any answer of
+ * Plivo's: MAX_RESPONSE_DEPTH).
  */
 bool
 plivo_otp_parse_send_response(const char *body, char **message_uuid, char **error)
@@ -233,7 +265,7 @@ plivo_otp_parse_send_response(const char *body, char **message_uuid, char **erro
 
 	*message_uuid = NULL;
 	*error = NULL;
-	if (body == NULL)
+	if (body == NULL || !json_depth_within(body, MAX_RESPONSE_DEPTH))
 		return false;
 	sem.semstate = &state;
 	sem.object_start = response_object_start;

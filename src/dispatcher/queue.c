@@ -3,13 +3,21 @@
  * queue.c
  *	  The dispatcher's statements on the outbound queue (plivo_otp.messages):
  *	  claim due rows, find the next due time, record an outcome, expire rows
- *	  that can no longer be sent, and recover rows left in flight.
+ *	  that can no longer be sent, cancel rows whose code is no longer
+ *	  pending, and recover rows a stopped dispatcher left in flight.
  *
  * Every function runs inside a unit of work of common/worker.c (a short
- * transaction, SPI connected).  Rows are claimed FOR UPDATE SKIP LOCKED, so
- * a row an application holds is skipped, never waited for.  Only a row
+ * transaction, SPI connected).  No statement here waits on a row lock that
+ * someone else holds: rows are claimed, expired, canceled and recovered FOR
+ * UPDATE SKIP LOCKED (a held row is left for a later turn), and an outcome
+ * locks its row FOR UPDATE NOWAIT (a held row fails at once with
+ * lock_not_available, and the outcome waits for a later turn).  Only a row
  * still 'sending' takes an outcome: a row canceled or re-queued meanwhile
  * keeps what it was given.
+ *
+ * The claim tolerates whatever the table's constraints allow: a NULL,
+ * garbage or huge body, a number that is not E.164, a past or infinite
+ * expiry, any tries (outcome.c and dispatcher.c judge what they return).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,21 +25,32 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "dispatcher.h"
 
+/*
+ * The expiry is the earlier of the message's and its code's; tries stops at
+ * its maximum rather than overflow; a body larger than any SMS is not
+ * fetched (only its size).
+ */
 static PlivoOtpStatement claim_due = {
 	"WITH due AS ("
-	" SELECT m.id FROM plivo_otp.messages m"
+	" SELECT m.id, least(m.expires_at, v.expires_at) AS expires_at"
+	" FROM plivo_otp.messages m"
 	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'"
 	" WHERE m.dispatch_state = 'pending' AND m.next_try_at <= $1"
 	" ORDER BY m.next_try_at LIMIT $2 FOR UPDATE OF m SKIP LOCKED)"
-	" UPDATE plivo_otp.messages m SET dispatch_state = 'sending', tries = tries + 1,"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'sending',"
+	"  tries = CASE WHEN m.tries < 2147483647 THEN m.tries + 1 ELSE m.tries END,"
 	"  updated_at = $1"
 	" FROM due WHERE m.id = due.id"
-	" RETURNING m.id, m.phone, m.body, m.expires_at, m.tries",
+	" RETURNING m.id, m.phone,"
+	"  CASE WHEN octet_length(m.body) <= " CppAsString2(QUEUE_MAX_BODY) " THEN m.body END,"
+	"  octet_length(m.body), due.expires_at, m.tries",
 	2, {TIMESTAMPTZOID, INT4OID}
 };
 
@@ -44,19 +63,38 @@ static PlivoOtpStatement earliest_due = {
 };
 
 static PlivoOtpStatement store_outcome = {
-	"UPDATE plivo_otp.messages SET dispatch_state = $2, provider_uuid = $3,"
-	" http_status = $4, last_error = $5, next_try_at = coalesce($6, next_try_at),"
+	"WITH target AS ("
+	" SELECT id FROM plivo_otp.messages WHERE id = $1 AND dispatch_state = 'sending'"
+	" FOR UPDATE NOWAIT)"
+	" UPDATE plivo_otp.messages m SET dispatch_state = $2, provider_uuid = $3,"
+	" http_status = $4, last_error = $5, next_try_at = coalesce($6, m.next_try_at),"
 	" updated_at = $7,"
-	" body = CASE WHEN $2 = 'pending' THEN body END"
-	" WHERE id = $1 AND dispatch_state = 'sending'",
+	" body = CASE WHEN $2 = 'pending' THEN m.body END"
+	" FROM target WHERE m.id = target.id",
 	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* When an outcome cannot be stored: the least that keeps the at-most-once rule. */
+static PlivoOtpStatement store_failure = {
+	"WITH target AS ("
+	" SELECT id FROM plivo_otp.messages WHERE id = $1 AND dispatch_state = 'sending'"
+	" FOR UPDATE NOWAIT)"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'unknown', body = NULL,"
+	" last_error = $2, updated_at = $3"
+	" FROM target WHERE m.id = target.id",
+	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
 };
 
 /* Codes about to expire are not sent: Plivo takes message_expiry >= 5 s. */
 static PlivoOtpStatement expire_unsendable = {
-	"UPDATE plivo_otp.messages SET dispatch_state = 'expired', body = NULL,"
+	"WITH gone AS ("
+	" SELECT m.id FROM plivo_otp.messages m"
+	" JOIN plivo_otp.verifications v ON v.id = m.verification_id"
+	" WHERE m.dispatch_state = 'pending' AND least(m.expires_at, v.expires_at) <= $2"
+	" FOR UPDATE OF m SKIP LOCKED)"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'expired', body = NULL,"
 	" last_error = 'code expired before it could be sent', updated_at = $1"
-	" WHERE dispatch_state = 'pending' AND expires_at <= $2",
+	" FROM gone WHERE m.id = gone.id",
 	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
@@ -70,14 +108,48 @@ static PlivoOtpStatement wipe_expired_codes = {
 	1, {TIMESTAMPTZOID}
 };
 
-/* At start, rows left 'sending' were in flight when a dispatcher stopped. */
-static PlivoOtpStatement recover_in_flight = {
-	"UPDATE plivo_otp.messages SET dispatch_state = 'unknown', body = NULL,"
-	" updated_at = $1,"
-	" last_error = 'dispatcher stopped while the request was in flight; not re-sent'"
-	" WHERE dispatch_state = 'sending'",
+/* A queued message whose code was approved, canceled, ... is never sent. */
+static PlivoOtpStatement cancel_orphaned = {
+	"WITH orphan AS ("
+	" SELECT m.id, v.state FROM plivo_otp.messages m"
+	" JOIN plivo_otp.verifications v ON v.id = m.verification_id"
+	" WHERE m.dispatch_state = 'pending' AND v.state <> 'pending'"
+	" FOR UPDATE OF m SKIP LOCKED)"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL,"
+	" last_error = 'not sent: the code is no longer pending (' || orphan.state || ')',"
+	" updated_at = $1"
+	" FROM orphan WHERE m.id = orphan.id",
 	1, {TIMESTAMPTZOID}
 };
+
+static PlivoOtpStatement find_sending = {
+	"SELECT id FROM plivo_otp.messages WHERE dispatch_state = 'sending'",
+	0, {0}
+};
+
+static PlivoOtpStatement still_sending = {
+	"SELECT id FROM plivo_otp.messages WHERE id = ANY ($1) AND dispatch_state = 'sending'",
+	1, {UUIDARRAYOID}
+};
+
+static PlivoOtpStatement recover_stale = {
+	"WITH stale AS ("
+	" SELECT id FROM plivo_otp.messages WHERE id = ANY ($2) AND dispatch_state = 'sending'"
+	" FOR UPDATE SKIP LOCKED)"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'unknown', body = NULL,"
+	" updated_at = $1,"
+	" last_error = 'dispatcher stopped while the request was in flight; not re-sent'"
+	" FROM stale WHERE m.id = stale.id",
+	2, {TIMESTAMPTZOID, UUIDARRAYOID}
+};
+
+/*
+ * Rows that a stopped dispatcher left 'sending', still to be marked
+ * unknown (in stale_context: they outlive units of work).
+ */
+static MemoryContext stale_context = NULL;
+static pg_uuid_t *stale = NULL;
+static int	nstale = 0;
 
 /*
  * Claim up to limit due rows: they are 'sending' once the unit of work
@@ -98,14 +170,16 @@ plivo_otp_queue_claim(TimestampTz now, int limit, ClaimedMessage **rows)
 	for (int i = 0; i < n; i++)
 	{
 		ClaimedMessage *row = &(*rows)[i];
-		Datum		body;
+		Datum		body = plivo_otp_get(i, 3, &isnull);
 
+		row->body = isnull ? NULL : DatumGetByteaPCopy(body);
+		(void) plivo_otp_get(i, 4, &isnull);
+		row->body_too_large = row->body == NULL && !isnull;
 		row->id = *DatumGetUUIDP(plivo_otp_get(i, 1, &isnull));
 		row->phone = plivo_otp_get_text(i, 2);
-		body = plivo_otp_get(i, 3, &isnull);
-		row->body = isnull ? NULL : DatumGetByteaPCopy(body);
-		row->expires_at = DatumGetTimestampTz(plivo_otp_get(i, 4, &isnull));
-		row->tries = DatumGetInt32(plivo_otp_get(i, 5, &isnull));
+		row->expires_at = DatumGetTimestampTz(plivo_otp_get(i, 5, &isnull));
+		row->tries = DatumGetInt32(plivo_otp_get(i, 6, &isnull));
+		plivo_otp_queue_forget_stale(&row->id);
 	}
 	return n;
 }
@@ -119,10 +193,15 @@ plivo_otp_queue_earliest_due(void)
 
 	plivo_otp_exec(&earliest_due, NULL, NULL, true, 1);
 	d = plivo_otp_get(0, 1, &isnull);
-	return isnull ? 0 : DatumGetTimestampTz(d);
+	/* (-infinity, or the epoch itself, would read as "none") */
+	return isnull ? 0 : Max(DatumGetTimestampTz(d), 1);
 }
 
-/* Store one outcome on its row, if the row is still 'sending'. */
+/*
+ * Store one outcome on its row, if the row is still 'sending'.  A row that
+ * someone holds locked raises lock_not_available: the caller keeps the
+ * outcome for a later turn.
+ */
 void
 plivo_otp_queue_record(const Outcome *o, TimestampTz now)
 {
@@ -143,6 +222,18 @@ plivo_otp_queue_record(const Outcome *o, TimestampTz now)
 	plivo_otp_exec(&store_outcome, args, nulls, false, 0);
 }
 
+/* An outcome that could not be stored: the row becomes unknown, saying why. */
+void
+plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why, TimestampTz now)
+{
+	Datum		args[3];
+
+	args[0] = UUIDPGetDatum(id);
+	args[1] = CStringGetTextDatum(why);
+	args[2] = TimestampTzGetDatum(now);
+	plivo_otp_exec(&store_failure, args, NULL, false, 0);
+}
+
 /* Mark pending rows whose code expires within Plivo's minimum expiry; returns how many. */
 int
 plivo_otp_queue_expire_unsendable(TimestampTz now)
@@ -154,14 +245,134 @@ plivo_otp_queue_expire_unsendable(TimestampTz now)
 	return plivo_otp_exec(&expire_unsendable, args, NULL, false, 0);
 }
 
-/* Mark rows left 'sending' by a stopped dispatcher as unknown; returns how many. */
+/* Cancel pending rows whose code is no longer pending; returns how many. */
 int
-plivo_otp_queue_recover_in_flight(TimestampTz now)
+plivo_otp_queue_cancel_orphaned(TimestampTz now)
 {
 	Datum		args[1];
 
 	args[0] = TimestampTzGetDatum(now);
-	return plivo_otp_exec(&recover_in_flight, args, NULL, false, 0);
+	return plivo_otp_exec(&cancel_orphaned, args, NULL, false, 0);
+}
+
+/* ---- rows left in flight by a stopped dispatcher ---- */
+
+static Datum
+uuid_array(const pg_uuid_t *ids, int n)
+{
+	Datum	   *elems = palloc(Max(n, 1) * sizeof(Datum));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = UUIDPGetDatum(&ids[i]);
+	return PointerGetDatum(construct_array(elems, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
+/* The stale list becomes the ids of the last SPI result, but for skip[0..nskip). */
+static void
+keep_result_ids(const pg_uuid_t *skip, int nskip)
+{
+	int			n = (int) SPI_processed;
+	pg_uuid_t  *kept = n > 0 ? MemoryContextAlloc(stale_context, n * sizeof(pg_uuid_t)) : NULL;
+	int			k = 0;
+	bool		isnull;
+
+	for (int i = 0; i < n; i++)
+	{
+		pg_uuid_t  *id = DatumGetUUIDP(plivo_otp_get(i, 1, &isnull));
+		bool		skipped = false;
+
+		for (int j = 0; j < nskip && !skipped; j++)
+			skipped = memcmp(id, &skip[j], sizeof(pg_uuid_t)) == 0;
+		if (!skipped)
+			kept[k++] = *id;
+	}
+	if (stale)
+		pfree(stale);
+	stale = kept;
+	nstale = k;
+}
+
+/*
+ * At start, before the first claim: remember the rows left 'sending' (a
+ * stopped dispatcher had them in flight).  plivo_otp_queue_recover_stale
+ * marks them.
+ */
+void
+plivo_otp_queue_find_stale(MemoryContext context)
+{
+	stale_context = context;
+	plivo_otp_exec(&find_sending, NULL, NULL, true, 0);
+	keep_result_ids(NULL, 0);
+}
+
+/* A row this dispatcher claimed is its own, whatever it was before. */
+void
+plivo_otp_queue_forget_stale(const pg_uuid_t *id)
+{
+	for (int i = 0; i < nstale; i++)
+	{
+		if (memcmp(&stale[i], id, sizeof(pg_uuid_t)) == 0)
+		{
+			stale[i] = stale[--nstale];
+			return;
+		}
+	}
+}
+
+int
+plivo_otp_queue_stale_left(void)
+{
+	return nstale;
+}
+
+typedef struct RecoverArgs
+{
+	Datum		args[2];		/* now, the ids */
+	int			marked;
+} RecoverArgs;
+
+static void
+recover_listed(void *arg)
+{
+	RecoverArgs *r = (RecoverArgs *) arg;
+
+	r->marked += plivo_otp_exec(&recover_stale, r->args, NULL, false, 0);
+}
+
+/*
+ * Mark the remembered stale rows unknown, those no one holds locked;
+ * returns how many.  A row that cannot be updated at all (a failing
+ * trigger, say) is logged and given up, so it cannot stall the others.
+ */
+int
+plivo_otp_queue_recover_stale(TimestampTz now)
+{
+	RecoverArgs r = {{TimestampTzGetDatum(now), uuid_array(stale, nstale)}, 0};
+	pg_uuid_t  *failed = palloc(Max(nstale, 1) * sizeof(pg_uuid_t));
+	int			nfailed = 0;
+	ErrorData  *error;
+	Datum		ids;
+
+	if (!plivo_otp_try_subtransaction(recover_listed, &r, &error))
+	{
+		FreeErrorData(error);
+		r.marked = 0;
+		for (int i = 0; i < nstale; i++)	/* one at a time, to find the culprit */
+		{
+			r.args[1] = uuid_array(&stale[i], 1);
+			if (plivo_otp_try_subtransaction(recover_listed, &r, &error))
+				continue;
+			ereport(LOG,
+					(errmsg("plivo_otp dispatcher could not mark message %s as unknown",
+							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&stale[i])))),
+					 errdetail_internal("%s", plivo_otp_sanitize_error(error->message))));
+			failed[nfailed++] = stale[i];
+		}
+	}
+	ids = uuid_array(stale, nstale);
+	plivo_otp_exec(&still_sending, &ids, NULL, true, 0);
+	keep_result_ids(failed, nfailed);
+	return r.marked;
 }
 
 /* Wipe the seal of expired codes (a batch; rows an application holds wait); returns how many. */

@@ -1,14 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * retention.c
- *	  Purging old rows: verifications (with their messages) and delivery
- *	  events older than plivo_otp.retention, and signature nonces older
+ *	  Purging old rows: verifications and their messages, and delivery
+ *	  events, older than plivo_otp.retention, and signature nonces older
  *	  than a day.
  *
- * Each statement deletes at most PURGE_BATCH rows, so one turn of the
- * dispatcher's loop never holds locks or a transaction for long.  A
- * verification with a message still in flight is kept: its outcome is yet
- * to be recorded.
+ * Rows are deleted in batches of PURGE_BATCH per table, one short
+ * transaction per batch, until every table is caught up or the turn's time
+ * budget is spent; the dispatcher then comes back on its next turn, so a
+ * backlog of any size drains within seconds while sending goes on between
+ * batches.  Rows someone holds locked are skipped (SKIP LOCKED) and purged
+ * later.  A verification goes only once its messages are gone, and one
+ * with a message still in flight is kept: its outcome is yet to be
+ * recorded.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,7 +23,7 @@
 
 #include "dispatcher.h"
 
-#define PURGE_BATCH 1000
+#define PURGE_BATCH 2000
 
 /*
  * Nonces are remembered for a day: Plivo retries a callback for minutes, and
@@ -28,39 +32,107 @@
  */
 #define NONCE_WINDOW_SECS PLIVO_OTP_NONCE_WINDOW_SECS
 
+/*
+ * A verification expires after it was created, so created_at < $1 holds for
+ * every old one, and lets the index on created_at find them.
+ */
+#define OLD_VERIFICATION(v) \
+	v ".created_at < $1 AND " v ".expires_at < $1"
+
+static PlivoOtpStatement purge_messages = {
+	"DELETE FROM plivo_otp.messages WHERE id IN ("
+	" SELECT m.id FROM plivo_otp.verifications v"
+	" JOIN plivo_otp.messages m ON m.verification_id = v.id"
+	" WHERE " OLD_VERIFICATION("v")
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages s"
+	"   WHERE s.verification_id = v.id AND s.dispatch_state = 'sending')"
+	" LIMIT " CppAsString2(PURGE_BATCH) " FOR UPDATE OF m SKIP LOCKED)",
+	1, {TIMESTAMPTZOID}
+};
+
+/* Their messages are gone (or kept, and then so is the verification). */
 static PlivoOtpStatement purge_verifications = {
 	"DELETE FROM plivo_otp.verifications WHERE id IN ("
-	" SELECT v.id FROM plivo_otp.verifications v WHERE v.expires_at < $1"
-	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages m"
-	"   WHERE m.verification_id = v.id AND m.dispatch_state = 'sending')"
-	" LIMIT " CppAsString2(PURGE_BATCH) ")",
+	" SELECT v.id FROM plivo_otp.verifications v"
+	" WHERE " OLD_VERIFICATION("v")
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages m WHERE m.verification_id = v.id)"
+	" LIMIT " CppAsString2(PURGE_BATCH) " FOR UPDATE SKIP LOCKED)",
 	1, {TIMESTAMPTZOID}
 };
 
 static PlivoOtpStatement purge_events = {
 	"DELETE FROM plivo_otp.delivery_events WHERE id IN ("
 	" SELECT id FROM plivo_otp.delivery_events WHERE received_at < $1"
-	" LIMIT " CppAsString2(PURGE_BATCH) ")",
+	" LIMIT " CppAsString2(PURGE_BATCH) " FOR UPDATE SKIP LOCKED)",
 	1, {TIMESTAMPTZOID}
 };
 
 static PlivoOtpStatement purge_nonces = {
 	"DELETE FROM plivo_otp.callback_nonces WHERE nonce IN ("
 	" SELECT nonce FROM plivo_otp.callback_nonces WHERE seen_at < $1"
-	" LIMIT " CppAsString2(PURGE_BATCH) ")",
+	" LIMIT " CppAsString2(PURGE_BATCH) " FOR UPDATE SKIP LOCKED)",
 	1, {TIMESTAMPTZOID}
 };
 
-/* A unit of work (common/worker.c): one batch of each purge. */
-void
-plivo_otp_purge_old_rows(void *arg)
+/* In this order: a verification goes once its messages have. */
+typedef enum PurgeTable
 {
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		args[1];
+	PURGE_MESSAGES,
+	PURGE_VERIFICATIONS,
+	PURGE_EVENTS,
+	PURGE_NONCES,
+	PURGE_TABLES
+} PurgeTable;
 
-	args[0] = TimestampTzGetDatum(now - (int64) plivo_otp_retention * USECS_PER_SEC);
-	plivo_otp_exec(&purge_verifications, args, NULL, false, 0);
-	plivo_otp_exec(&purge_events, args, NULL, false, 0);
-	args[0] = TimestampTzGetDatum(now - NONCE_WINDOW_SECS * USECS_PER_SEC);
-	plivo_otp_exec(&purge_nonces, args, NULL, false, 0);
+static PlivoOtpStatement *const purge_statements[PURGE_TABLES] = {
+	[PURGE_MESSAGES] = &purge_messages,
+	[PURGE_VERIFICATIONS] = &purge_verifications,
+	[PURGE_EVENTS] = &purge_events,
+	[PURGE_NONCES] = &purge_nonces,
+};
+
+/* A unit of work: one batch of each table not yet caught up (arg: bool[PURGE_TABLES]). */
+static void
+purge_batch_work(void *arg)
+{
+	bool	   *caught_up = (bool *) arg;
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		retention = TimestampTzGetDatum(now - (int64) plivo_otp_retention * USECS_PER_SEC);
+	Datum		nonce_window = TimestampTzGetDatum(now - NONCE_WINDOW_SECS * USECS_PER_SEC);
+
+	for (int i = 0; i < PURGE_TABLES; i++)
+	{
+		Datum	   *cutoff = i == PURGE_NONCES ? &nonce_window : &retention;
+
+		if (caught_up[i])
+			continue;
+		if (plivo_otp_exec(purge_statements[i], cutoff, NULL, false, 0) < PURGE_BATCH)
+			caught_up[i] = i != PURGE_VERIFICATIONS || caught_up[PURGE_MESSAGES];
+	}
+}
+
+/*
+ * Purge in batches until every table is caught up or budget_ms have gone
+ * by.  True if rows remain (come back on the next turn); false when caught
+ * up, or when a batch failed (it is logged; try again later).
+ */
+bool
+plivo_otp_purge_old_rows(int budget_ms)
+{
+	bool		caught_up[PURGE_TABLES] = {false};
+	TimestampTz deadline = GetCurrentTimestamp() + (int64) budget_ms * 1000;
+
+	for (;;)
+	{
+		bool		all = true;
+
+		if (!plivo_otp_run_work("purging old rows", purge_batch_work, caught_up))
+			return false;
+		for (int i = 0; i < PURGE_TABLES; i++)
+			all &= caught_up[i];
+		if (all)
+			return false;
+		if (GetCurrentTimestamp() >= deadline)
+			return true;
+	}
 }

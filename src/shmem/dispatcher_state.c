@@ -8,6 +8,9 @@
  * No LWLock: the latch pointer and the pid are single stores, the counters
  * and the in-flight count are pg_atomic, and the last error is copied under
  * a spinlock (a short memcpy, nothing that could fail while holding it).
+ * Each wake-up also bumps a counter, which the dispatcher compares after
+ * every wait: a wake-up that lands while it is busy is never lost, whatever
+ * event its wait returned.
  * Counters start at zero when shared memory is created (server start, or
  * the reinitialisation after a crash); counters_since says when.
  *
@@ -29,6 +32,7 @@ typedef struct DispatcherShared
 	Latch	   *latch;			/* NULL while no dispatcher runs */
 	pid_t		pid;
 	pg_atomic_uint32 inflight;
+	pg_atomic_uint64 wakeups;	/* bumped before each SetLatch of a wake-up */
 	slock_t		error_mutex;	/* guards last_error and last_error_at */
 	char		last_error[256];	/* sanitised: no token, no full number */
 	TimestampTz last_error_at;
@@ -56,6 +60,7 @@ plivo_otp_state_shmem_startup(void)
 		shared->latch = NULL;
 		shared->pid = 0;
 		pg_atomic_init_u32(&shared->inflight, 0);
+		pg_atomic_init_u64(&shared->wakeups, 0);
 		SpinLockInit(&shared->error_mutex);
 		shared->last_error[0] = '\0';
 		shared->last_error_at = 0;
@@ -86,8 +91,17 @@ plivo_otp_wake_dispatcher(void)
 {
 	Latch	   *latch = shared ? shared->latch : NULL;
 
+	if (shared)
+		pg_atomic_fetch_add_u64(&shared->wakeups, 1);	/* a full barrier */
 	if (latch)
 		SetLatch(latch);
+}
+
+/* How many wake-ups there have been; the dispatcher claims when it moved. */
+uint64
+plivo_otp_dispatcher_wakeups(void)
+{
+	return shared ? pg_atomic_read_u64(&shared->wakeups) : 0;
 }
 
 void

@@ -56,7 +56,7 @@ sleep 2;
 is(scalar @{ $plivo->messages_to('+14155550102') }, 0, 'a rolled-back send never reaches Plivo');
 
 # A prepared transaction committed later wakes nobody: the backstop timer
-# (5 s) finds its message; a prepared one rolled back never sends.
+# (1 s) finds its message; a prepared one rolled back never sends.
 $node->safe_psql('postgres',
 	"BEGIN; SELECT plivo_otp.otp_send('+14155550104'); PREPARE TRANSACTION 'otp_later';");
 $node->safe_psql('postgres',
@@ -65,7 +65,7 @@ sleep 1;
 is(scalar @{ $plivo->messages_to('+14155550104') }, 0, 'a prepared send is not sent before COMMIT PREPARED');
 $node->safe_psql('postgres', "COMMIT PREPARED 'otp_later'");
 $node->safe_psql('postgres', "ROLLBACK PREPARED 'otp_never'");
-ok(wait_until(8, sub { @{ $plivo->messages_to('+14155550104') } == 1 }),
+ok(wait_until(3, sub { @{ $plivo->messages_to('+14155550104') } == 1 }),
 	'after COMMIT PREPARED the backstop sends it');
 is(scalar @{ $plivo->messages_to('+14155550105') }, 0, 'ROLLBACK PREPARED sends nothing');
 

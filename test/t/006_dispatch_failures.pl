@@ -1,8 +1,9 @@
 # 006_dispatch_failures.pl: what the dispatcher does with each kind of Plivo
-# failure (src/dispatcher.c, header): 5xx and 429 are retried with back-off
-# (Retry-After honoured) until accepted; 4xx is refused for good; no answer
-# after the request left (timeout, dropped connection) is 'unknown' and never
-# re-sent; a request that never left (connection refused) is retried, and a
+# failure (src/dispatcher/outcome.c, header): 503 and 429 are retried with
+# back-off (Retry-After honoured) until accepted; 4xx is refused for good; a
+# 500, 502 or 504, and no answer after the request left (timeout, dropped
+# connection), are 'unknown' and never re-sent (Plivo may have taken the
+# message); a request that never left (connection refused) is retried, and a
 # SIGHUP that fixes plivo_otp.api_url lets it through; a code whose Plivo is
 # down ends 'expired', with nothing sent after its expiry minus 5 s.  The
 # counters of plivo_otp.dispatcher_stats follow along.
@@ -42,25 +43,25 @@ sub status_of
 # crash, the server comes back, the checks fail, and the run goes on.
 my $restart = "restart_after_crash = on\n";
 my $down = start_standin();
-$down->behave(mode => '500');    # every request, forever
+$down->behave(mode => '503');    # every request, forever
 my $node_x = new_node('expiry', conf => dispatcher_conf($down) . $restart);
 my $x_phone = phone_n(201);
 my $x_vid = send_code($node_x, $x_phone, "SET plivo_otp.code_ttl = '30s'; ");
 ok(wait_until(10, sub { dispatcher_stats($node_x)->{queue_depth} == 1 && @{ $down->requests_to($x_phone) } >= 1 }),
-	'while Plivo answers 500 the message waits in the queue (queue_depth 1)');
+	'while Plivo answers 503 the message waits in the queue (queue_depth 1)');
 
 # ---------------------------------------------------------------------------
 my $plivo = start_standin();
 my $node = new_node('failures', conf => dispatcher_conf($plivo, request_timeout => '1s') . $restart);
 my $base = dispatcher_stats($node);
 
-# 500 twice, then 202: accepted once.
-$plivo->behave(mode => '500', count => 2);
+# 503 twice, then 202: accepted once.
+$plivo->behave(mode => '503', count => 2);
 my $p1 = phone_n(101);
 my $v1 = send_code($node, $p1);
-ok(wait_until(15, sub { state_of($node, $v1) eq 'accepted' }), '500, 500, then 202: the message is accepted');
+ok(wait_until(15, sub { state_of($node, $v1) eq 'accepted' }), '503, 503, then 202: the message is accepted');
 my @r = @{ $plivo->requests_to($p1) };
-is(join(',', map { $_->{status} // 'none' } @r), '500,500,202', 'Plivo saw three requests: 500, 500, 202');
+is(join(',', map { $_->{status} // 'none' } @r), '503,503,202', 'Plivo saw three requests: 503, 503, 202');
 my $msgs = $plivo->messages_to($p1);
 is(scalar @$msgs, 1, 'Plivo accepted exactly one message');
 ok(@r == 3 && $r[1]{time} - $r[0]{time} >= 0.5 && $r[2]{time} - $r[1]{time} >= 0.5,
@@ -71,7 +72,21 @@ is(status_of($node, $v1, 'dispatch_state, provider_uuid'), "accepted|$msgs->[0]{
 my $s = dispatcher_stats($node);
 is($s->{retried} - $base->{retried}, 2, 'dispatcher_stats.retried counts the two retries');
 is($s->{accepted} - $base->{accepted}, 1, 'dispatcher_stats.accepted counts one');
-like($s->{last_error}, qr/HTTP 500/, 'dispatcher_stats.last_error shows the 500');
+like($s->{last_error}, qr/HTTP 503/, 'dispatcher_stats.last_error shows the 503');
+
+# 500, 502, 504: the request reached something that may have passed it on to
+# Plivo's queue: unknown, never re-sent.
+for my $code (500, 502, 504)
+{
+	$plivo->behave(mode => "$code", count => 1);
+	my $p = phone_n(90 + $code % 10);
+	my $v = send_code($node, $p);
+	ok(wait_until(10, sub { state_of($node, $v) eq 'unknown' }), "$code: the message is unknown");
+	like(message_row($node, $v)->{last_error}, qr/HTTP $code.*not re-sent/, "$code: last_error says it is not re-sent");
+	my $next = send_code($node, phone_n(190 + $code % 10));
+	ok(wait_until(10, sub { state_of($node, $next) eq 'accepted' }), "$code: the dispatcher carries on");
+	is(scalar @{ $plivo->requests_to($p) }, 1, "$code: the message was sent once, never again");
+}
 
 # 429 with Retry-After: 3 (longer than the first back-off step, at most 1 s).
 $plivo->behave(mode => '429', count => 1, retry_after => 3);
@@ -162,9 +177,9 @@ is(dispatcher_pid($node), $pid_before, 'same dispatcher process: reloaded, not r
 
 $s = dispatcher_stats($node);
 is($s->{refused} - $base->{refused}, 1, 'dispatcher_stats.refused counts the 400');
-is($s->{unknown} - $base->{unknown}, 2, 'dispatcher_stats.unknown counts the timeout and the drop');
-cmp_ok($s->{retried} - $base->{retried}, '>=', 5, 'dispatcher_stats.retried counts 500, 500, 429 and the refused connections');
-is($s->{accepted} - $base->{accepted}, 5, 'dispatcher_stats.accepted counts the five accepted messages');
+is($s->{unknown} - $base->{unknown}, 5, 'dispatcher_stats.unknown counts 500, 502, 504, the timeout and the drop');
+cmp_ok($s->{retried} - $base->{retried}, '>=', 5, 'dispatcher_stats.retried counts 503, 503, 429 and the refused connections');
+is($s->{accepted} - $base->{accepted}, 8, 'dispatcher_stats.accepted counts the eight accepted messages');
 is("$s->{queue_depth}|$s->{in_flight}", '0|0', 'nothing left queued or in flight');
 
 # ---------------------------------------------------------------------------
