@@ -20,14 +20,15 @@
  *	timers		find rows left in flight (once), then every second mark
  *				them unknown (those no one holds), expire unsendable rows,
  *				cancel rows whose code is no longer pending and apply late
- *				callbacks; purge old rows (every minute, and on every turn
- *				while a backlog remains, retention.c);
+ *				callbacks;
  *	claim		when woken, when a row is due or at the backstop: due
  *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
  *				(queue.c); then start their requests, at most
  *				max_inflight at once and max_requests_per_second
  *				(rate_limit.c).  Rows that had no room yet stay due, so
- *				they go as soon as a request finishes or a token comes.
+ *				they go as soon as a request finishes or a token comes;
+ *	purge		old rows, every minute, and on every turn while a backlog
+ *				remains (at most PURGE_BUDGET_MS of it, retention.c).
  *
  * No transaction is ever open while waiting on the network, and no step
  * waits on a lock someone else holds.  An ERROR that escapes a step is
@@ -509,7 +510,7 @@ handle_interrupts(void)
 	}
 }
 
-/* Rows left in flight (once), the one-second tick, purging. */
+/* Rows left in flight (once), the one-second tick. */
 static void
 run_timers(TimestampTz now)
 {
@@ -520,6 +521,12 @@ run_timers(TimestampTz now)
 		plivo_otp_run_work("expiring unsendable messages", expire_work, NULL);
 		next_expire_at = now + EXPIRE_EVERY_MS * 1000;
 	}
+}
+
+/* Purging, last in a turn: what the turn had to send has gone. */
+static void
+run_purge(TimestampTz now)
+{
 	if (now >= next_purge_at)
 		next_purge_at = plivo_otp_purge_old_rows(PURGE_BUDGET_MS) ?
 			0 : now + PURGE_EVERY_MS * 1000;
@@ -569,6 +576,7 @@ run_turn(WaitEventSet *wait_set)
 		/* Rows found expired or unsendable while claiming. */
 		plivo_otp_record_outcomes(&next_due);
 	}
+	run_purge(now);
 }
 
 /*

@@ -191,7 +191,9 @@ plivo_otp_queue_earliest_due(void)
 	bool		isnull;
 	Datum		d;
 
-	plivo_otp_exec(&earliest_due, NULL, NULL, true, 1);
+	/* Not read-only: read-only SPI keeps the unit's first snapshot, in which
+	 * the rows this claim just took are still pending and due. */
+	plivo_otp_exec(&earliest_due, NULL, NULL, false, 1);
 	d = plivo_otp_get(0, 1, &isnull);
 	/* (-infinity, or the epoch itself, would read as "none") */
 	return isnull ? 0 : Max(DatumGetTimestampTz(d), 1);
@@ -370,7 +372,7 @@ plivo_otp_queue_recover_stale(TimestampTz now)
 		}
 	}
 	ids = uuid_array(stale, nstale);
-	plivo_otp_exec(&still_sending, &ids, NULL, true, 0);
+	plivo_otp_exec(&still_sending, &ids, NULL, false, 0);	/* (sees the marks above) */
 	keep_result_ids(failed, nfailed);
 	return r.marked;
 }

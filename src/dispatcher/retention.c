@@ -23,7 +23,7 @@
 
 #include "dispatcher.h"
 
-#define PURGE_BATCH 2000
+#define PURGE_BATCH 500
 
 /*
  * Nonces are remembered for a day: Plivo retries a callback for minutes, and
