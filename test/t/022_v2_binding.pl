@@ -181,9 +181,9 @@ ok(wait_until(5, sub { (message_row($node, $vid_c)->{dispatch_state} // '') eq '
 my $locker = $node->background_psql('postgres');
 $locker->query_safe("BEGIN; SELECT id FROM plivo_otp.messages WHERE id = '$mid_c' FOR UPDATE");
 ok(wait_until(10, sub { @{ $plivo->messages_to($phone_c) } == 1 }), 'Plivo accepted it');
-ok(wait_until(10, sub {
-	sql("SELECT wait_event_type FROM pg_stat_activity WHERE backend_type = 'plivo_otp dispatcher'")
-	  eq 'Lock' }),
+# (The dispatcher does not wait on the lock: the outcome waits, retried.)
+ok(wait_until(10, sub { dispatcher_stats($node)->{in_flight} == 0
+	  && message_row($node, $vid_c)->{dispatch_state} eq 'sending' }),
 	'the dispatcher is held before committing the UUID');
 my $uuid_c = $plivo->messages_to($phone_c)->[0]{message_uuid};
 is($plivo->messages_to($phone_c)->[0]{url}, "$public/plivo/sms-status/$mid_c",
