@@ -23,9 +23,11 @@ OBJS = \
 	src/common/url.o \
 	src/common/states.o \
 	src/common/errors.o \
+	src/common/templates.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \
 	src/crypto/codes.o \
+	src/crypto/answer_token.o \
 	src/crypto/signature.o \
 	src/shmem/ledger.o \
 	src/shmem/send_budget.o \
@@ -37,6 +39,8 @@ OBJS = \
 	src/api/send.o \
 	src/api/verify.o \
 	src/api/status.o \
+	src/api/resend.o \
+	src/api/messages.o \
 	src/api/stats.o \
 	src/api/callback.o \
 	src/dispatcher/http.o \

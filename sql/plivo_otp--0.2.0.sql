@@ -149,6 +149,43 @@ COMMENT ON TABLE plivo_otp.callback_nonces IS 'signature nonces already accepted
 COMMENT ON TABLE plivo_otp.plivo_error_codes IS 'Plivo SMS error codes and their meanings, shown by otp_status';
 COMMENT ON TABLE plivo_otp.key_check IS 'fingerprint of the key the codes and the queue were made with; another key file is refused';
 
+-- Voice calls and re-deliveries: where each message came from (one voice
+-- fallback per code at most), the digest of a call's answer-URL token
+-- (crypto/answer_token.c), when Plivo took it and when a call fetched its
+-- script.
+ALTER TABLE plivo_otp.messages ADD COLUMN origin text NOT NULL DEFAULT 'send'
+	CHECK (origin IN ('send', 'redeliver', 'fallback', 'resend'));
+ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest bytea UNIQUE
+	CHECK (octet_length(answer_token_digest) = 32);
+ALTER TABLE plivo_otp.messages ADD COLUMN accepted_at timestamptz;
+ALTER TABLE plivo_otp.messages ADD COLUMN answered_at timestamptz;
+CREATE UNIQUE INDEX messages_one_fallback ON plivo_otp.messages (verification_id)
+	WHERE origin = 'fallback';
+
+-- Plivo's call hang-up cause codes and what they mean (paraphrased from
+-- Plivo's documentation), shown by otp_status as error_text for calls.
+CREATE TABLE plivo_otp.plivo_hangup_causes (
+	code			text PRIMARY KEY,
+	meaning			text NOT NULL
+);
+INSERT INTO plivo_otp.plivo_hangup_causes VALUES
+	('0', 'unknown hang-up cause'),
+	('1000', 'call canceled before it was answered'),
+	('1010', 'insufficient credit to place the call'),
+	('1020', 'simultaneous-call limit of the account reached'),
+	('2000', 'invalid destination number'),
+	('2010', 'destination out of service'),
+	('2020', 'endpoint not registered'),
+	('2030', 'destination country barred by voice Geo Permissions'),
+	('2040', 'premium-rate destination barred'),
+	('2060', 'call loop detected'),
+	('4000', 'normal hang-up'),
+	('4010', 'end of the call''s XML instructions'),
+	('4020', 'normal hang-up (multiparty call)'),
+	('4030', 'normal hang-up (multiparty call ended)');
+REVOKE ALL ON TABLE plivo_otp.plivo_hangup_causes FROM PUBLIC;
+COMMENT ON TABLE plivo_otp.plivo_hangup_causes IS 'Plivo call hang-up cause codes and their meanings, shown by otp_status';
+
 -- The SQL API.  Each function runs with the extension owner's rights and a
 -- fixed search_path.  A new function is executable by PUBLIC until revoked,
 -- so each one's REVOKE follows it, with the reason (see README for GRANTs).
@@ -212,6 +249,32 @@ COMMENT ON FUNCTION plivo_otp.otp_cancel(uuid) IS
 'cancel a pending verification and its unsent messages; true if it was pending';
 -- Ends a verification: only roles granted the API.
 REVOKE ALL ON FUNCTION plivo_otp.otp_cancel(uuid) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.otp_resend(verification_id uuid,
+									 channel text DEFAULT 'sms',
+									 caller_key text DEFAULT NULL)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'plivo_otp_resend'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_resend(uuid, text, text) IS
+'deliver a live code again, by sms or voice; returns the new message''s id; it is delivered only if the calling transaction commits';
+-- Sends a message and costs money: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_resend(uuid, text, text) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.otp_messages(verification_id uuid,
+	OUT message_id uuid, OUT channel text, OUT origin text, OUT dispatch_state text,
+	OUT delivery_status text, OUT provider_uuid text, OUT error_code text,
+	OUT error_text text, OUT tries integer, OUT created_at timestamptz,
+	OUT accepted_at timestamptz, OUT answered_at timestamptz, OUT updated_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'plivo_otp_messages'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.otp_messages(uuid) IS
+'every message (SMS or call) of a verification, oldest first; no row for an unknown id';
+-- Shows a verification's deliveries: only roles granted the API.
+REVOKE ALL ON FUNCTION plivo_otp.otp_messages(uuid) FROM PUBLIC;
 
 CREATE FUNCTION plivo_otp.ingest_callback(method text, url text, params jsonb, headers jsonb)
 RETURNS text

@@ -56,6 +56,16 @@ extern char *plivo_otp_sender;
 extern char *plivo_otp_api_url;
 extern char *plivo_otp_public_url;
 extern char *plivo_otp_sms_template;
+extern char *plivo_otp_voice_template;
+extern char *plivo_otp_voice_sender;
+extern char *plivo_otp_voice_language;
+extern char *plivo_otp_voice_name;
+extern int	plivo_otp_voice_loop;
+extern int	plivo_otp_max_calls_per_second;
+extern bool plivo_otp_voice_machine_detection;
+extern int	plivo_otp_ring_timeout;
+extern int	plivo_otp_call_time_limit;
+extern int	plivo_otp_voice_fallback_after;
 extern char *plivo_otp_allowed_countries;
 extern char *plivo_otp_message_log;
 extern int	plivo_otp_code_length;
@@ -78,6 +88,11 @@ extern int	plivo_otp_listen_port;
 extern int	plivo_otp_listen_max_connections;
 extern int	plivo_otp_listen_max_connections_per_address;
 extern void plivo_otp_define_settings(void);
+
+/* ---- common/templates.c: the texts sent, rendered from the templates ---- */
+extern char *plivo_otp_render_sms(const char *code, int ttl_seconds);
+extern char *plivo_otp_render_voice(const char *code, int ttl_seconds);
+extern const char *plivo_otp_voice_caller_id(void);
 
 /* ---- common/url.c: the URLs the settings hold ---- */
 extern bool plivo_otp_check_url(const char *url, bool *loopback, char **why);
@@ -169,7 +184,9 @@ typedef enum PlivoOtpKeyUse
 	PLIVO_OTP_KEY_LOCK_TAG,
 	PLIVO_OTP_KEY_FINGERPRINT,	/* not a key: tells which key the data was made with */
 	PLIVO_OTP_KEY_CODE_SEAL,
-	PLIVO_OTP_KEY_CALLER
+	PLIVO_OTP_KEY_CALLER,
+	PLIVO_OTP_KEY_ANSWER_TOKEN, /* a call's answer-URL token, from its message id */
+	PLIVO_OTP_KEY_ANSWER_LOOKUP /* the token's digest, the only form stored */
 } PlivoOtpKeyUse;
 
 extern void plivo_otp_ensure_key_file(void);
@@ -195,6 +212,12 @@ extern char *plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id,
 extern void plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len,
 								 uint8 *out);
 extern void plivo_otp_random_uuid(pg_uuid_t *uuid);
+extern void plivo_otp_format_uuid(const pg_uuid_t *id, char *out);
+
+/* ---- crypto/answer_token.c: the unguessable token of a call's answer URL ---- */
+#define PLIVO_OTP_ANSWER_TOKEN_LEN 36	/* formatted like a UUID, so routes parse it alike */
+extern void plivo_otp_answer_token(const pg_uuid_t *message_id, char *out);
+extern bytea *plivo_otp_answer_token_digest(const char *token);
 
 
 /* ---- shmem/ledger.c: failed attempts that survive rollbacks ---- */

@@ -153,32 +153,6 @@ require_dispatch_database(void)
 				 errhint("Call otp_send in that database, or set plivo_otp.database and restart.")));
 }
 
-/* The SMS text: the template with {code} and {minutes} filled in. */
-static char *
-render_sms(const char *code, int ttl_seconds)
-{
-	StringInfoData buf;
-	const char *p = plivo_otp_sms_template;
-
-	initStringInfo(&buf);
-	while (*p)
-	{
-		if (strncmp(p, "{code}", 6) == 0)
-		{
-			appendStringInfoString(&buf, code);
-			p += 6;
-		}
-		else if (strncmp(p, "{minutes}", 9) == 0)
-		{
-			appendStringInfo(&buf, "%d", (ttl_seconds + 59) / 60);
-			p += 9;
-		}
-		else
-			appendStringInfoChar(&buf, *p++);
-	}
-	return buf.data;
-}
-
 /* A bytea holding len bytes of data. */
 static bytea *
 make_bytea(const uint8 *data, int len)
@@ -359,7 +333,7 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	plivo_otp_random_uuid(&message_id);
-	message_text = render_sms(code, (int) ((expires_at - now) / USECS_PER_SEC));
+	message_text = plivo_otp_render_sms(code, (int) ((expires_at - now) / USECS_PER_SEC));
 
 	args[0] = UUIDPGetDatum(&message_id);
 	args[1] = UUIDPGetDatum(verification_id);

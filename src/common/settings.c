@@ -32,6 +32,16 @@ char	   *plivo_otp_sender = NULL;
 char	   *plivo_otp_api_url = NULL;
 char	   *plivo_otp_public_url = NULL;
 char	   *plivo_otp_sms_template = NULL;
+char	   *plivo_otp_voice_template = NULL;
+char	   *plivo_otp_voice_sender = NULL;
+char	   *plivo_otp_voice_language = NULL;
+char	   *plivo_otp_voice_name = NULL;
+int			plivo_otp_voice_loop = 2;
+int			plivo_otp_max_calls_per_second = 2;
+bool		plivo_otp_voice_machine_detection = true;
+int			plivo_otp_ring_timeout = 30;
+int			plivo_otp_call_time_limit = 60;
+int			plivo_otp_voice_fallback_after = 0;
 char	   *plivo_otp_allowed_countries = NULL;
 char	   *plivo_otp_message_log = NULL;
 int			plivo_otp_code_length = 6;
@@ -84,6 +94,65 @@ check_template(char **newval, void **extra, GucSource source)
 	if (strlen(*newval) > 1000)
 	{
 		GUC_check_errdetail("The template may be at most 1000 bytes long.");
+		return false;
+	}
+	return true;
+}
+
+/* A Speak voice Plivo accepts: WOMAN, MAN or an Amazon Polly voice (Polly.Name). */
+static bool
+check_voice_name(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v != NULL && (strcmp(v, "WOMAN") == 0 || strcmp(v, "MAN") == 0))
+		return true;
+	if (v != NULL && strncmp(v, "Polly.", 6) == 0 && v[6] != '\0' && strlen(v) <= 40)
+	{
+		for (const char *p = v + 6; *p; p++)
+			if (!isalnum((unsigned char) *p) && *p != '-')
+				goto bad;
+		return true;
+	}
+bad:
+	GUC_check_errdetail("Give WOMAN, MAN or an Amazon Polly voice such as Polly.Joanna.");
+	return false;
+}
+
+/* A language tag such as en-US or fr-FR (letters, digits and hyphens). */
+static bool
+check_voice_language(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	int			n = 0;
+
+	for (const char *p = v ? v : ""; *p; p++, n++)
+		if (!isalnum((unsigned char) *p) && *p != '-')
+			n = 100;
+	if (n < 2 || n > 20)
+	{
+		GUC_check_errdetail("Give a language tag such as en-US, en-GB or fr-FR.");
+		return false;
+	}
+	return true;
+}
+
+/* Empty, or a number a call can come from: country code and number, '+' optional. */
+static bool
+check_voice_sender(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval ? *newval : "";
+	const char *p = v[0] == '+' ? v + 1 : v;
+	int			n = 0;
+
+	if (v[0] == '\0')
+		return true;
+	for (; *p; p++, n++)
+		if (!isdigit((unsigned char) *p))
+			n = 100;
+	if (n < 3 || n > 15)
+	{
+		GUC_check_errdetail("A call is placed from a number: give it with its country code, such as +14155550100.");
 		return false;
 	}
 	return true;
@@ -232,6 +301,47 @@ plivo_otp_define_settings(void)
 							   &plivo_otp_message_log, "false",
 							   PGC_SIGHUP, 0, check_message_log, NULL, NULL);
 
+	/* Voice calls: how they are placed and what they say. */
+	DefineCustomStringVariable("plivo_otp.voice_sender",
+							   "Number calls are placed from.",
+							   "Empty uses plivo_otp.sender when it is a number; a call cannot come from a sender ID.",
+							   &plivo_otp_voice_sender, "",
+							   PGC_SIGHUP, 0, check_voice_sender, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.voice_language",
+							   "Language of the spoken code (Plivo Speak language).",
+							   NULL, &plivo_otp_voice_language, "en-US",
+							   PGC_SIGHUP, 0, check_voice_language, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.voice_name",
+							   "Voice that speaks the code: WOMAN, MAN or Polly.<Name>.",
+							   NULL, &plivo_otp_voice_name, "WOMAN",
+							   PGC_SIGHUP, 0, check_voice_name, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.voice_loop",
+							"How many times a call repeats the spoken code.", NULL,
+							&plivo_otp_voice_loop, 2, 1, 10,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.max_calls_per_second",
+							"Maximum calls placed per second (they share max_inflight with messages).",
+							"Plivo's default is 2 calls per second per account.",
+							&plivo_otp_max_calls_per_second, 2, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("plivo_otp.voice_machine_detection",
+							 "Hang up when an answering machine picks up, so no code is left on voicemail.",
+							 NULL, &plivo_otp_voice_machine_detection, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.ring_timeout",
+							"How long a call rings before it is given up.", NULL,
+							&plivo_otp_ring_timeout, 30, 5, 120,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.call_time_limit",
+							"Longest a call may last once answered.", NULL,
+							&plivo_otp_call_time_limit, 60, 10, 600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.voice_fallback_after",
+							"Call with the same code when its SMS failed, or was not delivered within this long; 0 turns fallback off.",
+							"Each fallback is a paid call, and NIST SP 800-63B treats PSTN delivery as restricted.",
+							&plivo_otp_voice_fallback_after, 0, 0, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
 	/* Dispatch. */
 	DefineCustomIntVariable("plivo_otp.max_inflight",
 							"Maximum concurrent requests to Plivo.", NULL,
@@ -306,6 +416,11 @@ plivo_otp_define_settings(void)
 							   "Text of the SMS; {code} is replaced by the code, {minutes} by its lifetime.",
 							   NULL, &plivo_otp_sms_template,
 							   "Your verification code is {code}. It expires in {minutes} minutes.",
+							   PGC_SUSET, 0, check_template, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.voice_template",
+							   "Sentence a call speaks; {code} is replaced by the code read digit by digit, {minutes} by its lifetime.",
+							   NULL, &plivo_otp_voice_template,
+							   "Your verification code is {code}.",
 							   PGC_SUSET, 0, check_template, NULL, NULL);
 
 	MarkGUCPrefixReserved("plivo_otp");

@@ -211,3 +211,20 @@ plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len, uint8 *ou
 		outlen != PLIVO_OTP_DIGEST_LEN)
 		elog(ERROR, "plivo_otp: could not compute a keyed hash");
 }
+
+/* A UUID as uuid_out writes it (lower-case hex, 8-4-4-4-12), without fmgr; out has 37 bytes. */
+void
+plivo_otp_format_uuid(const pg_uuid_t *id, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	char	   *p = out;
+
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[id->data[i] >> 4];
+		*p++ = hex[id->data[i] & 0x0F];
+	}
+	*p = '\0';
+}

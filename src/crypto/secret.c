@@ -39,6 +39,8 @@ static const char *const key_labels[] = {
 	[PLIVO_OTP_KEY_FINGERPRINT] = "plivo_otp key fingerprint v1",
 	[PLIVO_OTP_KEY_CODE_SEAL] = "plivo_otp code seal v1",
 	[PLIVO_OTP_KEY_CALLER] = "plivo_otp caller key v1",
+	[PLIVO_OTP_KEY_ANSWER_TOKEN] = "plivo_otp answer token v1",
+	[PLIVO_OTP_KEY_ANSWER_LOOKUP] = "plivo_otp answer lookup v1",
 };
 
 static uint8 derived_keys[lengthof(key_labels)][PLIVO_OTP_SECRET_LEN];

@@ -27,25 +27,6 @@
 /* How deep a response may nest (Plivo's nest two levels). */
 #define MAX_RESPONSE_DEPTH 16
 
-#define UUID_TEXT_LEN 36
-
-/* A UUID as uuid_out writes it (lower-case hex, 8-4-4-4-12), without fmgr. */
-static void
-format_uuid(const pg_uuid_t *id, char out[UUID_TEXT_LEN + 1])
-{
-	static const char hex[] = "0123456789abcdef";
-	char	   *p = out;
-
-	for (int i = 0; i < UUID_LEN; i++)
-	{
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*p++ = '-';
-		*p++ = hex[id->data[i] >> 4];
-		*p++ = hex[id->data[i] & 0x0F];
-	}
-	*p = '\0';
-}
-
 static void
 append_json_field(StringInfo buf, const char *name, const char *value)
 {
@@ -147,10 +128,10 @@ plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 	if (config->callback_url)
 	{
 		/* (The caller's context may be long-lived: free what is made here.) */
-		char		token[UUID_TEXT_LEN + 1];
+		char		token[PLIVO_OTP_TOKEN_LEN + 1];
 		char	   *url;
 
-		format_uuid(id, token);
+		plivo_otp_format_uuid(id, token);
 		url = psprintf("%s/%s", config->callback_url, token);
 		append_json_field(&body, "url", url);
 		append_json_field(&body, "method", "POST");
