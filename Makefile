@@ -24,6 +24,7 @@ OBJS = \
 	src/common/states.o \
 	src/common/errors.o \
 	src/common/templates.o \
+	src/common/outbound.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \
 	src/crypto/codes.o \

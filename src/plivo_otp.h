@@ -94,6 +94,23 @@ extern char *plivo_otp_render_sms(const char *code, int ttl_seconds);
 extern char *plivo_otp_render_voice(const char *code, int ttl_seconds);
 extern const char *plivo_otp_voice_caller_id(void);
 
+/* ---- common/outbound.c: queue a message carrying a code ---- */
+typedef struct PlivoOtpOutbound
+{
+	const pg_uuid_t *verification_id;
+	const char *phone;			/* E.164 */
+	const char *channel;		/* "sms" or "voice" */
+	const char *origin;			/* "send", "redeliver", "fallback" or "resend" */
+	const char *code;
+	TimestampTz now;
+	TimestampTz expires_at;		/* the code's */
+	bytea	   *caller_digest;	/* keyed hash of a caller key, or NULL */
+	const char *idempotency_key;	/* or NULL */
+	bool		v2;				/* the 0.2.0 schema is installed */
+} PlivoOtpOutbound;
+
+extern void plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id);
+
 /* ---- common/url.c: the URLs the settings hold ---- */
 extern bool plivo_otp_check_url(const char *url, bool *loopback, char **why);
 extern char *plivo_otp_base_url(const char *url);
@@ -150,7 +167,7 @@ typedef struct PlivoOtpStatement
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[16];
 	SPIPlanPtr	plan;
 } PlivoOtpStatement;
 

@@ -76,7 +76,10 @@ plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
 	return purpose;
 }
 
-/* Channel argument argno: 'sms' (or, once supported, 'voice'). */
+/*
+ * Channel argument argno: 'sms' or 'voice'.  A voice code needs a number to
+ * call from: refused when the only sender configured is a sender ID.
+ */
 char *
 plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
 {
@@ -92,15 +95,20 @@ plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
 	if (strcmp(channel, "sms") == 0)
 		return channel;
 	if (strcmp(channel, "voice") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("voice delivery is not supported yet"),
-				 errhint("Use channel 'sms'."),
-				 errhidestmt(true)));
+	{
+		if (plivo_otp_sender[0] != '\0' && plivo_otp_voice_caller_id() == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("code not sent: no number to place the call from"),
+					 errdetail("plivo_otp.sender is a sender ID, and a call must come from a number."),
+					 errhint("Ask the administrator to set plivo_otp.voice_sender to a Plivo number."),
+					 errhidestmt(true)));
+		return channel;
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid channel \"%s\"", channel),
-			 errhint("Use 'sms'."),
+			 errhint("Use 'sms' or 'voice'."),
 			 errhidestmt(true)));
 	return NULL;				/* keep compiler quiet */
 }

@@ -101,23 +101,6 @@ static PlivoOtpStatement insert_verification_v1 = {
 	TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
-static PlivoOtpStatement insert_message = {
-	"INSERT INTO plivo_otp.messages"
-	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
-	"  created_at, updated_at, caller_key_digest, idempotency_key)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9)",
-	9, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	BYTEAOID, TEXTOID}
-};
-
-static PlivoOtpStatement insert_message_v1 = {
-	"INSERT INTO plivo_otp.messages"
-	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
-	"  created_at, updated_at)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)",
-	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
 /* What one otp_send call asks for, checked. */
 typedef struct SendRequest
 {
@@ -325,30 +308,23 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 /* Queue the code's message, sealed; the dispatcher is woken at commit. */
 static void
 queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
-			  const char *code, TimestampTz now, TimestampTz expires_at)
+			  const char *code, TimestampTz now, TimestampTz expires_at, bool redelivery)
 {
+	PlivoOtpOutbound m = {
+		.verification_id = verification_id,
+		.phone = req->phone,
+		.channel = req->channel,
+		.origin = redelivery ? "redeliver" : "send",
+		.code = code,
+		.now = now,
+		.expires_at = expires_at,
+		.caller_digest = req->caller_digest,
+		.idempotency_key = req->idempotency_key,
+		.v2 = req->v2
+	};
 	pg_uuid_t	message_id;
-	char	   *message_text;
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-	plivo_otp_random_uuid(&message_id);
-	message_text = plivo_otp_render_sms(code, (int) ((expires_at - now) / USECS_PER_SEC));
-
-	args[0] = UUIDPGetDatum(&message_id);
-	args[1] = UUIDPGetDatum(verification_id);
-	args[2] = CStringGetTextDatum(req->channel);
-	args[3] = CStringGetTextDatum(req->phone);
-	args[4] = PointerGetDatum(plivo_otp_seal(PLIVO_OTP_KEY_QUEUE_BODY, &message_id,
-											 message_text));
-	args[5] = TimestampTzGetDatum(now);
-	args[6] = TimestampTzGetDatum(expires_at);
-	args[7] = req->caller_digest ? PointerGetDatum(req->caller_digest) : (Datum) 0;
-	nulls[7] = req->caller_digest ? ' ' : 'n';
-	args[8] = req->idempotency_key ? CStringGetTextDatum(req->idempotency_key) : (Datum) 0;
-	nulls[8] = req->idempotency_key ? ' ' : 'n';
-	explicit_bzero(message_text, strlen(message_text));
-	plivo_otp_exec(req->v2 ? &insert_message : &insert_message_v1, args, nulls, false, 0);
+	plivo_otp_queue_message(&m, &message_id);
 	plivo_otp_wake_at_commit();
 }
 
@@ -374,6 +350,7 @@ send_code(PG_FUNCTION_ARGS)
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 	TimestampTz now;
 	TimestampTz expires_at;
+	bool		redelivery;
 
 	plivo_otp_require_preload();
 	require_dispatch_database();
@@ -391,12 +368,13 @@ send_code(PG_FUNCTION_ARGS)
 		PG_RETURN_UUID_P(id);
 	}
 	plivo_otp_check_send_policy(req.phone, req.caller_digest, now, req.v2);
-	if (!req.v2 || !live_code(&req, now, id, code, &expires_at))
+	redelivery = req.v2 && live_code(&req, now, id, code, &expires_at);
+	if (!redelivery)
 	{
 		plivo_otp_random_uuid(id);
 		store_verification(&req, id, code, now, expires_at);
 	}
-	queue_message(&req, id, code, now, expires_at);
+	queue_message(&req, id, code, now, expires_at, redelivery);
 	explicit_bzero(code, sizeof(code));
 	SPI_finish();
 

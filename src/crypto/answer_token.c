@@ -16,6 +16,9 @@
  */
 #include "postgres.h"
 
+#include "fmgr.h"
+#include "utils/builtins.h"
+
 #include "plivo_otp.h"
 
 /* The token of message_id's call into out (PLIVO_OTP_ANSWER_TOKEN_LEN + 1 bytes). */
@@ -42,4 +45,20 @@ plivo_otp_answer_token_digest(const char *token)
 	plivo_otp_keyed_hash(PLIVO_OTP_KEY_ANSWER_LOOKUP, token, strlen(token),
 						 (uint8 *) VARDATA(digest));
 	return digest;
+}
+
+/*
+ * For tests only, not part of the SQL API: the token of a message's call.
+ * A test binds it (CREATE FUNCTION ... AS 'plivo_otp', 'plivo_otp_answer_token_sql'),
+ * which only a superuser can do, as it does for signature_valid.
+ */
+PG_FUNCTION_INFO_V1(plivo_otp_answer_token_sql);
+
+Datum
+plivo_otp_answer_token_sql(PG_FUNCTION_ARGS)
+{
+	char		token[PLIVO_OTP_ANSWER_TOKEN_LEN + 1];
+
+	plivo_otp_answer_token(PG_GETARG_UUID_P(0), token);
+	PG_RETURN_TEXT_P(cstring_to_text(token));
 }

@@ -1,0 +1,95 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbound.c
+ *	  Queue one message (an SMS or a call) carrying a verification's code:
+ *	  the row in plivo_otp.messages, its text sealed under the message's id.
+ *
+ * Used by otp_send, otp_resend and the dispatcher's voice fallback, inside
+ * their transaction (SPI connected).  An SMS row holds the SMS text; a call
+ * row holds the sentence the call speaks (it stays sealed until the call
+ * fetched its script, or the code expired) and the digest of its
+ * answer-URL token (crypto/answer_token.c).  The caller wakes the
+ * dispatcher at commit (plivo_otp_wake_at_commit) when it is not the
+ * dispatcher itself.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "plivo_otp.h"
+
+static PlivoOtpStatement insert_message = {
+	"INSERT INTO plivo_otp.messages"
+	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
+	"  created_at, updated_at, caller_key_digest, idempotency_key, origin, answer_token_digest)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9, $10, $11)",
+	11, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID}
+};
+
+/* 0.1.0's table, while an upgrade is pending: SMS only, no origin. */
+static PlivoOtpStatement insert_message_v1 = {
+	"INSERT INTO plivo_otp.messages"
+	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
+	"  created_at, updated_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)",
+	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/*
+ * Insert the message *m describes; its new id goes to *message_id.  The
+ * rendered text is wiped from memory once sealed.
+ */
+void
+plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
+{
+	bool		voice = strcmp(m->channel, "voice") == 0;
+	int			ttl = (int) ((m->expires_at - m->now) / USECS_PER_SEC);
+	char	   *text;
+	Datum		args[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (voice && !m->v2)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("code not sent: voice codes need version 0.2.0 of plivo_otp"),
+				 errhint("Run ALTER EXTENSION plivo_otp UPDATE."),
+				 errhidestmt(true)));
+
+	plivo_otp_random_uuid(message_id);
+	text = voice ? plivo_otp_render_voice(m->code, ttl) : plivo_otp_render_sms(m->code, ttl);
+
+	args[0] = UUIDPGetDatum(message_id);
+	args[1] = UUIDPGetDatum(m->verification_id);
+	args[2] = CStringGetTextDatum(m->channel);
+	args[3] = CStringGetTextDatum(m->phone);
+	args[4] = PointerGetDatum(plivo_otp_seal(PLIVO_OTP_KEY_QUEUE_BODY, message_id, text));
+	explicit_bzero(text, strlen(text));
+	args[5] = TimestampTzGetDatum(m->now);
+	args[6] = TimestampTzGetDatum(m->expires_at);
+	if (!m->v2)
+	{
+		plivo_otp_exec(&insert_message_v1, args, nulls, false, 0);
+		return;
+	}
+	args[7] = m->caller_digest ? PointerGetDatum(m->caller_digest) : (Datum) 0;
+	nulls[7] = m->caller_digest ? ' ' : 'n';
+	args[8] = m->idempotency_key ? CStringGetTextDatum(m->idempotency_key) : (Datum) 0;
+	nulls[8] = m->idempotency_key ? ' ' : 'n';
+	args[9] = CStringGetTextDatum(m->origin);
+	nulls[10] = 'n';
+	if (voice)
+	{
+		char		token[PLIVO_OTP_ANSWER_TOKEN_LEN + 1];
+
+		plivo_otp_answer_token(message_id, token);
+		args[10] = PointerGetDatum(plivo_otp_answer_token_digest(token));
+		nulls[10] = ' ';
+		explicit_bzero(token, sizeof(token));
+	}
+	plivo_otp_exec(&insert_message, args, nulls, false, 0);
+}
