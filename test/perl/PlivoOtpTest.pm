@@ -472,6 +472,25 @@ sub calls { my ($self) = @_; return $self->_call('GET', 'calls'); }
 sub stats { my ($self) = @_; return $self->_call('GET', 'stats'); }
 sub callback { my ($self, %req) = @_; return $self->_call('POST', 'callback', \%req); }
 sub replay { my ($self, $req) = @_; return $self->_call('POST', 'replay', $req); }
+sub call_fetch { my ($self, %req) = @_; return $self->_call('POST', 'call_fetch', \%req); }
+sub call_timing { my ($self, %t) = @_; return $self->_call('POST', 'call_timing', \%t); }
+
+# The accepted calls placed to one number (E.164 with or without '+').
+sub calls_to
+{
+	my ($self, $phone) = @_;
+	$phone =~ s/^\+//;
+	return [ grep { ($_->{to} // '') eq $phone } @{ $self->calls } ];
+}
+
+# Every Make Call request (whatever its outcome) for one number.
+sub call_requests_to
+{
+	my ($self, $phone) = @_;
+	$phone =~ s/^\+//;
+	return [ grep { $_->{path} =~ m{/Call/$} && $_->{json} && ($_->{json}{to} // '') eq $phone }
+		  @{ $self->requests } ];
+}
 
 # The accepted messages sent to one number (E.164 with or without '+').
 sub messages_to
