@@ -152,7 +152,18 @@ sub learn_code
 
 # Helpers added for the dispatcher tests (006-008).
 
-push @EXPORT, qw(dispatcher_pid dispatcher_stats message_row phone_n);
+push @EXPORT, qw(dispatcher_pid dispatcher_stats message_row phone_n reload_dispatcher);
+
+# Append settings to a node's postgresql.conf, reload, and wait until the
+# dispatcher has read them.
+sub reload_dispatcher
+{
+	my ($node, $conf) = @_;
+	my $offset = -s $node->logfile;
+	$node->append_conf('postgresql.conf', $conf);
+	$node->reload;
+	$node->wait_for_log(qr/plivo_otp dispatcher sends to/, $offset);
+}
 
 # The pid of the running dispatcher, or '' when there is none.
 sub dispatcher_pid

@@ -26,15 +26,6 @@ my $public = "http://127.0.0.1:$port";
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub reload_with
-{
-	my ($conf) = @_;
-	my $offset = -s $node->logfile;
-	$node->append_conf('postgresql.conf', $conf);
-	$node->reload;
-	$node->wait_for_log(qr/plivo_otp dispatcher sends to/, $offset);
-}
-
 sql("CREATE SCHEMA test; CREATE FUNCTION test.answer_token(uuid) RETURNS text"
 	  . " AS 'plivo_otp', 'plivo_otp_answer_token_sql' LANGUAGE C STRICT");
 
@@ -204,7 +195,7 @@ ok($sms_t[-1] < $call_t[3], 'the SMS all went before the calls backlog drained')
 
 # ---- machine detection off ----
 
-reload_with("plivo_otp.voice_machine_detection = off\n");
+reload_dispatcher($node, "plivo_otp.voice_machine_detection = off\n");
 my ($v2, $m2, $req2) = placed_call();
 ok(!exists $req2->{json}{machine_detection}, 'machine_detection is left out when the setting is off');
 is($req2->{json}{machine_detection_time}, 5000, '... the SDK default machine_detection_time stays');
@@ -264,10 +255,7 @@ isnt($bad->{headers}{'X-Plivo-Signature-V3'},
 
 # ---- no public URL: calls are refused, saying why ----
 
-my $offset = -s $node->logfile;
-$node->append_conf('postgresql.conf', "plivo_otp.public_url = ''\n");
-$node->reload;
-$node->wait_for_log(qr/plivo_otp dispatcher sends to/, $offset);
+reload_dispatcher($node, "plivo_otp.public_url = ''\n");
 my $nopub_phone = phone_n(++$n);
 my $nopub_vid = sql("SELECT plivo_otp.otp_send('$nopub_phone', 'voice')");
 ok(wait_until(10, sub { state_of($nopub_vid) eq 'refused' }),
