@@ -161,37 +161,55 @@ ok(wait_until(5, sub { message_row($node, $amb_vid)->{wiped} eq 't' }),
 
 # ---- the rate of calls ----
 
+# Queue $calls voice and $sms SMS codes in one transaction; the sorted times
+# at which the stand-in accepted each kind.
+sub queue_both
+{
+	my ($calls, $sms) = @_;
+	my (@call_phones, @sms_phones);
+	push @call_phones, phone_n(++$n) for 1 .. $calls;
+	push @sms_phones, phone_n(++$n) for 1 .. $sms;
+	sql('BEGIN; '
+		  . join('', map { "SELECT plivo_otp.otp_send('$_', 'voice'); " } @call_phones)
+		  . join('', map { "SELECT plivo_otp.otp_send('$_', 'sms'); " } @sms_phones)
+		  . 'COMMIT;');
+	my %is_call = map { (my $p = $_) =~ s/^\+//; ($p => 1) } @call_phones;
+	my %is_sms = map { (my $p = $_) =~ s/^\+//; ($p => 1) } @sms_phones;
+	my (@call_t, @sms_t);
+	wait_until(15, sub {
+		my @r = grep { $_->{json} && ($_->{status} // 0) >= 200 && $_->{status} < 300 } @{ $plivo->requests };
+		@call_t = sort { $a <=> $b } map { $_->{time} } grep { $is_call{ $_->{json}{to} // '' } } @r;
+		@sms_t = sort { $a <=> $b } map { $_->{time} } grep { $is_sms{ $_->{json}{dst} // '' } } @r;
+		@call_t == $calls && @sms_t == $sms });
+	is(scalar @call_t, $calls, "all $calls calls were placed");
+	is(scalar @sms_t, $sms, "all $sms SMS were sent");
+	return (\@call_t, \@sms_t);
+}
+
 $plivo->reset;
 $plivo->call_timing(answer_delay => 60);
-my (@call_phones, @sms_phones);
-push @call_phones, phone_n(++$n) for 1 .. 8;
-push @sms_phones, phone_n(++$n) for 1 .. 8;
-sql('BEGIN; '
-	  . join('', map { "SELECT plivo_otp.otp_send('$_', 'voice'); " } @call_phones)
-	  . join('', map { "SELECT plivo_otp.otp_send('$_', 'sms'); " } @sms_phones)
-	  . 'COMMIT;');
-my %is_call = map { (my $p = $_) =~ s/^\+//; ($p => 1) } @call_phones;
-my %is_sms = map { (my $p = $_) =~ s/^\+//; ($p => 1) } @sms_phones;
-my (@call_t, @sms_t);
-wait_until(15, sub {
-	my @r = grep { $_->{json} && ($_->{status} // 0) >= 200 && $_->{status} < 300 } @{ $plivo->requests };
-	@call_t = sort { $a <=> $b } map { $_->{time} } grep { $is_call{ $_->{json}{to} // '' } } @r;
-	@sms_t = sort { $a <=> $b } map { $_->{time} } grep { $is_sms{ $_->{json}{dst} // '' } } @r;
-	@call_t == 8 && @sms_t == 8 });
-is(scalar @call_t, 8, 'all 8 calls were placed');
-is(scalar @sms_t, 8, 'all 8 SMS were sent');
-my $call_spread = $call_t[-1] - $call_t[0];
+my ($call_t, $sms_t) = queue_both(8, 8);
+my $call_spread = $call_t->[-1] - $call_t->[0];
 ok($call_spread >= 3, sprintf('8 calls at max_calls_per_second = 2 are spread over >= 3 s (%.2f s)', $call_spread));
+# Nothing else wakes the worker meanwhile: at the 1 s backstop alone they would take 7 s.
+ok($call_spread < 5.5, '... and go as their tokens come');
 my $busiest = 0;
-for my $i (0 .. $#call_t)
+for my $t (@$call_t)
 {
-	my $in = grep { $_ >= $call_t[$i] && $_ < $call_t[$i] + 1 } @call_t;
+	my $in = grep { $_ >= $t && $_ < $t + 1 } @$call_t;
 	$busiest = $in if $in > $busiest;
 }
 ok($busiest <= 3, "no second holds more than rate + burst calls ($busiest)");
-my $sms_spread = $sms_t[-1] - $sms_t[0];
+my $sms_spread = $sms_t->[-1] - $sms_t->[0];
 ok($sms_spread < 1.5, sprintf('the SMS queued with them are not slowed (%.2f s)', $sms_spread));
-ok($sms_t[-1] < $call_t[3], 'the SMS all went before the calls backlog drained');
+ok($sms_t->[-1] < $call_t->[3], 'the SMS all went before the calls backlog drained');
+
+# And the other way round: an SMS backlog does not hold up calls.
+reload_dispatcher($node, "plivo_otp.max_requests_per_second = 2\n");
+($call_t, $sms_t) = queue_both(2, 8);
+ok($sms_t->[-1] - $sms_t->[0] >= 3, 'an SMS backlog at max_requests_per_second = 2 takes >= 3 s');
+ok($call_t->[-1] < $sms_t->[3], 'the calls queued with it are not slowed');
+reload_dispatcher($node, "plivo_otp.max_requests_per_second = 100\n");
 
 # ---- machine detection off ----
 
@@ -252,6 +270,41 @@ my $bad = $plivo->call_fetch(request_uuid => $answered->{request_uuid}, signatur
 isnt($bad->{headers}{'X-Plivo-Signature-V3'},
 	sign_v3('POST', $bad->{url}, [ map { [ $_, $bad->{params}{$_} ] } keys %{ $bad->{params} } ], $bad->{nonce}),
 	'... or with a forged signature');
+
+# ---- rows the dispatcher must not call ----
+
+# Unconfigure the dispatcher (it claims nothing), so rows can be queued and
+# spoilt as the table allows before it looks at them.
+sub unconfigure
+{
+	my $offset = -s $node->logfile;
+	$node->append_conf('postgresql.conf', "plivo_otp.auth_id = ''\n");
+	$node->reload;
+	$node->wait_for_log(qr/plivo_otp dispatcher is not configured/, $offset);
+}
+
+unconfigure();
+my ($wiped_phone, $short_phone, $callerid_phone) = map { phone_n(++$n) } 1 .. 3;
+my $wiped_vid = sql("SELECT plivo_otp.otp_send('$wiped_phone', 'voice')");
+my $short_vid = sql("SELECT plivo_otp.otp_send('$short_phone', 'voice')");
+sql("UPDATE plivo_otp.messages SET body = NULL WHERE verification_id = '$wiped_vid'");
+sql("UPDATE plivo_otp.verifications SET expires_at = now() + interval '12 seconds' WHERE id = '$short_vid'");
+reload_dispatcher($node, "plivo_otp.auth_id = '$AUTH_ID'\n");
+ok(wait_until(10, sub { state_of($wiped_vid) eq 'refused' && state_of($short_vid) eq 'expired' }),
+	'a call whose body was wiped is refused, one whose code has 12 s left expires');
+like(message_row($node, $wiped_vid)->{last_error}, qr/no message body/, '... the first for want of a body');
+is(scalar @{ $plivo->call_requests_to($wiped_phone) } + scalar @{ $plivo->call_requests_to($short_phone) }, 0,
+	'... and neither is called');
+
+# The only sender becomes a sender ID (after the code was queued): no caller ID.
+unconfigure();
+my $callerid_vid = sql("SELECT plivo_otp.otp_send('$callerid_phone', 'voice')");
+reload_dispatcher($node, "plivo_otp.auth_id = '$AUTH_ID'\nplivo_otp.sender = 'ACMEOTP'\n");
+ok(wait_until(10, sub { state_of($callerid_vid) eq 'refused' }),
+	'a call without a caller ID is refused');
+like(message_row($node, $callerid_vid)->{last_error}, qr/no caller ID/, '... saying so');
+is(scalar @{ $plivo->call_requests_to($callerid_phone) }, 0, '... and not placed');
+reload_dispatcher($node, "plivo_otp.sender = '14155550000'\n");
 
 # ---- no public URL: calls are refused, saying why ----
 
