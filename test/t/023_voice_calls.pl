@@ -159,6 +159,20 @@ sql("UPDATE plivo_otp.verifications SET expires_at = now() - interval '1 second'
 ok(wait_until(5, sub { message_row($node, $amb_vid)->{wiped} eq 't' }),
 	"an unknown call's body is wiped once its code expired");
 
+# A dispatcher stopped while a Make Call request was in flight: unknown, the
+# body kept (Plivo may have placed the call), and not placed again.
+$plivo->behave(mode => 'hang', count => 1);
+my $stop_phone = phone_n(++$n);
+my $stop_vid = sql("SELECT plivo_otp.otp_send('$stop_phone', 'voice')");
+ok(wait_until(10, sub { @{ $plivo->call_requests_to($stop_phone) } == 1 }), 'a call request hangs in flight');
+my $old_pid = dispatcher_pid($node);
+sql("SELECT pg_terminate_backend($old_pid)");
+ok(wait_until(10, sub { state_of($stop_vid) eq 'unknown' }), 'stopping the dispatcher makes the call unknown');
+is(message_row($node, $stop_vid)->{wiped}, 'f', '... keeping its body');
+ok(wait_until(20, sub { my $p = dispatcher_pid($node); $p ne '' && $p ne $old_pid }), 'the dispatcher comes back');
+sleep 2;
+is(scalar @{ $plivo->call_requests_to($stop_phone) }, 1, '... and does not place the call again');
+
 # ---- the rate of calls ----
 
 # Queue $calls voice and $sms SMS codes in one transaction; the sorted times
