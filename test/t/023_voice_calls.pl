@@ -159,6 +159,18 @@ sql("UPDATE plivo_otp.verifications SET expires_at = now() - interval '1 second'
 ok(wait_until(5, sub { message_row($node, $amb_vid)->{wiped} eq 't' }),
 	"an unknown call's body is wiped once its code expired");
 
+# Plivo's answer read as Plivo may give it: request_uuid as a list (as for
+# several numbers), or missing from a 2xx (ambiguous: unknown).
+$plivo->behave(mode => 'custom', count => 1, status => 201,
+	body => '{"api_id": "a", "message": "call fired", "request_uuid": ["11111111-2222-3333-4444-555555555555"]}');
+my $list_vid = sql("SELECT plivo_otp.otp_send('" . phone_n(++$n) . "', 'voice')");
+ok(wait_until(10, sub { state_of($list_vid) eq 'accepted' }), 'a request_uuid given as a list is accepted');
+is(message_row($node, $list_vid)->{provider_uuid}, '11111111-2222-3333-4444-555555555555', '... and recorded');
+$plivo->behave(mode => 'custom', count => 1, status => 201, body => '{"api_id": "a", "message": "call fired"}');
+my $nouuid_vid = sql("SELECT plivo_otp.otp_send('" . phone_n(++$n) . "', 'voice')");
+ok(wait_until(10, sub { state_of($nouuid_vid) eq 'unknown' }), 'a 201 without request_uuid is unknown');
+like(message_row($node, $nouuid_vid)->{last_error}, qr/without a request UUID/, '... saying so');
+
 # A dispatcher stopped while a Make Call request was in flight: unknown, the
 # body kept (Plivo may have placed the call), and not placed again.
 $plivo->behave(mode => 'hang', count => 1);
@@ -271,6 +283,35 @@ ok(wait_until(10, sub { $busy = $plivo->calls_to($req4->{json}{to})->[0]; $busy-
 ok(!$busy->{answer}, '... without fetching the answer URL');
 is($busy->{hangup}{params}{CallStatus}, 'busy', '... CallStatus busy');
 is($busy->{hangup}{params}{HangupCauseCode}, '3000', '... with a busy HangupCauseCode');
+
+# An answering machine, with machine detection off (as here): the script is
+# fetched.  No answer: no fetch, the no-answer cause.
+$plivo->behave(call_outcome => 'machine', count => 1);
+my ($v5, $m5, $req5) = placed_call();
+my $machine;
+ok(wait_until(10, sub { $machine = $plivo->calls_to($req5->{json}{to})->[0]; $machine->{hangup} }),
+	'an answering machine hangs up');
+ok($machine->{answer}, '... having fetched the script (machine detection is off)');
+is($machine->{hangup}{params}{Machine}, 'true', '... and the hang-up says Machine');
+$plivo->behave(call_outcome => 'no-answer', count => 1);
+my ($v6, $m6, $req6) = placed_call();
+my $noans;
+ok(wait_until(10, sub { $noans = $plivo->calls_to($req6->{json}{to})->[0]; $noans->{hangup} }),
+	'an unanswered call hangs up');
+ok(!$noans->{answer}, '... without a fetch');
+is_deeply([ @{ $noans->{hangup}{params} }{qw(CallStatus HangupCauseCode Duration)} ], [ 'no-answer', '3020', '0' ],
+	'... no-answer, 3020, 0 s');
+
+# With machine detection back on ("hangup"), a machine hears nothing.
+reload_dispatcher($node, "plivo_otp.voice_machine_detection = on\n");
+$plivo->behave(call_outcome => 'machine', count => 1);
+my ($v7, $m7, $req7) = placed_call();
+is($req7->{json}{machine_detection}, 'hangup', 'machine_detection is hangup again');
+my $detected;
+ok(wait_until(10, sub { $detected = $plivo->calls_to($req7->{json}{to})->[0]; $detected->{hangup} }),
+	'a detected machine is hung up on');
+ok(!$detected->{answer}, '... before any script is fetched');
+is($detected->{hangup}{params}{HangupCause}, 'MACHINE_DETECTED', '... with HangupCause MACHINE_DETECTED');
 
 # Re-fetches on demand: the same nonce again (a replay), unsigned, forged.
 my $again = $plivo->call_fetch(request_uuid => $answered->{request_uuid}, nonce => $ans->{nonce});
