@@ -1,14 +1,17 @@
 # 023_voice_calls.pl: the dispatcher places calls for voice codes.  The Make
 # Call request has the shape Plivo's Python SDK (Calls.create) gives the
 # same call; its answer URL names the call only by its answer token; Plivo's
-# request_uuid is recorded; the call's sealed sentence is kept after
-# acceptance (the listener speaks it) and wiped once the code expired or was
-# canceled, also after an ambiguous (unknown) outcome; calls honour
-# max_calls_per_second without slowing SMS; 503 is retried, 500 is not; a
-# call without a public URL is refused.  The stand-in acts as Plivo's voice
-# platform: it fetches the answer URL and sends the hang-up callback, both
-# signed with V3, and can re-fetch (this branch's listener may not serve the
-# voice routes: their answers are not asserted).
+# request_uuid (a string or a list) is recorded with accepted_at; the call's
+# sealed sentence is kept after acceptance (the listener speaks it) and
+# wiped once the code expired or was canceled, also after an ambiguous
+# outcome (500, a 2xx without a UUID, a stop in flight: unknown, never
+# placed again); 503 is retried; calls honour max_calls_per_second, and
+# neither kind's backlog slows the other; a call is not placed without a
+# public URL, a caller ID, a body, or enough life left.  The stand-in acts
+# as Plivo's voice platform: it fetches the answer URL and sends the
+# hang-up callback, both signed with V3, ends calls as told (busy,
+# no-answer, machine) and re-fetches on demand (this branch's listener may
+# not serve the voice routes: their answers are not asserted).
 use strict;
 use warnings;
 use FindBin;
