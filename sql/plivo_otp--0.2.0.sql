@@ -161,6 +161,10 @@ ALTER TABLE plivo_otp.messages ADD COLUMN accepted_at timestamptz;
 ALTER TABLE plivo_otp.messages ADD COLUMN answered_at timestamptz;
 CREATE UNIQUE INDEX messages_one_fallback ON plivo_otp.messages (verification_id)
 	WHERE origin = 'fallback';
+-- The calls whose sealed sentence is kept for the listener: the dispatcher
+-- wipes each once its code expired or is no longer pending.
+CREATE INDEX messages_call_bodies ON plivo_otp.messages (verification_id)
+	WHERE channel = 'voice' AND body IS NOT NULL;
 
 -- Plivo's call hang-up cause codes and what they mean (paraphrased from
 -- Plivo's documentation), shown by otp_status as error_text for calls.

@@ -7,12 +7,35 @@ Plivo does (plivo-api.md sections 1 and 4 of the design notes), records every re
 can be told to fail in chosen ways, and sends message-status callbacks signed with
 Plivo's V2/V3 schemes (section 3) to the extension's listener.
 
+A call it accepts (with an answer_url) then behaves like Plivo's voice platform: after
+--call-answer-delay seconds it POSTs the answer_url (form-encoded CallUUID, From, To,
+CallStatus=in-progress, Direction=outbound, ALegUUID, ALegRequestUUID, RequestUUID,
+Event=StartApp, ..., signed with V3) and records the status, the body and every <Speak>
+(text and attributes) it got; after --call-hangup-delay more seconds it POSTs the
+hangup_url (V3) with CallStatus, HangupCause, HangupCauseCode, HangupCauseName,
+HangupSource, Duration, BillDuration and the answer parameters.
+
 Python 3.11, standard library only; `--help` shows the command line. The control API
 (loopback clients only, JSON in and out):
   POST /_control/behave    {"mode", "count", "retry_after", "delay"}: queue a failure rule
-                           (mode "custom": answer {"status"} with the raw {"body"} given)
+                           (mode "custom": answer {"status"} with the raw {"body"} given);
+                           or {"call_outcome", "count"}: how the next accepted calls end,
+                           "answered" (the default), "busy", "no-answer", "failed",
+                           "timeout" (no answer fetch, only a hang-up callback with a fitting
+                           HangupCauseCode) or "machine" (an answering machine: with
+                           machine_detection "hangup" no fetch, else fetched and spoken)
+  POST /_control/call_timing {"answer_delay", "hangup_delay"}: seconds, for calls accepted
+                           from now on
+  POST /_control/call_fetch {"request_uuid", "url", "tamper", "signature", "nonce"}: fetch a
+                           call's answer URL (or url) again with its answer parameters, signed
+                           "v3" (default; with nonce if given, e.g. the recorded one to
+                           replay), "none" or "bad"; tamper {k: v or null} after signing;
+                           returns status, body, speak, nonce, params, headers
   POST /_control/reset     forget rules, requests, messages, calls and counters
-  GET  /_control/requests?since=N, /_control/messages, /_control/calls, /_control/stats
+  GET  /_control/requests?since=N, /_control/messages, /_control/stats
+  GET  /_control/calls     each call: its request fields, outcome, call_uuid, and answer /
+                           hangup records ({status, body, speak, nonce, params, headers,
+                           error, at})
   POST /_control/callback  {"message_uuid", "status", "error_code", "signature", "sequence",
                             "url", "method", "extra_params", "tamper", "timeout", "send_to"}
   POST /_control/replay    {"url", "method", "params", "headers", "send_to"}: resend a
@@ -23,6 +46,7 @@ Python 3.11, standard library only; `--help` shows the command line. The control
 import argparse
 import base64
 import collections
+import copy
 import hashlib
 import hmac
 import http.client
@@ -42,6 +66,7 @@ import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
+from xml.etree import ElementTree
 
 # --------------------------------------------------------------------------------------
 # Signatures (plivo-api.md section 3)
@@ -115,6 +140,19 @@ def self_test():
             failed += 1
             print(f"FAIL vector {v.get('id')}: computed {mine}, expected {v['expected_signature']}"
                   f" (expect_valid={v['expect_valid']})")
+    # The headers every outgoing callback and call fetch carries, V3 as above.
+    params = {"CallUUID": "c", "RequestUUID": "r", "CallStatus": "in-progress"}
+    hdrs = signed_headers("v3", "POST", "https://x.example/a#ct=2000", params, "tok", nonce="123")
+    ok = (hdrs["X-Plivo-Signature-V3"] == sign_v3("POST", "https://x.example/a", params, "123", "tok")
+          and hdrs["X-Plivo-Signature-V3-Nonce"] == "123"
+          and signed_headers("none", "POST", "https://x.example/a", params, "tok") == {})
+    ok = ok and speak_of('<Response><Wait length="1"/><Speak voice="WOMAN" language="en-US"'
+                         ' loop="2">Your code is 1, 2.</Speak><Hangup/></Response>') == [
+        {"text": "Your code is 1, 2.", "voice": "WOMAN", "language": "en-US", "loop": "2"}]
+    ok = ok and speak_of("not xml") == [] and speak_of("<Response><Hangup/></Response>") == []
+    passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
+    if not ok:
+        print("FAIL call fetch signing or <Speak> parsing")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -135,6 +173,31 @@ def _units(text):
     # Rough GSM-7 vs UCS-2 split: plain ASCII counts as GSM-7, anything else as UCS-2.
     single, part = (160, 153) if text.isascii() else (70, 67)
     return 1 if len(text) <= single else -(-len(text) // part)
+
+
+def signed_headers(mode, method, url, params, token, nonce=None):
+    """The signature headers of an outgoing request: mode v3, v2, both, none or bad (V3
+    well-formed under a wrong key); nonce for V3 (a fresh one if None)."""
+    headers = {}
+    if mode in ("v3", "both", "bad"):
+        nonce = nonce or _nonce()
+        key = token + ("x" if mode == "bad" else "")
+        headers["X-Plivo-Signature-V3"] = sign_v3(method, url, params, nonce, key)
+        headers["X-Plivo-Signature-V3-Nonce"] = nonce
+    if mode in ("v2", "both"):
+        n2 = _nonce()
+        headers["X-Plivo-Signature-V2"] = sign_v2(url, n2, token)
+        headers["X-Plivo-Signature-V2-Nonce"] = n2
+    return headers
+
+
+def speak_of(xml_text):
+    """Every <Speak> of a Plivo XML answer: text and attributes; [] if it is not XML."""
+    try:
+        root = ElementTree.fromstring(xml_text)
+    except (ElementTree.ParseError, TypeError):
+        return []
+    return [{"text": el.text or "", **el.attrib} for el in root.iter("Speak")]
 
 
 def deliver(url, method, params, headers, timeout=8.0):
@@ -205,6 +268,19 @@ class Refused(Exception):
 MODES = {"ok", "500", "502", "503", "504", "429", "400", "401", "hang", "slow", "drop", "custom"}
 SIGNATURES = ("v3", "v2", "both", "none", "bad")
 
+# How a call ends: its final CallStatus and hang-up cause (name, code, HangupCauseName,
+# HangupSource), and whether it is answered (its answer_url fetched). 4000 is Plivo's
+# normal hang-up; the 2xxx/3xxx codes here are the stand-in's picks for each case.
+CALL_OUTCOMES = {
+    "answered": ("completed", "NORMAL_CLEARING", "4000", "Normal Hangup", "Callee", True),
+    "busy": ("busy", "USER_BUSY", "3000", "Busy Line", "Callee", False),
+    "no-answer": ("no-answer", "NO_ANSWER", "3020", "No Answer", "Callee", False),
+    "timeout": ("timeout", "RING_TIMEOUT", "3030", "Ring Timeout Reached", "Plivo", False),
+    "failed": ("failed", "DESTINATION_OUT_OF_ORDER", "2010", "Destination Out Of Service",
+               "Carrier", False),
+    "machine": ("completed", "MACHINE_DETECTED", "3110", "Machine Detected", "Plivo", True),
+}
+
 
 class App:
     """All mutable state, guarded by one lock (requests are short; contention is low)."""
@@ -217,6 +293,9 @@ class App:
         self.lock = threading.Lock()
         self.max_records = args.max_records or None
         self.rules = collections.deque()
+        self.call_rules = collections.deque()
+        self.call_answer_delay = args.call_answer_delay
+        self.call_hangup_delay = args.call_hangup_delay
         self._reset_data()
         self.auto = (AutoCallbacks(self, statuses, args.callback_interval)
                      if statuses else None)
@@ -260,6 +339,92 @@ class App:
             self._bound(table)
         if self.auto and table is self.messages and entry["url"]:
             self.auto.start(key)
+
+    # -- calls (the voice platform's side)
+
+    def next_call_outcome(self):
+        with self.lock:
+            if not self.call_rules:
+                return "answered"
+            rule = self.call_rules[0]
+            if rule["count"] is not None:
+                rule["count"] -= 1
+                if rule["count"] <= 0:
+                    self.call_rules.popleft()
+            return rule["call_outcome"]
+
+    def _answer_params(self, call):
+        return {"CallUUID": call["call_uuid"], "From": call["from"] or "", "To": call["to"] or "",
+                "CallStatus": "in-progress", "Direction": "outbound",
+                "ALegUUID": call["call_uuid"], "ALegRequestUUID": call["request_uuid"],
+                "RequestUUID": call["request_uuid"], "Event": "StartApp",
+                "BillRate": "0.00850", "ParentAuthID": self.auth_id,
+                "SessionStart": _plivo_time(call["accepted_at"]), "CallerName": ""}
+
+    def fetch_answer(self, call, url=None, mode="v3", nonce=None, tamper=None):
+        """POST (or GET) a call's answer URL as Plivo does; the result, with what <Speak>
+        said, the nonce and the parameters."""
+        url = url or call["answer_url"]
+        method = str(call.get("answer_method") or "POST").upper()
+        if mode not in SIGNATURES:
+            raise Refused(400, f"signature must be one of {', '.join(SIGNATURES)}")
+        params = self._answer_params(call)
+        headers = signed_headers(mode, method, url, params, self.auth_token, nonce)
+        for k, v in (tamper or {}).items():      # after signing: the receiver must refuse
+            if v is None:
+                params.pop(k, None)
+            else:
+                params[str(k)] = str(v)
+        res = self.replay({"url": url, "method": method, "params": params, "headers": headers})
+        return {"status": res["status"], "body": res["body"], "error": res["error"],
+                "speak": speak_of(res["body"]) if res["status"] == 200 else [],
+                "nonce": headers.get("X-Plivo-Signature-V3-Nonce"), "params": params,
+                "headers": headers, "url": url, "method": method, "at": time.time()}
+
+    def _current(self, call):
+        with self.lock:
+            return self.calls.get(call["request_uuid"]) is call
+
+    def run_call(self, call, answer_delay, hangup_delay):
+        """A call's life after it was accepted: ring, maybe fetch the script, hang up."""
+        status, cause, code, name, source, answered = CALL_OUTCOMES[call["outcome"]]
+        machine = call["outcome"] == "machine"
+        if machine and call.get("machine_detection") == "hangup":
+            answered = False           # detected and hung up before any script
+        time.sleep(answer_delay)
+        if not self._current(call):
+            return                     # forgotten by a reset
+        answer = None
+        if answered and call.get("answer_url"):
+            answer = self.fetch_answer(call)
+            with self.lock:
+                call["answer"] = answer
+        if machine and not answered:
+            cause, code, name = "MACHINE_DETECTED", "3110", "Machine Detected"
+        elif machine:
+            cause, code, name, source = "NORMAL_CLEARING", "4000", "Normal Hangup", "Callee"
+        time.sleep(hangup_delay)
+        if not self._current(call) or not call.get("hangup_url"):
+            return
+        duration = str(max(1, round(hangup_delay))) if answered else "0"
+        params = self._answer_params(call)
+        now = _plivo_time(time.time())
+        params.update({"CallStatus": status, "Event": "Hangup", "HangupCause": cause,
+                       "HangupCauseCode": code, "HangupCauseName": name,
+                       "HangupSource": source, "Duration": duration, "BillDuration": duration,
+                       "StartTime": _plivo_time(call["accepted_at"]),
+                       "AnswerTime": now if answered else "", "EndTime": now,
+                       "TotalCost": "0.00850" if answered else "0.00000"})
+        if machine:
+            params["Machine"] = "true"
+        method = str(call.get("hangup_method") or "POST").upper()
+        headers = signed_headers("v3", method, call["hangup_url"], params, self.auth_token)
+        res = self.replay({"url": call["hangup_url"], "method": method, "params": params,
+                           "headers": headers})
+        with self.lock:
+            call["hangup"] = {"status": res["status"], "body": res["body"],
+                              "error": res["error"], "params": params, "headers": headers,
+                              "url": call["hangup_url"], "at": time.time()}
 
     # -- callbacks
 
@@ -306,16 +471,7 @@ class App:
             "requester_ip": msg["requester_ip"], "PowerpackUUID": msg["powerpack_uuid"] or "",
         }
         params.update({str(k): str(v) for k, v in (req.get("extra_params") or {}).items()})
-        headers = {}
-        if mode in ("v3", "both", "bad"):
-            nonce = _nonce()
-            key = self.auth_token + ("x" if mode == "bad" else "")  # well-formed, wrong key
-            headers["X-Plivo-Signature-V3"] = sign_v3(method, url, params, nonce, key)
-            headers["X-Plivo-Signature-V3-Nonce"] = nonce
-        if mode in ("v2", "both"):
-            nonce = _nonce()
-            headers["X-Plivo-Signature-V2"] = sign_v2(url, nonce, self.auth_token)
-            headers["X-Plivo-Signature-V2-Nonce"] = nonce
+        headers = signed_headers(mode, method, url, params, self.auth_token)
         # Tampering happens after signing, so the receiver must reject the result.
         for k, v in (req.get("tamper") or {}).items():
             if v is None:
@@ -352,7 +508,17 @@ class App:
     # -- control endpoints: each takes the parsed JSON body and the query, returns JSON
 
     def ctl_behave(self, body, query):
-        """Append a rule {mode, count, retry_after, delay} to the FIFO."""
+        """Append a rule {mode, count, retry_after, delay} to the FIFO, or a call rule
+        {call_outcome, count} to the calls' FIFO."""
+        if "call_outcome" in body:
+            outcome, count = body["call_outcome"], body.get("count")
+            if outcome not in CALL_OUTCOMES:
+                raise Refused(400, f"call_outcome must be one of {', '.join(CALL_OUTCOMES)}")
+            if count is not None and (type(count) is not int or count < 1):
+                raise Refused(400, "count must be a positive integer or null")
+            with self.lock:
+                self.call_rules.append({"call_outcome": outcome, "count": count})
+                return {"ok": True, "call_rules": len(self.call_rules)}
         mode = str(body.get("mode", ""))
         if mode not in MODES:
             raise Refused(400, f"mode must be one of {', '.join(sorted(MODES))}")
@@ -376,8 +542,31 @@ class App:
     def ctl_reset(self, body, query):
         with self.lock:
             self.rules.clear()
-            self._reset_data()      # queued auto-callbacks then find no message and stop
+            self.call_rules.clear()
+            self._reset_data()      # queued auto-callbacks and calls then find nothing, stop
         return {"ok": True}
+
+    def ctl_call_timing(self, body, query):
+        with self.lock:
+            for key, attr in (("answer_delay", "call_answer_delay"),
+                              ("hangup_delay", "call_hangup_delay")):
+                if key in body:
+                    v = body[key]
+                    if not isinstance(v, (int, float)) or v < 0:
+                        raise Refused(400, f"{key} must be a non-negative number")
+                    setattr(self, attr, float(v))
+            return {"answer_delay": self.call_answer_delay,
+                    "hangup_delay": self.call_hangup_delay}
+
+    def ctl_call_fetch(self, body, query):
+        with self.lock:
+            call = self.calls.get(str(body.get("request_uuid") or ""))
+        if call is None:
+            raise LookupError(f"call {body.get('request_uuid')!r} is unknown")
+        if not (body.get("url") or call.get("answer_url")):
+            raise LookupError("the call has no answer_url, and no url was given")
+        return self.fetch_answer(call, body.get("url"), body.get("signature") or "v3",
+                                 body.get("nonce"), body.get("tamper"))
 
     def ctl_requests(self, body, query):
         try:
@@ -394,8 +583,8 @@ class App:
         return found
 
     def ctl_list(self, table):
-        with self.lock:
-            return list(table.values())
+        with self.lock:    # a copy: calls are updated by their threads meanwhile
+            return copy.deepcopy(list(table.values()))
 
     def ctl_stats(self, body, query):
         with self.lock:
@@ -409,7 +598,9 @@ class App:
               ("GET", "/_control/calls"): lambda app, body, query: app.ctl_list(app.calls),
               ("GET", "/_control/stats"): ctl_stats,
               ("POST", "/_control/callback"): lambda app, body, query: app.send_callback(body),
-              ("POST", "/_control/replay"): lambda app, body, query: app.replay(body)}
+              ("POST", "/_control/replay"): lambda app, body, query: app.replay(body),
+              ("POST", "/_control/call_timing"): ctl_call_timing,
+              ("POST", "/_control/call_fetch"): ctl_call_fetch}
 
 
 # --------------------------------------------------------------------------------------
@@ -593,8 +784,15 @@ class Handler(BaseHTTPRequestHandler):
         app, u = self.server.app, str(uuid.uuid4())
         kept = ("from", "to", "answer_url", "answer_method", "hangup_url", "hangup_method",
                 "ring_url", "ring_method", "time_limit", "ring_timeout", "machine_detection")
-        app.accept(app.calls, u, {"request_uuid": u, **{k: body.get(k) for k in kept},
-                                  "accepted_at": time.time()})
+        call = {"request_uuid": u, **{k: body.get(k) for k in kept},
+                "accepted_at": time.time(), "call_uuid": str(uuid.uuid4()),
+                "outcome": app.next_call_outcome(), "answer": None, "hangup": None}
+        app.accept(app.calls, u, call)
+        with app.lock:
+            delays = (app.call_answer_delay, app.call_hangup_delay)
+        # After the answer below has gone out (the dispatcher must know the request_uuid
+        # first, as with Plivo, whose calls take seconds to ring).
+        threading.Thread(target=app.run_call, args=(call, *delays), daemon=True).start()
         return 201, {"api_id": _api_id(), "message": "call fired", "request_uuid": u}, u
 
 
@@ -630,6 +828,10 @@ def parse_args(argv):
         help="seconds before each auto-callback (default 0.05)")
     add("--max-records", type=int, default=100000, help="keep at most this many requests, "
         "messages and calls, dropping the oldest (0 = no limit; default 100000)")
+    add("--call-answer-delay", type=float, default=0.2,
+        help="seconds from accepting a call to fetching its answer_url (default 0.2)")
+    add("--call-hangup-delay", type=float, default=0.2,
+        help="seconds from the answer fetch to the hang-up callback (default 0.2)")
     add("--verbose", action="store_true", help="log requests and callbacks to stderr")
     args = p.parse_args(argv)
     if not args.self_test and not (args.auth_id and args.auth_token_file):

@@ -19,14 +19,18 @@
  *				(outcome.c) and record their outcomes;
  *	timers		find rows left in flight (once), then every second mark
  *				them unknown (those no one holds), expire unsendable rows,
- *				cancel rows whose code is no longer pending and apply late
- *				callbacks;
+ *				cancel rows whose code is no longer pending, wipe the
+ *				bodies of calls whose code expired or is no longer pending,
+ *				and apply late callbacks;
  *	claim		when woken, when a row is due or at the backstop: due
  *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
- *				(queue.c); then start their requests, at most
- *				max_inflight at once and max_requests_per_second
- *				(rate_limit.c).  Rows that had no room yet stay due, so
- *				they go as soon as a request finishes or a token comes;
+ *				(queue.c); then start their requests (an SMS: Send
+ *				Message; a call: Make Call), at most max_inflight at once
+ *				in all, SMS at most max_requests_per_second and calls at
+ *				most max_calls_per_second (rate_limit.c; each kind is due,
+ *				claimed and rate-limited apart, so a backlog of one never
+ *				holds up the other).  Rows that had no room yet stay due,
+ *				so they go as soon as a request finishes or a token comes;
  *	purge		old rows, every minute, and on every turn while a backlog
  *				remains (at most PURGE_BUDGET_MS of it, retention.c).
  *
@@ -85,7 +89,8 @@ static PlivoConfig config;
 static bool configured = false;
 static bool recovered = false;	/* the rows left in flight are known */
 
-static TimestampTz next_due = 0;	/* earliest next_try_at seen, 0 if none */
+/* Earliest next_try_at seen of each kind (PlivoOtpRateKind), 0 if none. */
+static TimestampTz next_due[PLIVO_OTP_NUM_RATES];
 static TimestampTz next_expire_at = 0;
 static TimestampTz next_purge_at = 0;
 static TimestampTz next_backstop_at = 0;	/* claim at least this often */
@@ -126,8 +131,16 @@ read_dispatch_config(void)
 	config.message_log = pstrdup(plivo_otp_message_log);
 	config.request_timeout_ms = plivo_otp_request_timeout;
 	if (plivo_otp_public_url[0] != '\0')
-		config.callback_url = psprintf("%s/plivo/sms-status",
-									   plivo_otp_base_url(plivo_otp_public_url));
+	{
+		config.public_base = plivo_otp_base_url(plivo_otp_public_url);
+		config.callback_url = psprintf("%s/plivo/sms-status", config.public_base);
+	}
+	/* Calls need both; without them voice rows are refused (unsendable). */
+	if (plivo_otp_voice_caller_id() != NULL)
+		config.caller_id = pstrdup(plivo_otp_voice_caller_id());
+	config.ring_timeout = plivo_otp_ring_timeout;
+	config.call_time_limit = plivo_otp_call_time_limit;
+	config.machine_detection = plivo_otp_voice_machine_detection;
 	return NULL;
 }
 
@@ -158,19 +171,26 @@ load_dispatch_config(void)
 
 /*
  * Why a claimed row cannot be sent (and *state its outcome), or NULL.  The
- * row holds whatever the table's constraints allow.
+ * row holds whatever the table's constraints allow.  A call is placed only
+ * with a public URL (without one the call could not fetch its script) and
+ * a caller ID, and only for a code that lives long enough to be answered.
  */
 static const char *
 unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *state)
 {
 	char		e164[PLIVO_OTP_MAX_PHONE_LEN + 1];
+	int			min_life = row->voice ? PLIVO_MIN_CALL_LIFE : PLIVO_MIN_MESSAGE_EXPIRY;
 
 	*state = PLIVO_OTP_DISPATCH_REFUSED;
-	if (row->expires_at <= now + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC)
+	if (row->expires_at <= now + min_life * USECS_PER_SEC)
 	{
 		*state = PLIVO_OTP_DISPATCH_EXPIRED;
 		return "code expired before it could be sent";
 	}
+	if (row->voice && config.public_base == NULL)
+		return "not called: plivo_otp.public_url is not set, so the call could not fetch its script";
+	if (row->voice && config.caller_id == NULL)
+		return "not called: no caller ID (plivo_otp.voice_sender, or plivo_otp.sender, must be a phone number)";
 	if (!plivo_otp_normalize_phone(row->phone, e164) || strcmp(e164, row->phone) != 0)
 		return "not sent: the queued number is not in E.164 form";
 	if (row->body_too_large)
@@ -198,8 +218,14 @@ prepare_transfer(void *arg)
 	InflightMessage *m;
 	HttpTransfer *t;
 
+	/* (A call does not carry its text, but one that could not be spoken is not placed.) */
 	if (why == NULL && (text = plivo_otp_unseal(PLIVO_OTP_KEY_QUEUE_BODY, &row->id, row->body)) == NULL)
 		why = "not sent: the queued body does not authenticate (was the key file replaced?)";
+	if (text && row->voice)
+	{
+		explicit_bzero(text, strlen(text));
+		text = NULL;
+	}
 	if (why)
 	{
 		plivo_otp_add_outcome(&row->id, state, NULL, 0, why, 0);
@@ -212,34 +238,49 @@ prepare_transfer(void *arg)
 	m->id = row->id;
 	m->expires_at = row->expires_at;
 	m->tries = row->tries;
+	m->voice = row->voice;
 	m->masked_phone = plivo_otp_mask_phone(row->phone);
-	PG_TRY();
+	if (row->voice)
+		t = plivo_otp_call_request(&config, &row->id, row->phone);
+	else
 	{
-		t = plivo_otp_message_request(&config, &row->id, row->phone, text,
-									  (int) Min(life, PLIVO_MAX_MESSAGE_EXPIRY));
+		PG_TRY();
+		{
+			t = plivo_otp_message_request(&config, &row->id, row->phone, text,
+										  (int) Min(life, PLIVO_MAX_MESSAGE_EXPIRY));
+		}
+		PG_FINALLY();
+		{
+			explicit_bzero(text, strlen(text));
+		}
+		PG_END_TRY();
 	}
-	PG_FINALLY();
-	{
-		explicit_bzero(text, strlen(text));
-	}
-	PG_END_TRY();
 	t->owner = m;
 	to_start = lappend(to_start, t);
 	MemoryContextSwitchTo(old);
 }
 
-/* The claim's unit of work; arg points to how many rows it may take. */
+/* How many rows a claim may take: of each kind, and in all. */
+typedef struct ClaimLimits
+{
+	int			of_kind[PLIVO_OTP_NUM_RATES];
+	int			room;
+} ClaimLimits;
+
+/* The claim's unit of work; arg points to its ClaimLimits. */
 static void
 claim_work(void *arg)
 {
-	int			limit = *(int *) arg;
+	ClaimLimits *limits = (ClaimLimits *) arg;
 	TimestampTz now = GetCurrentTimestamp();
 	ClaimedMessage *rows;
-	int			n = plivo_otp_queue_claim(now, limit, &rows);
+	int			n = plivo_otp_queue_claim(now, limits->of_kind, limits->room, &rows);
+	int			claimed[PLIVO_OTP_NUM_RATES] = {0};
 	ErrorData  *error;
 
 	for (int i = 0; i < n; i++)
 	{
+		claimed[PLIVO_OTP_RATE_OF(rows[i].voice)]++;
 		/* A row that cannot even be prepared must not fail the others. */
 		if (!plivo_otp_try_subtransaction(prepare_transfer, &rows[i], &error))
 			plivo_otp_add_outcome(&rows[i].id, PLIVO_OTP_DISPATCH_REFUSED, NULL, 0,
@@ -247,10 +288,39 @@ claim_work(void *arg)
 										   error->message), 0);
 	}
 
-	/* When is the next row due?  (Soon, if due rows were left: locked by someone.) */
-	next_due = plivo_otp_queue_earliest_due();
-	if (n < limit && next_due != 0 && next_due <= now)
-		next_due = now + LOCKED_RETRY_MS * 1000;
+	/*
+	 * When is the next row of each kind due?  (Soon, if due rows of a kind
+	 * were left although it had room: locked by someone.)  A kind that had
+	 * no token stays due: compute_timeout waits for its token.
+	 */
+	plivo_otp_queue_earliest_due(next_due);
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+	{
+		if (claimed[kind] < limits->of_kind[kind] && n < limits->room &&
+			next_due[kind] != 0 && next_due[kind] <= now)
+			next_due[kind] = now + LOCKED_RETRY_MS * 1000;
+	}
+}
+
+/* A retry (or any reason to look) at t: every kind looks then at the latest. */
+static void
+note_due(TimestampTz t)
+{
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+	{
+		if (t != 0 && (next_due[kind] == 0 || t < next_due[kind]))
+			next_due[kind] = t;
+	}
+}
+
+/* Record the waiting outcomes; their retries become due. */
+static void
+record_outcomes(void)
+{
+	TimestampTz retry = 0;
+
+	(void) plivo_otp_record_outcomes(&retry);
+	note_due(retry);
 }
 
 /*
@@ -265,10 +335,11 @@ start_claimed(void)
 	while (to_start != NIL)
 	{
 		HttpTransfer *t = (HttpTransfer *) linitial(to_start);
+		bool		voice = ((InflightMessage *) t->owner)->voice;
 
 		to_start = list_delete_first(to_start);
 		if (plivo_otp_http_start(t))
-			plivo_otp_rate_take();
+			plivo_otp_rate_take(PLIVO_OTP_RATE_OF(voice));
 		else
 		{
 			/* Nothing left: judged like a connection that failed before sending. */
@@ -281,27 +352,35 @@ start_claimed(void)
 }
 
 /*
- * The claim step: as many due rows as there is room for, then their
- * requests.  Without room (max_inflight, or the rate limit) nothing is
- * claimed and next_due stays: the rows go when a request finishes or a
- * token comes (compute_timeout).
+ * The claim step: as many due rows as there is room for (max_inflight in
+ * all, and of each kind as many as its bucket has tokens), then their
+ * requests.  Without room nothing is claimed and next_due stays: the rows
+ * go when a request finishes or a token comes (compute_timeout).
  */
 static void
 claim_and_start(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int			tokens;
-	int			room;
+	ClaimLimits limits;
+	bool		any = false;
 	int			outcomes_before;
 	ListCell   *lc;
 
-	tokens = plivo_otp_rate_available(now);	/* (Min evaluates twice) */
-	room = Min(plivo_otp_max_inflight - plivo_otp_http_inflight(), tokens);
-	if (room <= 0)
+	limits.room = plivo_otp_max_inflight - plivo_otp_http_inflight();
+	if (limits.room <= 0)
+		return;
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+	{
+		int			tokens = plivo_otp_rate_available(kind, now);	/* (Min evaluates twice) */
+
+		limits.of_kind[kind] = Min(limits.room, tokens);
+		any |= limits.of_kind[kind] > 0;
+	}
+	if (!any)
 		return;
 	to_start = NIL;
 	outcomes_before = plivo_otp_outcomes_waiting();
-	if (plivo_otp_run_work("claiming due messages", claim_work, &room))
+	if (plivo_otp_run_work("claiming due messages", claim_work, &limits))
 		start_claimed();
 	else
 	{
@@ -309,7 +388,7 @@ claim_and_start(void)
 			plivo_otp_free_transfer((HttpTransfer *) lfirst(lc));
 		/* Outcomes judged inside the rolled-back claim no longer apply. */
 		plivo_otp_outcomes_truncate(outcomes_before);
-		next_due = 0;			/* the backstop timer tries again */
+		memset(next_due, 0, sizeof(next_due));	/* the backstop timer tries again */
 	}
 	list_free(to_start);
 	to_start = NIL;
@@ -372,6 +451,8 @@ expire_work(void *arg)
 		fingerprint_recorded = plivo_otp_record_key_fingerprint();
 	/* Codes that expired can no longer be re-delivered: wipe their seal. */
 	(void) plivo_otp_queue_wipe_expired_codes(now);
+	/* Calls whose code expired or is no longer pending: wipe the sentence kept for them. */
+	(void) plivo_otp_queue_wipe_call_bodies(now);
 
 	if (plivo_otp_queue_stale_left() > 0)
 		log_recovered(plivo_otp_queue_recover_stale(now));
@@ -396,7 +477,7 @@ collect_finished(void)
 		plivo_otp_free_transfer(t);
 	}
 	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
-	plivo_otp_record_outcomes(&next_due);
+	record_outcomes();
 }
 
 static long
@@ -419,9 +500,21 @@ compute_timeout(TimestampTz now)
 	if (configured && recovered)
 	{
 		timeout = Min(timeout, ms_until(next_backstop_at, now));
-		/* (At max_inflight, a finishing request wakes us through its socket.) */
-		if (next_due != 0 && plivo_otp_http_inflight() < plivo_otp_max_inflight)
-			timeout = Min(timeout, Max(ms_until(next_due, now), plivo_otp_rate_wait_ms()));
+		/*
+		 * Each kind when its row is due and its bucket has a token.  (At
+		 * max_inflight, a finishing request wakes us through its socket.)
+		 */
+		for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+		{
+			long		due_ms;
+			long		token_ms;
+
+			if (next_due[kind] == 0 || plivo_otp_http_inflight() >= plivo_otp_max_inflight)
+				continue;
+			due_ms = ms_until(next_due[kind], now);
+			token_ms = plivo_otp_rate_wait_ms(kind, now);
+			timeout = Min(timeout, Max(due_ms, token_ms));
+		}
 	}
 	timeout = Min(timeout, ms_until(next_expire_at, now));
 	timeout = Min(timeout, ms_until(next_purge_at, now));
@@ -492,7 +585,7 @@ handle_interrupts(void)
 	{
 		abandon_unstarted();
 		plivo_otp_http_abort_all(plivo_otp_abandon_transfer);
-		plivo_otp_record_outcomes(&next_due);
+		record_outcomes();
 
 		/*
 		 * Exit code 1, not 0: the postmaster unregisters a background worker
@@ -541,14 +634,18 @@ run_purge(TimestampTz now)
 static bool
 should_claim(TimestampTz now)
 {
+	bool		due = false;
+
 	if (wakeups_now != seen_wakeups)
 	{
 		seen_wakeups = wakeups_now;
-		if (next_due == 0 || next_due > now)
-			next_due = now;
+		note_due(now);			/* of either kind: the claim finds out */
 	}
-	return configured && recovered &&
-		((next_due != 0 && next_due <= now) || now >= next_backstop_at);
+	/* A kind is worth a claim when a row of it is due and its bucket has a token. */
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+		due |= next_due[kind] != 0 && next_due[kind] <= now &&
+			plivo_otp_rate_wait_ms(kind, now) == 0;
+	return configured && recovered && (due || now >= next_backstop_at);
 }
 
 /* One turn of the loop; see the steps at the top. */
@@ -574,7 +671,7 @@ run_turn(WaitEventSet *wait_set)
 		next_backstop_at = now + BACKSTOP_MS * 1000;
 		claim_and_start();
 		/* Rows found expired or unsendable while claiming. */
-		plivo_otp_record_outcomes(&next_due);
+		record_outcomes();
 	}
 	run_purge(now);
 }

@@ -7,7 +7,8 @@
  *	  dispatcher.c	the worker's loop, as named steps
  *	  queue.c		the statements on the outbound queue
  *	  outcome.c		what a finished request means, and recording it
- *	  rate_limit.c	the token bucket of max_requests_per_second
+ *	  rate_limit.c	the token buckets of max_requests_per_second and
+ *					max_calls_per_second
  *	  retention.c	purging old rows
  *	  http.c		concurrent requests with libcurl's multi interface
  *	  plivo_rest.c	Plivo's REST API: requests and responses
@@ -73,16 +74,26 @@ typedef struct PlivoConfig
 								 * the message id); NULL when public_url is empty */
 	char	   *message_log;
 	int			request_timeout_ms;
+	/* Calls: NULL public_base or caller_id, and voice rows are refused. */
+	char	   *public_base;	/* public_url without trailing slashes */
+	char	   *caller_id;		/* plivo_otp_voice_caller_id() */
+	int			ring_timeout;	/* seconds */
+	int			call_time_limit;	/* seconds */
+	bool		machine_detection;
 } PlivoConfig;
 
 /* Plivo accepts message_expiry from 5 to 10799 seconds. */
 #define PLIVO_MIN_MESSAGE_EXPIRY 5
 #define PLIVO_MAX_MESSAGE_EXPIRY 10799
+/* A call is placed only for a code with this much life left (seconds). */
+#define PLIVO_MIN_CALL_LIFE 15
 
 extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 											   const char *e164, const char *text,
 											   int expiry_seconds);
-extern bool plivo_otp_parse_send_response(const char *body, char **message_uuid,
+extern HttpTransfer *plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id,
+											const char *e164);
+extern bool plivo_otp_parse_send_response(const char *body, char **uuid,
 										  char **error);
 
 /* ---- queue.c ---- */
@@ -102,6 +113,7 @@ typedef struct ClaimedMessage
 	char	   *phone;
 	bytea	   *body;
 	bool		body_too_large;
+	bool		voice;			/* a call, not an SMS */
 	TimestampTz expires_at;
 	int			tries;
 } ClaimedMessage;
@@ -117,14 +129,16 @@ typedef struct Outcome
 	TimestampTz next_try_at;	/* for pending */
 } Outcome;
 
-extern int	plivo_otp_queue_claim(TimestampTz now, int limit, ClaimedMessage **rows);
-extern TimestampTz plivo_otp_queue_earliest_due(void);
+extern int	plivo_otp_queue_claim(TimestampTz now, const int *limits, int room,
+								  ClaimedMessage **rows);
+extern void plivo_otp_queue_earliest_due(TimestampTz *due);
 extern void plivo_otp_queue_record(const Outcome *outcome, TimestampTz now);
 extern void plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why,
 										   TimestampTz now);
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
 extern int	plivo_otp_queue_cancel_orphaned(TimestampTz now);
 extern int	plivo_otp_queue_wipe_expired_codes(TimestampTz now);
+extern int	plivo_otp_queue_wipe_call_bodies(TimestampTz now);
 extern void plivo_otp_queue_find_stale(MemoryContext context);
 extern int	plivo_otp_queue_stale_left(void);
 extern void plivo_otp_queue_forget_stale(const pg_uuid_t *id);
@@ -138,6 +152,7 @@ typedef struct InflightMessage
 	pg_uuid_t	id;
 	TimestampTz expires_at;
 	int			tries;
+	bool		voice;			/* a call, not an SMS */
 	char	   *masked_phone;
 } InflightMessage;
 
@@ -154,10 +169,21 @@ extern void plivo_otp_outcomes_truncate(int n);
 extern bool plivo_otp_record_outcomes(TimestampTz *next_due);
 
 /* ---- rate_limit.c ---- */
+
+/* The kinds of request, each with a bucket of its own; also indexes claim limits. */
+typedef enum PlivoOtpRateKind
+{
+	PLIVO_OTP_RATE_MESSAGES,
+	PLIVO_OTP_RATE_CALLS,
+	PLIVO_OTP_NUM_RATES
+} PlivoOtpRateKind;
+
+#define PLIVO_OTP_RATE_OF(voice) ((voice) ? PLIVO_OTP_RATE_CALLS : PLIVO_OTP_RATE_MESSAGES)
+
 extern void plivo_otp_rate_reset(TimestampTz now);
-extern int	plivo_otp_rate_available(TimestampTz now);
-extern void plivo_otp_rate_take(void);
-extern long plivo_otp_rate_wait_ms(void);
+extern int	plivo_otp_rate_available(PlivoOtpRateKind kind, TimestampTz now);
+extern void plivo_otp_rate_take(PlivoOtpRateKind kind);
+extern long plivo_otp_rate_wait_ms(PlivoOtpRateKind kind, TimestampTz now);
 
 /* ---- retention.c ---- */
 extern bool plivo_otp_purge_old_rows(int budget_ms);

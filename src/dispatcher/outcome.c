@@ -4,24 +4,37 @@
  *	  What a finished request to Plivo means, and the outcomes waiting to
  *	  be recorded on their rows.
  *
- * The rules (dispatch_state; Plivo's own words go to delivery_status only):
- *	2xx with a message UUID			-> accepted, body wiped
+ * The rules, the same for an SMS (Send Message) and a call (Make Call)
+ * (dispatch_state; Plivo's own words go to delivery_status only):
+ *	2xx with a UUID (an SMS's message_uuid, a call's request_uuid)
+ *									-> accepted, provider_uuid, accepted_at;
+ *									   an SMS's body wiped, a call's kept
  *	400/401/403/404 and other 4xx	-> refused, body wiped, not retried
  *	429, 503, and failures before any byte of the request left (connect,
  *	DNS, TLS): Plivo cannot have taken the message
  *									-> pending again after back-off with
  *									   jitter (Retry-After honoured), until
  *									   the code is about to expire -> expired,
- *									   never late
+ *									   never late (an SMS needs 5 s of life
+ *									   left, a call PLIVO_MIN_CALL_LIFE)
  *	500, 502, 504 and other 5xx, a failure after the request left (timeout,
  *	connection dropped), a 2xx without a UUID, or a stop while a request
  *	was in flight: Plivo may have taken it
- *									-> unknown, body wiped, never re-sent
+ *									-> unknown, never re-sent; an SMS's body
+ *									   wiped, a call's kept
  *
- * The last rule makes delivery at most once: Plivo's Message API has no
+ * The unknown rule makes delivery at most once: Plivo's APIs have no
  * idempotency key, so re-sending after an ambiguous outcome could send the
- * SMS twice.  The code stays valid; the application sees 'unknown' in
- * otp_status and can offer "send again" (a new otp_send).
+ * SMS, or place the call, twice.  The code stays valid; the application
+ * sees 'unknown' in otp_status and can offer "send again".
+ *
+ * A call's body (its sealed sentence) outlives the request because the
+ * call fetches its script later, from the listener, which wipes the body
+ * once it served it.  An unknown call keeps its body too: if Plivo did
+ * place it, its fetch can still be served (the listener then adopts the
+ * fetch's RequestUUID).  A body no fetch took is wiped by the dispatcher's
+ * one-second tick once the code expired or is no longer pending
+ * (queue.c, wipe_call_bodies), so a sealed code never outlives its use.
  *
  * Outcomes wait in a list (their own memory context) until they are
  * recorded, each in a subtransaction of its batch, so one row that cannot
@@ -115,7 +128,8 @@ retry_or_expire(InflightMessage *m, int http_status, const char *error, long ret
 		delay = Min(MAX_BACKOFF_SECS, 1 << (Max(Min(m->tries, 11), 1) - 1));
 		delay *= 0.5 + 0.5 * pg_prng_double(&pg_global_prng_state);
 	}
-	if (m->expires_at - now <= (int64) (delay * USECS_PER_SEC) + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC)
+	if (m->expires_at - now <= (int64) (delay * USECS_PER_SEC) +
+		(m->voice ? PLIVO_MIN_CALL_LIFE : PLIVO_MIN_MESSAGE_EXPIRY) * USECS_PER_SEC)
 	{
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_EXPIRED, NULL, http_status,
 							  psprintf("code expired while retrying: %s", error), 0);
@@ -176,17 +190,20 @@ judge_answer(HttpTransfer *t)
 			plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_ACCEPTED, uuid, status, NULL, 0);
 		else
 			plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_UNKNOWN, NULL, status,
+								  m->voice ? "Plivo answered without a request UUID; not called again" :
 								  "Plivo answered without a message UUID; not re-sent", 0);
 	}
 	else if (status == 429 || status == 503)
 		retry_or_expire(m, status, text, t->retry_after);
 	else if (status >= 500)
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_UNKNOWN, NULL, status,
-							  psprintf("%s; Plivo may have taken the message, not re-sent", text), 0);
+							  psprintf(m->voice ? "%s; Plivo may have placed the call, not called again" :
+									   "%s; Plivo may have taken the message, not re-sent", text), 0);
 	else
 	{
 		ereport(LOG,
-				(errmsg("plivo_otp dispatcher: Plivo refused the message to %s", m->masked_phone),
+				(errmsg("plivo_otp dispatcher: Plivo refused the %s to %s",
+						m->voice ? "call" : "message", m->masked_phone),
 				 errdetail_internal("%s", plivo_otp_sanitize_error(text))));
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_REFUSED, NULL, status, text, 0);
 	}

@@ -1,15 +1,26 @@
 /*-------------------------------------------------------------------------
  *
  * plivo_rest.c
- *	  Plivo's REST API as the dispatcher speaks it: the Send Message request
- *	  and its response (the Call API joins it).
+ *	  Plivo's REST API as the dispatcher speaks it: the Send Message and
+ *	  Make Call requests and their responses.
  *
- * POST {api_url}/v1/Account/{auth_id}/Message/ with HTTP Basic auth (Auth
- * ID, Auth Token) and a JSON body: src (or powerpack_uuid), dst without the
- * '+', text, type, url/method for status callbacks, log, message_expiry.
- * A 2xx answer carries {"message_uuid": ["..."]}; errors carry {"error":
- * "..."}.  https is required unless the API URL is a loopback address
- * (tests and local stand-ins; see common/url.c).
+ * Both are POSTs with HTTP Basic auth (Auth ID, Auth Token) and a JSON
+ * body; https is required unless the API URL is a loopback address (tests
+ * and local stand-ins; see common/url.c).  Errors carry {"error": "..."}.
+ *
+ * POST {api_url}/v1/Account/{auth_id}/Message/: src (or powerpack_uuid),
+ * dst without the '+', text, type, url/method for status callbacks, log,
+ * message_expiry.  A 2xx answer carries {"message_uuid": ["..."]}.
+ *
+ * POST {api_url}/v1/Account/{auth_id}/Call/: the fields and defaults that
+ * Plivo's Python SDK (Calls.create) sends: from and to without the '+',
+ * answer_url {public_url}/plivo/voice-answer/{answer token} (the message
+ * id never appears in it, crypto/answer_token.c), hangup_url
+ * {public_url}/plivo/voice-status/{message id}, their methods (POST),
+ * ring_method, fallback_method, ring_timeout, time_limit,
+ * machine_detection "hangup" (left out when the setting is off) and the
+ * SDK's machine_detection_time/_method and error_if_parent_not_found.  A
+ * 201 answer carries {"request_uuid": "..."}.
  *
  *-------------------------------------------------------------------------
  */
@@ -59,7 +70,7 @@ read_request_body(char *buf, size_t size, size_t nitems, void *userp)
 /*
  * A ready-to-start POST of a JSON body (palloc'd; the transfer owns it from
  * here and wipes it when freed) to path under the API URL, authenticated as
- * the account.  The Message API uses it, and the Call API will.  If libcurl
+ * the account.  The Message and Call APIs use it.  If libcurl
  * cannot be set up, what was allocated is freed before the ERROR.
  */
 static HttpTransfer *
@@ -142,12 +153,65 @@ plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 	return post_json(config, "Message/", &body);
 }
 
+/*
+ * A ready-to-start Make Call request for the call of message id (to e164),
+ * as the config says; the caller checked that it has a public URL and a
+ * caller ID.
+ */
+HttpTransfer *
+plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id, const char *e164)
+{
+	StringInfoData body;
+	char		token[Max(PLIVO_OTP_ANSWER_TOKEN_LEN, PLIVO_OTP_TOKEN_LEN) + 1];
+	char	   *url;
+
+	Assert(config->public_base && config->caller_id);
+	initStringInfo(&body);
+	appendStringInfoChar(&body, '{');
+	append_json_field(&body, "from",
+					  config->caller_id[0] == '+' ? config->caller_id + 1 : config->caller_id);
+	append_json_field(&body, "to", e164[0] == '+' ? e164 + 1 : e164);
+
+	/* (The caller's context may be long-lived: free what is made here.) */
+	plivo_otp_answer_token(id, token);
+	url = psprintf("%s/plivo/voice-answer/%s", config->public_base, token);
+	explicit_bzero(token, sizeof(token));
+	append_json_field(&body, "answer_url", url);
+	explicit_bzero(url, strlen(url));
+	pfree(url);
+	append_json_field(&body, "answer_method", "POST");
+	append_json_field(&body, "ring_method", "POST");
+
+	plivo_otp_format_uuid(id, token);
+	url = psprintf("%s/plivo/voice-status/%s", config->public_base, token);
+	append_json_field(&body, "hangup_url", url);
+	pfree(url);
+	append_json_field(&body, "hangup_method", "POST");
+	append_json_field(&body, "fallback_method", "POST");
+
+	appendStringInfo(&body, ",\"time_limit\":%d", config->call_time_limit);
+	if (config->machine_detection)
+		append_json_field(&body, "machine_detection", "hangup");
+	appendStringInfoString(&body, ",\"machine_detection_time\":5000");
+	append_json_field(&body, "machine_detection_method", "POST");
+	appendStringInfo(&body, ",\"ring_timeout\":%d", config->ring_timeout);
+	appendStringInfoString(&body, ",\"error_if_parent_not_found\":false}");
+	return post_json(config, "Call/", &body);
+}
+
+/* message_uuid (a Send Message answer) or request_uuid (a Make Call answer) */
+static bool
+is_uuid_field(const char *field)
+{
+	return field && (strcmp(field, "message_uuid") == 0 || strcmp(field, "request_uuid") == 0);
+}
+
 typedef struct SendResponseState
 {
 	int			depth;
 	bool		in_uuid_array;
 	char	   *field;
-	char	   *message_uuid;
+	char	   *uuid;
 	char	   *error;
 } SendResponseState;
 
@@ -172,7 +236,7 @@ response_array_start(void *state)
 	SendResponseState *s = state;
 
 	s->depth++;
-	s->in_uuid_array = s->depth == 2 && s->field && strcmp(s->field, "message_uuid") == 0;
+	s->in_uuid_array = s->depth == 2 && is_uuid_field(s->field);
 }
 
 static void
@@ -193,10 +257,10 @@ response_scalar(void *state, char *token, JsonTokenType tokentype)
 		return;
 	if (s->depth == 1 && s->field && strcmp(s->field, "error") == 0 && s->error == NULL)
 		s->error = token;
-	else if (s->in_uuid_array && s->depth == 2 && s->message_uuid == NULL)
-		s->message_uuid = token;
-	else if (s->depth == 1 && s->field && strcmp(s->field, "message_uuid") == 0)
-		s->message_uuid = token;	/* tolerate a bare string */
+	else if (s->in_uuid_array && s->depth == 2 && s->uuid == NULL)
+		s->uuid = token;
+	else if (s->depth == 1 && is_uuid_field(s->field) && s->uuid == NULL)
+		s->uuid = token;		/* a call's request_uuid is a bare string */
 }
 
 /*
@@ -233,18 +297,19 @@ json_depth_within(const char *body, int max)
 }
 
 /*
- * Read message_uuid (the first of the array) and error from a response
- * body.  False if the body is not JSON (or nests deeper than any answer of
- * Plivo's: MAX_RESPONSE_DEPTH).
+ * Read the UUID Plivo gave (message_uuid, the first of its array, or a
+ * call's request_uuid, a string or the first of an array) and error from a
+ * response body.  False if the body is not JSON (or nests deeper than any
+ * answer of Plivo's: MAX_RESPONSE_DEPTH).
  */
 bool
-plivo_otp_parse_send_response(const char *body, char **message_uuid, char **error)
+plivo_otp_parse_send_response(const char *body, char **uuid, char **error)
 {
 	SendResponseState state = {0};
 	JsonSemAction sem = {0};
 	JsonLexContext *lex;
 
-	*message_uuid = NULL;
+	*uuid = NULL;
 	*error = NULL;
 	if (body == NULL || !json_depth_within(body, MAX_RESPONSE_DEPTH))
 		return false;
@@ -258,7 +323,7 @@ plivo_otp_parse_send_response(const char *body, char **message_uuid, char **erro
 	lex = makeJsonLexContextCstringLen(pstrdup(body), strlen(body), PG_UTF8, true);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return false;
-	*message_uuid = state.message_uuid;
+	*uuid = state.uuid;
 	*error = state.error;
 	return true;
 }

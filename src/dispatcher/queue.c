@@ -4,7 +4,8 @@
  *	  The dispatcher's statements on the outbound queue (plivo_otp.messages):
  *	  claim due rows, find the next due time, record an outcome, expire rows
  *	  that can no longer be sent, cancel rows whose code is no longer
- *	  pending, and recover rows a stopped dispatcher left in flight.
+ *	  pending, wipe the bodies of calls whose code is gone, and recover rows
+ *	  a stopped dispatcher left in flight.
  *
  * Every function runs inside a unit of work of common/worker.c (a short
  * transaction, SPI connected).  No statement here waits on a row lock that
@@ -33,44 +34,71 @@
 #include "dispatcher.h"
 
 /*
- * The expiry is the earlier of the message's and its code's; tries stops at
- * its maximum rather than overflow; a body larger than any SMS is not
- * fetched (only its size).
+ * Due rows of each kind (SMS, calls: each up to its own limit, so that a
+ * backlog of one kind never crowds out the other), then the earliest of
+ * them up to room (max_inflight's).  The expiry is the earlier of the
+ * message's and its code's; tries stops at its maximum rather than
+ * overflow; a body larger than any SMS is not fetched (only its size).
  */
+#define CLAIM_DUE_OF(name, channel_test, limit) \
+	name " AS (" \
+	" SELECT m.id, m.next_try_at, least(m.expires_at, v.expires_at) AS expires_at" \
+	" FROM plivo_otp.messages m" \
+	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'" \
+	" WHERE m.dispatch_state = 'pending' AND m.next_try_at <= $1 AND " channel_test \
+	" ORDER BY m.next_try_at LIMIT " limit " FOR UPDATE OF m SKIP LOCKED)"
+
 static PlivoOtpStatement claim_due = {
-	"WITH due AS ("
-	" SELECT m.id, least(m.expires_at, v.expires_at) AS expires_at"
-	" FROM plivo_otp.messages m"
-	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'"
-	" WHERE m.dispatch_state = 'pending' AND m.next_try_at <= $1"
-	" ORDER BY m.next_try_at LIMIT $2 FOR UPDATE OF m SKIP LOCKED)"
+	"WITH " CLAIM_DUE_OF("sms", "m.channel <> 'voice'", "$2") ","
+	CLAIM_DUE_OF("calls", "m.channel = 'voice'", "$3") ","
+	" due AS (SELECT * FROM sms UNION ALL SELECT * FROM calls ORDER BY next_try_at LIMIT $4)"
 	" UPDATE plivo_otp.messages m SET dispatch_state = 'sending',"
 	"  tries = CASE WHEN m.tries < 2147483647 THEN m.tries + 1 ELSE m.tries END,"
 	"  updated_at = $1"
 	" FROM due WHERE m.id = due.id"
 	" RETURNING m.id, m.phone,"
 	"  CASE WHEN octet_length(m.body) <= " CppAsString2(QUEUE_MAX_BODY) " THEN m.body END,"
-	"  octet_length(m.body), due.expires_at, m.tries",
-	2, {TIMESTAMPTZOID, INT4OID}
+	"  octet_length(m.body), due.expires_at, m.tries, m.channel = 'voice'",
+	4, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID}
 };
 
 /* Same rows as claim_due would take, so an unclaimable row cannot keep us spinning. */
 static PlivoOtpStatement earliest_due = {
-	"SELECT min(m.next_try_at) FROM plivo_otp.messages m"
+	"SELECT min(m.next_try_at) FILTER (WHERE m.channel <> 'voice'),"
+	" min(m.next_try_at) FILTER (WHERE m.channel = 'voice')"
+	" FROM plivo_otp.messages m"
 	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'"
 	" WHERE m.dispatch_state = 'pending'",
 	0, {0}
 };
 
+/*
+ * Which outcomes keep a row's sealed body: a row pending again (it is sent
+ * later), and a call Plivo took or may have taken (the listener speaks it
+ * when the call fetches its script; queue_wipe_call_bodies wipes it once
+ * the code expired or is no longer pending).  See outcome.c.
+ */
+#define KEEPS_BODY(state) \
+	"(" state " = 'pending' OR (m.channel = 'voice' AND " state " IN ('accepted', 'unknown')))"
+
+#define STORE_OUTCOME(extra) \
+	"WITH target AS (" \
+	" SELECT id FROM plivo_otp.messages WHERE id = $1 AND dispatch_state = 'sending'" \
+	" FOR UPDATE NOWAIT)" \
+	" UPDATE plivo_otp.messages m SET dispatch_state = $2, provider_uuid = $3," \
+	" http_status = $4, last_error = $5, next_try_at = coalesce($6, m.next_try_at)," \
+	" updated_at = $7," extra \
+	" body = CASE WHEN " KEEPS_BODY("$2") " THEN m.body END" \
+	" FROM target WHERE m.id = target.id"
+
 static PlivoOtpStatement store_outcome = {
-	"WITH target AS ("
-	" SELECT id FROM plivo_otp.messages WHERE id = $1 AND dispatch_state = 'sending'"
-	" FOR UPDATE NOWAIT)"
-	" UPDATE plivo_otp.messages m SET dispatch_state = $2, provider_uuid = $3,"
-	" http_status = $4, last_error = $5, next_try_at = coalesce($6, m.next_try_at),"
-	" updated_at = $7,"
-	" body = CASE WHEN $2 = 'pending' THEN m.body END"
-	" FROM target WHERE m.id = target.id",
+	STORE_OUTCOME(" accepted_at = CASE WHEN $2 = 'accepted' THEN $7 ELSE m.accepted_at END,"),
+	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* 0.1.0's table, while an upgrade is pending: no accepted_at. */
+static PlivoOtpStatement store_outcome_v1 = {
+	STORE_OUTCOME(""),
 	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
@@ -79,7 +107,8 @@ static PlivoOtpStatement store_failure = {
 	"WITH target AS ("
 	" SELECT id FROM plivo_otp.messages WHERE id = $1 AND dispatch_state = 'sending'"
 	" FOR UPDATE NOWAIT)"
-	" UPDATE plivo_otp.messages m SET dispatch_state = 'unknown', body = NULL,"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'unknown',"
+	" body = CASE WHEN " KEEPS_BODY("'unknown'") " THEN m.body END,"
 	" last_error = $2, updated_at = $3"
 	" FROM target WHERE m.id = target.id",
 	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
@@ -105,6 +134,24 @@ static PlivoOtpStatement wipe_expired_codes = {
 	"       WHERE code_sealed IS NOT NULL AND expires_at <= $1"
 	"       LIMIT 1000 FOR UPDATE SKIP LOCKED) e"
 	" WHERE v.id = e.id",
+	1, {TIMESTAMPTZOID}
+};
+
+/*
+ * A call's body, kept for the listener, no longer has a use once its code
+ * expired or is no longer pending: wipe it (a batch; rows someone holds
+ * wait for a later tick).  Rows still pending or in flight are left to
+ * expire_unsendable, cancel_orphaned and their outcome.
+ */
+static PlivoOtpStatement wipe_call_bodies = {
+	"UPDATE plivo_otp.messages m SET body = NULL, updated_at = $1"
+	" FROM (SELECT m.id FROM plivo_otp.messages m"
+	"       JOIN plivo_otp.verifications v ON v.id = m.verification_id"
+	"       WHERE m.channel = 'voice' AND m.body IS NOT NULL"
+	"       AND m.dispatch_state NOT IN ('pending', 'sending')"
+	"       AND (v.state <> 'pending' OR least(m.expires_at, v.expires_at) <= $1)"
+	"       LIMIT 1000 FOR UPDATE OF m SKIP LOCKED) w"
+	" WHERE m.id = w.id",
 	1, {TIMESTAMPTZOID}
 };
 
@@ -136,8 +183,8 @@ static PlivoOtpStatement recover_stale = {
 	"WITH stale AS ("
 	" SELECT id FROM plivo_otp.messages WHERE id = ANY ($2) AND dispatch_state = 'sending'"
 	" FOR UPDATE SKIP LOCKED)"
-	" UPDATE plivo_otp.messages m SET dispatch_state = 'unknown', body = NULL,"
-	" updated_at = $1,"
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'unknown',"
+	" body = CASE WHEN " KEEPS_BODY("'unknown'") " THEN m.body END, updated_at = $1,"
 	" last_error = 'dispatcher stopped while the request was in flight; not re-sent'"
 	" FROM stale WHERE m.id = stale.id",
 	2, {TIMESTAMPTZOID, UUIDARRAYOID}
@@ -152,19 +199,22 @@ static pg_uuid_t *stale = NULL;
 static int	nstale = 0;
 
 /*
- * Claim up to limit due rows: they are 'sending' once the unit of work
- * commits.  *rows (palloc'd in the current context) gets what sending them
- * needs; returns how many.
+ * Claim due rows, at most limits[kind] of each kind (PlivoOtpRateKind) and
+ * room in all: they are 'sending' once the unit of work commits.  *rows
+ * (palloc'd in the current context) gets what sending them needs; returns
+ * how many.
  */
 int
-plivo_otp_queue_claim(TimestampTz now, int limit, ClaimedMessage **rows)
+plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, ClaimedMessage **rows)
 {
-	Datum		args[2];
+	Datum		args[4];
 	bool		isnull;
 	int			n;
 
 	args[0] = TimestampTzGetDatum(now);
-	args[1] = Int32GetDatum(limit);
+	args[1] = Int32GetDatum(limits[PLIVO_OTP_RATE_MESSAGES]);
+	args[2] = Int32GetDatum(limits[PLIVO_OTP_RATE_CALLS]);
+	args[3] = Int32GetDatum(room);
 	n = plivo_otp_exec(&claim_due, args, NULL, false, 0);
 	*rows = n > 0 ? palloc(n * sizeof(ClaimedMessage)) : NULL;
 	for (int i = 0; i < n; i++)
@@ -179,14 +229,15 @@ plivo_otp_queue_claim(TimestampTz now, int limit, ClaimedMessage **rows)
 		row->phone = plivo_otp_get_text(i, 2);
 		row->expires_at = DatumGetTimestampTz(plivo_otp_get(i, 5, &isnull));
 		row->tries = DatumGetInt32(plivo_otp_get(i, 6, &isnull));
+		row->voice = DatumGetBool(plivo_otp_get(i, 7, &isnull));
 		plivo_otp_queue_forget_stale(&row->id);
 	}
 	return n;
 }
 
-/* The earliest next_try_at of a claimable row, or 0 if there is none. */
-TimestampTz
-plivo_otp_queue_earliest_due(void)
+/* The earliest next_try_at of a claimable row of each kind into due[kind], 0 if none. */
+void
+plivo_otp_queue_earliest_due(TimestampTz *due)
 {
 	bool		isnull;
 	Datum		d;
@@ -194,9 +245,12 @@ plivo_otp_queue_earliest_due(void)
 	/* Not read-only: read-only SPI keeps the unit's first snapshot, in which
 	 * the rows this claim just took are still pending and due. */
 	plivo_otp_exec(&earliest_due, NULL, NULL, false, 1);
-	d = plivo_otp_get(0, 1, &isnull);
-	/* (-infinity, or the epoch itself, would read as "none") */
-	return isnull ? 0 : Max(DatumGetTimestampTz(d), 1);
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+	{
+		d = plivo_otp_get(0, kind + 1, &isnull);
+		/* (-infinity, or the epoch itself, would read as "none") */
+		due[kind] = isnull ? 0 : Max(DatumGetTimestampTz(d), 1);
+	}
 }
 
 /*
@@ -221,7 +275,8 @@ plivo_otp_queue_record(const Outcome *o, TimestampTz now)
 	args[5] = TimestampTzGetDatum(o->next_try_at);
 	nulls[5] = o->next_try_at ? ' ' : 'n';
 	args[6] = TimestampTzGetDatum(now);
-	plivo_otp_exec(&store_outcome, args, nulls, false, 0);
+	plivo_otp_exec(plivo_otp_schema_is_v2() ? &store_outcome : &store_outcome_v1,
+				   args, nulls, false, 0);
 }
 
 /* An outcome that could not be stored: the row becomes unknown, saying why. */
@@ -387,4 +442,14 @@ plivo_otp_queue_wipe_expired_codes(TimestampTz now)
 		return 0;
 	args[0] = TimestampTzGetDatum(now);
 	return plivo_otp_exec(&wipe_expired_codes, args, NULL, false, 0);
+}
+
+/* Wipe the bodies of calls whose code expired or is no longer pending (a batch); returns how many. */
+int
+plivo_otp_queue_wipe_call_bodies(TimestampTz now)
+{
+	Datum		args[1];
+
+	args[0] = TimestampTzGetDatum(now);
+	return plivo_otp_exec(&wipe_call_bodies, args, NULL, false, 0);
 }

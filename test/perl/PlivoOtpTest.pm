@@ -152,7 +152,18 @@ sub learn_code
 
 # Helpers added for the dispatcher tests (006-008).
 
-push @EXPORT, qw(dispatcher_pid dispatcher_stats message_row phone_n);
+push @EXPORT, qw(dispatcher_pid dispatcher_stats message_row phone_n reload_dispatcher);
+
+# Append settings to a node's postgresql.conf, reload, and wait until the
+# dispatcher has read them.
+sub reload_dispatcher
+{
+	my ($node, $conf) = @_;
+	my $offset = -s $node->logfile;
+	$node->append_conf('postgresql.conf', $conf);
+	$node->reload;
+	$node->wait_for_log(qr/plivo_otp dispatcher sends to/, $offset);
+}
 
 # The pid of the running dispatcher, or '' when there is none.
 sub dispatcher_pid
@@ -472,6 +483,25 @@ sub calls { my ($self) = @_; return $self->_call('GET', 'calls'); }
 sub stats { my ($self) = @_; return $self->_call('GET', 'stats'); }
 sub callback { my ($self, %req) = @_; return $self->_call('POST', 'callback', \%req); }
 sub replay { my ($self, $req) = @_; return $self->_call('POST', 'replay', $req); }
+sub call_fetch { my ($self, %req) = @_; return $self->_call('POST', 'call_fetch', \%req); }
+sub call_timing { my ($self, %t) = @_; return $self->_call('POST', 'call_timing', \%t); }
+
+# The accepted calls placed to one number (E.164 with or without '+').
+sub calls_to
+{
+	my ($self, $phone) = @_;
+	$phone =~ s/^\+//;
+	return [ grep { ($_->{to} // '') eq $phone } @{ $self->calls } ];
+}
+
+# Every Make Call request (whatever its outcome) for one number.
+sub call_requests_to
+{
+	my ($self, $phone) = @_;
+	$phone =~ s/^\+//;
+	return [ grep { $_->{path} =~ m{/Call/$} && $_->{json} && ($_->{json}{to} // '') eq $phone }
+		  @{ $self->requests } ];
+}
 
 # The accepted messages sent to one number (E.164 with or without '+').
 sub messages_to

@@ -43,15 +43,6 @@ sub accepted_times
 	return @t;
 }
 
-sub reload_with
-{
-	my ($conf) = @_;
-	my $offset = -s $node->logfile;
-	$node->append_conf('postgresql.conf', $conf);
-	$node->reload;
-	$node->wait_for_log(qr/plivo_otp dispatcher sends to/, $offset);
-}
-
 sub max_gap
 {
 	my @t = @_;
@@ -122,7 +113,7 @@ cmp_ok(max_gap(@t), '<', 1.5, sprintf('and no stall beyond the pace itself (larg
 
 # max_inflight = 2 with a slow Plivo (1 s per request): the stand-in's
 # request times show how many were in progress at once.
-reload_with("plivo_otp.max_inflight = 2\nplivo_otp.max_requests_per_second = 100\n");
+reload_dispatcher($node, "plivo_otp.max_inflight = 2\nplivo_otp.max_requests_per_second = 100\n");
 $plivo->behave(mode => 'slow', count => 6, delay => 1);
 my @ip = map { phone_n(440 + $_) } 1 .. 6;
 my %ipd = map { (my $d = $_) =~ s/^\+//; ($d => 1) } @ip;
@@ -135,7 +126,7 @@ is($overlap, 2, 'max_inflight = 2: two requests, never more, were in progress at
 cmp_ok($starts[-1] - $starts[0], '>=', 2, 'six 1-second requests, two at a time, took at least 2 s to start');
 
 # A burst of 50 in one transaction, with the rate limit out of the way.
-reload_with("plivo_otp.max_inflight = 10\nplivo_otp.max_requests_per_second = 1000\n");
+reload_dispatcher($node, "plivo_otp.max_inflight = 10\nplivo_otp.max_requests_per_second = 1000\n");
 my @bp = map { phone_n(500 + $_) } 1 .. 50;
 my $t0 = time;
 send_all(@bp);

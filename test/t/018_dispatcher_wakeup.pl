@@ -30,15 +30,6 @@ sub arrival
 	return $r ? $r->{time} : undef;
 }
 
-sub reload_with
-{
-	my ($conf) = @_;
-	my $offset = -s $node->logfile;
-	$node->append_conf('postgresql.conf', $conf);
-	$node->reload;
-	$node->wait_for_log(qr/plivo_otp dispatcher sends to/, $offset);
-}
-
 # ---------------------------------------------------------------------------
 # Commits one after another while three requests wait at a slow Plivo.
 $plivo->behave(mode => 'slow', count => 3, delay => 4);
@@ -61,7 +52,7 @@ cmp_ok(max(@lat), '<', 0.3, sprintf('each of 30 commits reached Plivo within 300
 # ---------------------------------------------------------------------------
 # No room: max_inflight = 2, both taken by slow requests; a third commit
 # waits for the first slot, not for a timer.
-reload_with("plivo_otp.max_inflight = 2\n");
+reload_dispatcher($node, "plivo_otp.max_inflight = 2\n");
 ok(wait_until(10, sub { dispatcher_stats($node)->{in_flight} == 0 }), 'the slow requests are done');
 $plivo->behave(mode => 'slow', count => 2, delay => 1.5);
 sql("SELECT plivo_otp.otp_send('" . phone_n(991) . "'), plivo_otp.otp_send('" . phone_n(992) . "')");
@@ -73,14 +64,14 @@ my $gap = $third - $first;
 ok($gap >= 1.4 && $gap < 2.2, sprintf('the third went when a slot freed, %.2f s after the first (1.5 s each)', $gap));
 
 # No room: the rate limit's bucket is empty (2 a second, a burst of one).
-reload_with("plivo_otp.max_inflight = 10\nplivo_otp.max_requests_per_second = 2\n");
+reload_dispatcher($node, "plivo_otp.max_inflight = 10\nplivo_otp.max_requests_per_second = 2\n");
 sql("SELECT plivo_otp.otp_send('" . phone_n(994) . "')");
 $first = arrival(phone_n(994));
 sql("SELECT plivo_otp.otp_send('" . phone_n(995) . "')");
 my $second = arrival(phone_n(995), 8) // 99;
 $gap = $second - $first;
 cmp_ok($gap, '<', 1, sprintf('a commit in an empty bucket went with the next token, %.2f s after the first', $gap));
-reload_with("plivo_otp.max_requests_per_second = 1000\n");
+reload_dispatcher($node, "plivo_otp.max_requests_per_second = 1000\n");
 
 # ---------------------------------------------------------------------------
 # COMMIT PREPARED wakes nobody: the backstop claims within a second.  A send
