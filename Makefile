@@ -53,6 +53,7 @@ OBJS = \
 	src/dispatcher/dispatcher.o \
 	src/listener/callback_auth.o \
 	src/listener/delivery.o \
+	src/listener/voice_answer.o \
 	src/listener/server.o \
 	src/listener/connections.o \
 	src/listener/listener.o
