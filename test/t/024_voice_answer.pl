@@ -67,12 +67,12 @@ sub answer_fields
 }
 
 # A signed fetch of a call's answer URL: the request (signed_request's).
-# %o: uuid (the RequestUUID sent), token (default the call's), path, and
+# %o: uuid (the RequestUUID sent), answer_token (default the call's), path, and
 # signed_request's options (nonce, v3, v2, v3_token, method ...).
 sub answer_request
 {
 	my ($call, %o) = @_;
-	my $path = $o{path} // '/plivo/voice-answer/' . ($o{token} // $call->{token});
+	my $path = $o{path} // '/plivo/voice-answer/' . (delete($o{answer_token}) // $call->{token});
 	return signed_request($port, path => $path,
 		fields => answer_fields($o{uuid} // $call->{uuid}, %{ $o{extra} // {} }), %o);
 }
@@ -189,8 +189,8 @@ no_code('a body altered after signing', sub {
 	my $req = answer_request($cb, uuid => $cb->{uuid});
 	http_send($port, $req->{raw} =~ s/CallStatus=in-progress/CallStatus=completed-x/r) }, 0);
 no_code('a wrong token', sub {
-	fetch($cb, token => '0badc0de-0000-4000-8000-000000000000') }, 1);
-no_code('another call\'s token', sub { fetch($cb, token => $ca->{token}) }, 1);
+	fetch($cb, answer_token => '0badc0de-0000-4000-8000-000000000000') }, 1);
+no_code('another call\'s token', sub { fetch($cb, answer_token => $ca->{token}) }, 1);
 no_code('the bare answer path', sub { fetch($cb, path => '/plivo/voice-answer') }, 0);
 no_code('a fetch with only ALegRequestUUID, another one', sub {
 	fetch($cb, uuid => 'req-other', extra => { RequestUUID => undef }) }, 1);
