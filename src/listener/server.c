@@ -372,7 +372,7 @@ start_request(CallbackRequest *req, const char *path, const char *method)
 			req->route = &routes[i];
 	if (req->route == NULL)
 		return answer(req->conn, MHD_HTTP_NOT_FOUND, "not found\n");
-	/* (The voice route answers every method and size alike: see validate.) */
+	/* (405 and 413 depend on no token or code: the voice route shares them.) */
 	if (strcmp(method, "POST") == 0)
 		req->method = "POST";
 	else if (strcmp(method, "GET") == 0)
