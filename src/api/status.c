@@ -6,6 +6,8 @@
  * otp_status reports the verification with its latest message.  The phone
  * number is masked, a pending code past its expiry reads as expired, and
  * attempts_left accounts for failures that rolled back (the shared ledger).
+ * error_text is the meaning of error_code: from plivo_error_codes for an
+ * SMS, from plivo_hangup_causes (HangupCauseCode) for a call.
  *
  *-------------------------------------------------------------------------
  */

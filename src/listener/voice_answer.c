@@ -169,6 +169,9 @@ plivo_otp_voice_answer(const PlivoParam *params, int nparams, const char *nonce,
 	char	   *sentence;
 
 	*xml = NULL;
+	/* 0.1.0's tables, while an upgrade is pending, have no calls. */
+	if (!plivo_otp_schema_is_v2())
+		return no_code(nonce, other_nonce, "the 0.2.0 schema is not installed");
 	args[0] = PointerGetDatum(digest);
 	args[1] = TimestampTzGetDatum(now);
 	if (plivo_otp_exec(&lock_call, args, NULL, false, 1) == 0)
