@@ -107,7 +107,7 @@ sub snapshot
 sub nonces { return sql('SELECT count(*) FROM plivo_otp.callback_nonces'); }
 
 my $no_code = '<Response><Hangup/></Response>';
-my $first_no_code;
+my ($first_no_code, $first_no_code_res);
 
 # A fetch that must get the no-code answer and change nothing (its nonce
 # is recorded when it is validly V3-signed: $nonce_recorded).
@@ -120,6 +120,7 @@ sub no_code
 	is($r->{status}, 200, "$what: answered 200");
 	is($r->{body}, $no_code, "$what: the no-code answer") or diag explain $r;
 	$first_no_code //= shape($r);
+	$first_no_code_res //= $r;
 	is(shape($r), $first_no_code, "$what: byte-identical to every other no-code answer");
 	is(snapshot(), $before, "$what: nothing recorded, no row changed");
 	is(nonces(), $nonces + ($nonce_recorded ? 1 : 0),
@@ -166,7 +167,17 @@ is(sql("SELECT count(*) FROM plivo_otp.callback_nonces WHERE nonce = '$r->{reque
 	"the fetch's nonce is recorded");
 my $served_raw = $r->{request}{raw};
 
+my $script_answer = $r;
 no_code('a second fetch (new nonce) of a served call', sub { fetch($ca) }, 1);
+# The script and the no-code answer differ only in their body (and its length).
+my $headers_of = sub {
+	my ($res) = @_;
+	my %h = %{ $res->{headers} };
+	delete @h{qw(date content-length)};
+	return join ', ', map { "$_: $h{$_}" } sort keys %h;
+};
+is($headers_of->($script_answer), $headers_of->($first_no_code_res),
+	'the script is sent with the same headers as the no-code answer');
 no_code('the served fetch replayed (same nonce)', sub { http_send($port, $served_raw) }, 0);
 ok(sql("SELECT plivo_otp.otp_verify('$ca->{phone}', '$code')") eq 't',
 	'otp_verify accepts the code the call read');
@@ -230,7 +241,12 @@ my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Pro
   or die "connect: $!";
 my $t0 = time;
 syswrite($sock, $req->{raw});
-select(undef, undef, undef, 1.0);
+select(undef, undef, undef, 0.3);
+# The held fetch holds nothing else up.
+my $t1 = time;
+is(fetch($cb)->{body}, $no_code, 'meanwhile another fetch is answered');
+ok(time - $t1 < 0.5, '... at once, while the first one is held');
+select(undef, undef, undef, 1.0 - (time - $t0)) if time - $t0 < 1.0;
 sql("UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = '$s->{uuid}',"
 	  . " accepted_at = now() WHERE id = '$s->{mid}'");
 $r = read_response($sock, 10);
