@@ -53,6 +53,7 @@ OBJS = \
 	src/dispatcher/dispatcher.o \
 	src/listener/callback_auth.o \
 	src/listener/delivery.o \
+	src/listener/voice_answer.o \
 	src/listener/server.o \
 	src/listener/connections.o \
 	src/listener/listener.o
@@ -60,7 +61,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks redeliver upgrade
+	settings privileges signature callbacks voice_callbacks redeliver upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)

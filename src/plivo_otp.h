@@ -322,12 +322,17 @@ typedef enum PlivoIngestResult
 	PLIVO_INGEST_INCOMPLETE,	/* no MessageUUID or Status */
 	PLIVO_INGEST_STALE_V2,		/* V2 only, for a message older than the nonce window */
 	PLIVO_INGEST_V2_UNBOUND,	/* V2 only, on a URL that names no message of ours */
-	PLIVO_INGEST_V2_OTHER_MESSAGE	/* V2 only, MessageUUID not that of the URL's message */
+	PLIVO_INGEST_V2_OTHER_MESSAGE,	/* V2 only, MessageUUID not that of the URL's message */
+	PLIVO_INGEST_V3_REQUIRED	/* a call's callback without V3 */
 } PlivoIngestResult;
 
 extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int nparams,
 												   const char *nonce, const char *other_nonce,
 												   bool body_signed, const char *token);
 extern int	plivo_otp_apply_waiting_events(void);
+extern bool plivo_otp_record_nonces(const char *nonce, const char *other_nonce);
+extern bool plivo_otp_record_call_event(const char *uuid, const char *status,
+										const char *error_code,
+										const PlivoParam *params, int nparams);
 
 #endif							/* PLIVO_OTP_H */

@@ -11,7 +11,8 @@
  * (listener/callback_auth.c, listener/delivery.c): the signature must
  * verify over the URL Plivo called, and the nonce must be new; V2 alone
  * counts only for the message that URL names ({public_url}/plivo/sms-status/
- * {message id}), and only while it is recent.
+ * {message id}), and only while it is recent.  A call's hang-up callback
+ * (RequestUUID, CallStatus, no MessageUUID) counts only with V3.
  *
  *-------------------------------------------------------------------------
  */
@@ -201,7 +202,14 @@ ingest_answer(PlivoIngestResult ingested)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("callback lacks MessageUUID or Status"),
-					 errhint("Only message-status callbacks can be ingested.")));
+					 errhint("Pass a message-status callback (MessageUUID, Status) or a call's hang-up callback (RequestUUID, CallStatus).")));
+			break;
+		case PLIVO_INGEST_V3_REQUIRED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("call callback is not signed with V3"),
+					 errdetail("Plivo signs voice callbacks with X-Plivo-Signature-V3; a V2 signature does not cover the parameters."),
+					 errhint("Answer the sender with 403.")));
 			break;
 		case PLIVO_INGEST_STALE_V2:
 			ereport(ERROR,

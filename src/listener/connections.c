@@ -51,8 +51,9 @@ static ListenerConnection *tail = NULL;
 static int	open_count = 0;
 static int	cut_count = 0;
 
-static int64
-now_ms(void)
+/* Milliseconds of the monotonic clock (server.c too). */
+int64
+plivo_otp_listener_now_ms(void)
 {
 	struct timespec ts;
 
@@ -124,7 +125,7 @@ plivo_otp_connection_notify(void *cls, struct MHD_Connection *conn, void **socke
 			return;
 		}
 		c->fd = info->connect_fd;
-		c->started_ms = now_ms();
+		c->started_ms = plivo_otp_listener_now_ms();
 		c->reading = true;
 		append_connection(c);
 		open_count++;
@@ -159,7 +160,7 @@ plivo_otp_connection_request_over(struct MHD_Connection *conn)
 
 	if (c == NULL)
 		return;
-	c->started_ms = now_ms();
+	c->started_ms = plivo_otp_listener_now_ms();
 	c->reading = true;
 	unlink_connection(c);
 	append_connection(c);
@@ -176,7 +177,7 @@ plivo_otp_connections_enforce(long *next_ms)
 {
 	int			room = Max(plivo_otp_listen_max_connections / 8, 1);
 	int			high_water = plivo_otp_listen_max_connections - room;
-	int64		now = now_ms();
+	int64		now = plivo_otp_listener_now_ms();
 	int			n = 0;
 
 	*next_ms = -1;

@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * delivery.c
- *	  Authenticated message-status callbacks become delivery events and
- *	  delivery states, idempotently and monotonically.
+ *	  Authenticated message-status and call hang-up callbacks become
+ *	  delivery events and delivery states, idempotently and monotonically.
  *
  * Used by the listener and by ingest_callback(), inside their transaction
- * (SPI connected):
+ * (SPI connected).  A callback with a MessageUUID is a message's; one with
+ * a CallStatus and no MessageUUID is a call's (see "Calls" below).
  *	0. a request that only V2 authenticated counts only for the message its
  *	   URL names (the token of {public_url}/plivo/sms-status/{token} is the
  *	   message's id), and only while that message is younger than
@@ -41,6 +42,17 @@
  * never sent, or a message purged since), and the sweep drops it, so such
  * events cannot pile up.
  *
+ * Calls.  A call's events are keyed by its RequestUUID (ALegRequestUUID
+ * when there is none), the provider_uuid the dispatcher recorded; Plivo
+ * signs voice callbacks with V3 only, and only V3 is accepted for them
+ * (PLIVO_INGEST_V3_REQUIRED; nothing is recorded, not even the nonce).
+ * status is CallStatus, error_code the HangupCauseCode of a final status.
+ * Calls have no Sequence (every event has -1): in-progress (recorded by
+ * voice_answer.c when the call fetched its script) < a final status
+ * (completed, busy, failed, timeout, no-answer, canceled), and one final
+ * status never replaces another.  The ranks depend on the message's
+ * channel, so neither kind of callback can carry the other's words.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -59,10 +71,15 @@
 /* An event for a message UUID not recorded within this long is dropped. */
 #define WAITING_EVENT_SECS 300
 
+/* The rank of status s for message m: 0 (never applied) to 3 (final). */
 #define RANK(s) \
-	"CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \
+	"CASE WHEN m.channel = 'voice' THEN CASE " s \
+	" WHEN 'ringing' THEN 1 WHEN 'in-progress' THEN 1" \
+	" WHEN 'completed' THEN 3 WHEN 'busy' THEN 3 WHEN 'failed' THEN 3" \
+	" WHEN 'timeout' THEN 3 WHEN 'no-answer' THEN 3 WHEN 'canceled' THEN 3 ELSE 0 END" \
+	" ELSE CASE " s " WHEN 'queued' THEN 1 WHEN 'sent' THEN 2" \
 	" WHEN 'delivered' THEN 3 WHEN 'undelivered' THEN 3 WHEN 'failed' THEN 3" \
-	" WHEN 'rejected' THEN 3 ELSE 0 END"
+	" WHEN 'rejected' THEN 3 ELSE 0 END END"
 
 /* Does status s with sequence seq move message m forward? */
 #define MOVES_FORWARD(s, seq) \
@@ -70,9 +87,14 @@
 	" OR (" RANK(s) " = 3 AND " RANK("m.delivery_status") " = 3" \
 	" AND " seq " > coalesce(m.delivery_sequence, -1)))"
 
-/* Plivo's ErrorCode is kept for failures only ("000" means none). */
+/*
+ * Plivo's ErrorCode is kept for an SMS's failures only ("000" means none);
+ * a call's HangupCauseCode for its final status.
+ */
 #define ERROR_CODE_FOR(status, code) \
-	"CASE WHEN " status " IN ('undelivered', 'failed', 'rejected')" \
+	"CASE WHEN m.channel = 'voice' THEN CASE WHEN " RANK(status) " = 3" \
+	" AND " code " <> '' THEN " code " END" \
+	" WHEN " status " IN ('undelivered', 'failed', 'rejected')" \
 	" AND " code " NOT IN ('', '000', '0') THEN " code " END"
 
 /*
@@ -233,6 +255,67 @@ check_v2_binding(const char *uuid, const char *token, TimestampTz now, bool *hel
 }
 
 /*
+ * Record the request's nonces (rule 1); false if any was seen before, and
+ * then nothing was recorded.  other_nonce may be NULL.
+ */
+bool
+plivo_otp_record_nonces(const char *nonce, const char *other_nonce)
+{
+	Datum		args[3];
+
+	args[0] = CStringGetTextDatum(nonce);
+	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[2] = other_nonce ? CStringGetTextDatum(other_nonce) : (Datum) 0;
+	return plivo_otp_exec(&record_nonce, args, other_nonce ? "   " : "  n", false, 0) ==
+		(other_nonce ? 2 : 1);
+}
+
+/*
+ * Store one event of a call and apply it if its UUID is known (rule 2 and
+ * 3); false for a duplicate.  error_code may be NULL.
+ */
+bool
+plivo_otp_record_call_event(const char *uuid, const char *status, const char *error_code,
+							const PlivoParam *params, int nparams)
+{
+	Datum		args[6];
+
+	args[0] = CStringGetTextDatum(uuid);
+	args[1] = CStringGetTextDatum(status);
+	args[2] = Int64GetDatum(-1);
+	args[3] = CStringGetTextDatum(error_code ? error_code : "");
+	args[4] = CStringGetTextDatum(params_json(params, nparams));
+	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+	if (plivo_otp_exec(&record_event, args, NULL, false, 0) == 0)
+		return false;
+	apply_waiting_events(uuid);
+	return true;
+}
+
+/* A call's hang-up callback (see "Calls" above). */
+static PlivoIngestResult
+ingest_call_callback(const PlivoParam *params, int nparams, const char *nonce,
+					 const char *other_nonce, bool body_signed)
+{
+	const char *uuid = plivo_otp_find_param(params, nparams, "RequestUUID", false);
+	const char *status = plivo_otp_find_param(params, nparams, "CallStatus", false);
+	const char *cause = plivo_otp_find_param(params, nparams, "HangupCauseCode", false);
+
+	if (uuid == NULL || uuid[0] == '\0')
+		uuid = plivo_otp_find_param(params, nparams, "ALegRequestUUID", false);
+	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
+		strlen(uuid) > 64 || strlen(status) > 32 || (cause && strlen(cause) > 32))
+		return PLIVO_INGEST_INCOMPLETE;
+	if (!body_signed)
+		return PLIVO_INGEST_V3_REQUIRED;
+	if (!plivo_otp_record_nonces(nonce, other_nonce))
+		return PLIVO_INGEST_REPLAYED;
+	if (!plivo_otp_record_call_event(uuid, status, cause, params, nparams))
+		return PLIVO_INGEST_DUPLICATE;
+	return PLIVO_INGEST_RECORDED;
+}
+
+/*
  * Record one authenticated callback; see the rules above.  body_signed:
  * the signature that verified covers the parameters (V3), not just the URL
  * and nonce (V2).  token: the message the callback URL names, or NULL.
@@ -250,6 +333,9 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	bool		held = false;
 	Datum		args[6];
 
+	if ((uuid == NULL || uuid[0] == '\0') &&
+		plivo_otp_find_param(params, nparams, "CallStatus", false) != NULL)
+		return ingest_call_callback(params, nparams, nonce, other_nonce, body_signed);
 	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
 		strlen(uuid) > 64 || strlen(status) > 32)
 		return PLIVO_INGEST_INCOMPLETE;
@@ -271,11 +357,7 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	}
 
 	/* Every nonce the request carries must be new. */
-	args[0] = CStringGetTextDatum(nonce);
-	args[1] = TimestampTzGetDatum(now);
-	args[2] = other_nonce ? CStringGetTextDatum(other_nonce) : (Datum) 0;
-	if (plivo_otp_exec(&record_nonce, args, other_nonce ? "   " : "  n", false, 0) <
-		(other_nonce ? 2 : 1))
+	if (!plivo_otp_record_nonces(nonce, other_nonce))
 		return PLIVO_INGEST_REPLAYED;
 
 	args[0] = CStringGetTextDatum(held ? psprintf(HELD_PREFIX "%s", token) : uuid);

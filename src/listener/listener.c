@@ -2,8 +2,9 @@
  *
  * listener.c
  *	  The webhook listener background worker: an HTTP endpoint for Plivo's
- *	  message-status callbacks.  This file is its loop, its settings and
- *	  the recording of callbacks.
+ *	  message-status callbacks, voice calls' answer URLs and call hang-up
+ *	  callbacks.  This file is its loop, its settings and the recording of
+ *	  callbacks.
  *
  * One single-threaded event loop: libmicrohttpd runs without a thread of
  * its own, in epoll mode (server.c), and its epoll descriptor waits in the
@@ -14,7 +15,11 @@
  * transaction (a subtransaction each, so one bad row cannot fail the
  * batch), and only after that transaction has committed are their
  * connections resumed and answered 200.  A callback therefore never gets a
- * 200 for an event that was not stored; Plivo retries anything else.
+ * 200 for an event that was not stored; Plivo retries anything else.  A
+ * call's answer is decided in the same transaction (voice_answer.c): its
+ * script is sent only once the wipe of its body has committed; an answer
+ * that must wait for the dispatcher stays suspended and is decided again
+ * in a later batch (server.c holds it).
  *
  * When the address and port are taken (by another server, say), the worker
  * does not exit, which would have the postmaster restart it every second,
@@ -46,12 +51,46 @@ PGDLLEXPORT void plivo_otp_listener_main(Datum main_arg);
 
 ListenerConfig plivo_otp_listener_config = {false, NULL, NULL};
 
+/* Decide a call's answer (a subtransaction of the batch). */
+static void
+answer_call(CallbackRequest *req)
+{
+	char	   *xml = NULL;
+
+	switch (plivo_otp_voice_answer(req->params, req->nparams, req->nonce, req->other_nonce,
+								   req->token, plivo_otp_server_hold_over(req), &xml))
+	{
+		case PLIVO_VOICE_SCRIPT:
+			{
+				bool		copied = plivo_otp_server_decide_script(req, xml);
+
+				explicit_bzero(xml, strlen(xml));
+				if (!copied)
+					ereport(ERROR,
+							(errcode(ERRCODE_OUT_OF_MEMORY),
+							 errmsg("out of memory")));
+			}
+			break;
+		case PLIVO_VOICE_NO_CODE:
+			plivo_otp_server_decide_no_code(req);
+			break;
+		case PLIVO_VOICE_WAIT:
+			req->hold = true;
+			break;
+	}
+}
+
 /* Record one callback (a subtransaction of the batch); decide its answer. */
 static void
 record_callback(void *arg)
 {
 	CallbackRequest *req = (CallbackRequest *) arg;
 
+	if (req->route->kind == ROUTE_VOICE_ANSWER)
+	{
+		answer_call(req);
+		return;
+	}
 	switch (plivo_otp_ingest_callback(req->params, req->nparams, req->nonce,
 									  req->other_nonce, req->body_signed,
 									  req->token[0] ? req->token : NULL))
@@ -76,8 +115,14 @@ record_callback(void *arg)
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature is for another message\n");
 			break;
+		case PLIVO_INGEST_V3_REQUIRED:
+			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
+									"call callbacks must carry a V3 signature\n");
+			break;
 		case PLIVO_INGEST_INCOMPLETE:
 			plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,
+									req->route->kind == ROUTE_VOICE_STATUS ?
+									"RequestUUID and CallStatus are required\n" :
 									"MessageUUID and Status are required\n");
 			break;
 	}
@@ -89,8 +134,13 @@ record_batch(void *arg)
 {
 	for (CallbackRequest *req = (CallbackRequest *) arg; req; req = req->next_ready)
 	{
+		req->hold = false;
 		if (!plivo_otp_run_subtransaction(record_callback, req))
+		{
+			plivo_otp_server_undecide_script(req);
+			req->hold = false;
 			plivo_otp_server_decide(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "could not record\n");
+		}
 	}
 }
 
@@ -114,10 +164,16 @@ record_ready(void)
 		/* Nothing counts as recorded unless its transaction committed. */
 		if (!committed)
 		{
+			plivo_otp_server_undecide_script(req);
+			req->hold = false;
 			req->status = MHD_HTTP_SERVICE_UNAVAILABLE;
 			req->text = "could not record, retry later\n";
+			req->content_type = NULL;
 		}
-		plivo_otp_server_resume(req);
+		if (req->hold)
+			plivo_otp_server_hold(req);
+		else
+			plivo_otp_server_resume(req);
 	}
 	return true;
 }

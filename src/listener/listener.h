@@ -9,6 +9,7 @@
  *	  connections.c		each request's deadline, room under a flood
  *	  callback_auth.c	which signature a callback must carry (plain C)
  *	  delivery.c		callbacks become delivery events and states
+ *	  voice_answer.c	a call's answer URL: its script, once, or a hang-up
  *
  *-------------------------------------------------------------------------
  */
@@ -21,11 +22,29 @@
 
 #define LISTENER_MAX_PARAMS 128
 
-/* What a path serves.  Voice answer and call-status routes join this list. */
+/* What a path serves. */
 typedef enum ListenerRouteKind
 {
-	ROUTE_SMS_STATUS
+	ROUTE_SMS_STATUS,			/* message-status callbacks */
+	ROUTE_VOICE_ANSWER,			/* a call's answer URL: Plivo XML */
+	ROUTE_VOICE_STATUS			/* call hang-up callbacks */
 } ListenerRouteKind;
+
+/*
+ * A call's answer URL is PLIVO_OTP_VOICE_ANSWER_PATH + "/" + its answer
+ * token (crypto/answer_token.c); hang-up callbacks go to
+ * PLIVO_OTP_VOICE_STATUS_PATH, optionally + "/" + the message's id.
+ */
+#define PLIVO_OTP_VOICE_ANSWER_PATH "/plivo/voice-answer"
+#define PLIVO_OTP_VOICE_STATUS_PATH "/plivo/voice-status"
+
+/*
+ * A call whose UUID the dispatcher has not recorded yet (its row still
+ * 'sending') has its answer held this long, re-checked every
+ * VOICE_RETRY_MS, before it gets the no-code answer.
+ */
+#define VOICE_HOLD_MS		3000
+#define VOICE_RETRY_MS		200
 
 typedef struct ListenerRoute
 {
@@ -47,7 +66,11 @@ typedef struct CallbackRequest
 	char	   *body;
 	size_t		body_len;
 	unsigned int status;		/* the answer, once decided */
-	const char *text;			/* its body (a static string) */
+	const char *text;			/* its body (a static string, or script) */
+	const char *content_type;	/* its Content-Type, or NULL for plain text */
+	char	   *script;			/* a call's script (malloc'd, wiped when freed), or NULL */
+	bool		hold;			/* voice answer: decide again in VOICE_RETRY_MS */
+	int64		arrived_ms;		/* when it was first suspended (monotonic clock) */
 	PlivoParam	params[LISTENER_MAX_PARAMS];
 	int			nparams;
 	char	   *storage;		/* the params' strings */
@@ -77,7 +100,25 @@ extern const char *plivo_otp_server_first_path(void);
 extern CallbackRequest *plivo_otp_server_take_ready(void);
 extern void plivo_otp_server_decide(CallbackRequest *req, unsigned int status,
 									const char *text);
+extern void plivo_otp_server_decide_no_code(CallbackRequest *req);
+extern bool plivo_otp_server_decide_script(CallbackRequest *req, const char *xml);
+extern void plivo_otp_server_undecide_script(CallbackRequest *req);
 extern void plivo_otp_server_resume(CallbackRequest *req);
+extern void plivo_otp_server_hold(CallbackRequest *req);
+extern bool plivo_otp_server_hold_over(const CallbackRequest *req);
+
+/* ---- voice_answer.c (in the listener's transaction, SPI connected) ---- */
+typedef enum PlivoVoiceAnswer
+{
+	PLIVO_VOICE_SCRIPT,			/* *xml is the call's script; body wiped */
+	PLIVO_VOICE_NO_CODE,		/* the no-code answer (only the nonce recorded) */
+	PLIVO_VOICE_WAIT			/* the call's UUID may be recorded soon: ask again */
+} PlivoVoiceAnswer;
+
+extern PlivoVoiceAnswer plivo_otp_voice_answer(const PlivoParam *params, int nparams,
+											   const char *nonce, const char *other_nonce,
+											   const char *token, bool last_try,
+											   char **xml);
 
 /* ---- connections.c (plain C: runs in libmicrohttpd's callbacks) ---- */
 extern void plivo_otp_connection_notify(void *cls, struct MHD_Connection *conn,
@@ -86,5 +127,6 @@ extern void plivo_otp_connection_notify(void *cls, struct MHD_Connection *conn,
 extern void plivo_otp_connection_request_arrived(struct MHD_Connection *conn);
 extern void plivo_otp_connection_request_over(struct MHD_Connection *conn);
 extern int	plivo_otp_connections_enforce(long *next_ms);
+extern int64 plivo_otp_listener_now_ms(void);
 
 #endif							/* PLIVO_OTP_LISTENER_H */

@@ -19,6 +19,17 @@
  * serves each message's own URL, the route + "/" + its token
  * (callback_auth.c): the signed path then names the message.
  *
+ * A call's answer URL (voice route + "/" + its answer token) is answered
+ * 200 with Plivo XML whatever happens: the call's script when
+ * voice_answer.c serves it, and otherwise one fixed no-code answer (hang
+ * up), byte for byte the same for every refusal, so that nothing about
+ * tokens, signatures or codes can be learned by probing.  Only a request
+ * with a valid V3 signature reaches the transaction.  Its answer may be
+ * held (suspended) for up to VOICE_HOLD_MS while the dispatcher records
+ * the call's UUID; the script lives in a malloc'd buffer wiped when
+ * libmicrohttpd is done with it.  Call hang-up callbacks have their own
+ * route and the status route's rules.
+ *
  * The listening socket is ours, made without SO_REUSEPORT: no other process
  * can then bind the same address and port and take a share of the
  * callbacks.  connections.c gives each request its deadline.
@@ -41,29 +52,67 @@
 
 static const ListenerRoute routes[] = {
 	{PLIVO_OTP_SMS_STATUS_PATH, ROUTE_SMS_STATUS, true},
+	{PLIVO_OTP_VOICE_ANSWER_PATH, ROUTE_VOICE_ANSWER, true},
+	{PLIVO_OTP_VOICE_STATUS_PATH, ROUTE_VOICE_STATUS, true},
 };
+
+/* Every answer of the voice route that is not a script. */
+#define VOICE_NO_CODE "<Response><Hangup/></Response>"
+#define XML_TYPE "application/xml; charset=utf-8"
 
 static struct MHD_Daemon *http_daemon = NULL;
 static CallbackRequest *ready = NULL;	/* authentic, suspended, to record */
+static CallbackRequest *held = NULL;	/* voice answers to decide again */
+static int64 held_retry_ms = 0;		/* when */
 static long next_deadline_ms = -1;	/* from connections.c's last look */
 
+/* libmicrohttpd is done with a script's buffer: wipe it. */
+static void
+free_script(void *buffer)
+{
+	explicit_bzero(buffer, strlen(buffer));
+	free(buffer);
+}
+
+/*
+ * Queue an answer.  script: a malloc'd body that the response takes over
+ * (*script is then NULL), or NULL for text, a static string.
+ */
 static enum MHD_Result
-answer(struct MHD_Connection *conn, unsigned int status, const char *text)
+answer_with(struct MHD_Connection *conn, unsigned int status, const char *text,
+			const char *content_type, char **script)
 {
 	struct MHD_Response *response;
 	enum MHD_Result ret;
 
 	plivo_otp_connection_request_arrived(conn);
-	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
-											   MHD_RESPMEM_PERSISTENT);
+	if (script && *script)
+	{
+		response = MHD_create_response_from_buffer_with_free_callback(strlen(*script), *script,
+																	  free_script);
+		if (response != NULL)
+			*script = NULL;
+	}
+	else
+		response = MHD_create_response_from_buffer(strlen(text), (void *) text,
+												   MHD_RESPMEM_PERSISTENT);
 	if (response == NULL)
 		return MHD_NO;
-	MHD_add_response_header(response, "Content-Type", "text/plain; charset=utf-8");
+	MHD_add_response_header(response, "Content-Type",
+							content_type ? content_type : "text/plain; charset=utf-8");
+	if (content_type)
+		MHD_add_response_header(response, "Cache-Control", "no-store");
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(response, "Allow", "GET, POST");
 	ret = MHD_queue_response(conn, status, response);
 	MHD_destroy_response(response);
 	return ret;
+}
+
+static enum MHD_Result
+answer(struct MHD_Connection *conn, unsigned int status, const char *text)
+{
+	return answer_with(conn, status, text, NULL, NULL);
 }
 
 /* Set the answer of a request, unless one was decided already. */
@@ -74,6 +123,56 @@ plivo_otp_server_decide(CallbackRequest *req, unsigned int status, const char *t
 	{
 		req->status = status;
 		req->text = text;
+	}
+}
+
+/* The voice route's one answer for everything but a script. */
+void
+plivo_otp_server_decide_no_code(CallbackRequest *req)
+{
+	if (req->status == 0)
+		req->content_type = XML_TYPE;
+	plivo_otp_server_decide(req, MHD_HTTP_OK, VOICE_NO_CODE);
+}
+
+/* Whatever was decided, the no-code answer (a refusal before the transaction). */
+static void
+force_no_code(CallbackRequest *req)
+{
+	req->status = 0;
+	plivo_otp_server_decide_no_code(req);
+}
+
+/*
+ * Answer with a call's script (copied; the copy is wiped once sent).
+ * False when out of memory.
+ */
+bool
+plivo_otp_server_decide_script(CallbackRequest *req, const char *xml)
+{
+	if (req->status != 0)
+		return true;
+	req->script = strdup(xml);
+	if (req->script == NULL)
+		return false;
+	req->status = MHD_HTTP_OK;
+	req->text = req->script;
+	req->content_type = XML_TYPE;
+	return true;
+}
+
+/* Forget a script decided in a transaction that did not commit. */
+void
+plivo_otp_server_undecide_script(CallbackRequest *req)
+{
+	if (req->script)
+	{
+		explicit_bzero(req->script, strlen(req->script));
+		free(req->script);
+		req->script = NULL;
+		req->status = 0;
+		req->text = NULL;
+		req->content_type = NULL;
 	}
 }
 
@@ -178,8 +277,9 @@ signature_headers(CallbackRequest *req, PlivoCallbackHeaders *h)
 }
 
 /*
- * Is the request signed for the URL Plivo called?  The nonces to record
- * are kept on the request; any refusal is decided here.
+ * Is the request signed for the URL Plivo called?  True with the nonces to
+ * record kept on the request; otherwise the refusal is decided (403, or
+ * 503 when the signature could not be checked).
  */
 static bool
 authenticate(CallbackRequest *req)
@@ -222,17 +322,38 @@ authenticate(CallbackRequest *req)
 	return true;
 }
 
+/*
+ * A call's answer URL: only a complete, V3-signed request naming a token
+ * goes on to the transaction; everything else gets the no-code answer.
+ */
+static void
+validate_voice_answer(CallbackRequest *req)
+{
+	if (!plivo_otp_listener_config.configured || req->token[0] == '\0' ||
+		!collect_params(req) || !authenticate(req) || !req->body_signed)
+		force_no_code(req);
+}
+
 /* Parse and authenticate a complete request; plain C only. */
 static void
 validate(CallbackRequest *req)
 {
-	if (!plivo_otp_listener_config.configured)
+	bool		call = req->route->kind == ROUTE_VOICE_STATUS;
+
+	if (req->route->kind == ROUTE_VOICE_ANSWER)
+		validate_voice_answer(req);
+	else if (!plivo_otp_listener_config.configured)
 		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "listener not configured\n");
 	else if (!collect_params(req))
 		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST, "malformed request\n");
-	else if (authenticate(req) &&
-			 (!has_param(req, "MessageUUID") || !has_param(req, "Status")))
+	else if (!authenticate(req))
+		return;
+	else if (!call && (!has_param(req, "MessageUUID") || !has_param(req, "Status")))
 		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST, "MessageUUID and Status are required\n");
+	else if (call && (!has_param(req, "CallStatus") ||
+					  (!has_param(req, "RequestUUID") && !has_param(req, "ALegRequestUUID"))))
+		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,
+								"RequestUUID and CallStatus are required\n");
 }
 
 /*
@@ -251,6 +372,7 @@ start_request(CallbackRequest *req, const char *path, const char *method)
 			req->route = &routes[i];
 	if (req->route == NULL)
 		return answer(req->conn, MHD_HTTP_NOT_FOUND, "not found\n");
+	/* (405 and 413 depend on no token or code: the voice route shares them.) */
 	if (strcmp(method, "POST") == 0)
 		req->method = "POST";
 	else if (strcmp(method, "GET") == 0)
@@ -316,10 +438,12 @@ handle_request(void *cls, struct MHD_Connection *conn, const char *path,
 	if (req->status == 0)
 		validate(req);
 	if (req->status != 0)
-		return answer(conn, req->status, req->text);
+		return answer_with(conn, req->status, req->text, req->content_type, &req->script);
 
 	req->next_ready = ready;
 	ready = req;
+	if (req->arrived_ms == 0)
+		req->arrived_ms = plivo_otp_listener_now_ms();
 	plivo_otp_connection_request_arrived(conn);
 	MHD_suspend_connection(conn);
 	return MHD_YES;
@@ -338,6 +462,8 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(req->storage);
 	free(req->nonce);
 	free(req->other_nonce);
+	if (req->script)
+		free_script(req->script);
 	free(req);
 	*con_cls = NULL;
 }
@@ -434,6 +560,14 @@ plivo_otp_server_start(char *why, size_t whylen, int *err)
 void
 plivo_otp_server_stop(void)
 {
+	/* No connection may stay suspended: held answers end with a 503. */
+	for (CallbackRequest *req = held, *next; req; req = next)
+	{
+		next = req->next_ready;
+		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down\n");
+		MHD_resume_connection(req->conn);
+	}
+	held = NULL;
 	MHD_stop_daemon(http_daemon);
 	http_daemon = NULL;
 }
@@ -489,6 +623,12 @@ plivo_otp_server_timeout_ms(void)
 		ms = (long) Min(timeout, 10000);
 	if (next_deadline_ms >= 0)
 		ms = Min(ms, next_deadline_ms);
+	if (held)
+	{
+		long		retry = (long) (held_retry_ms - plivo_otp_listener_now_ms());
+
+		ms = Min(ms, Max(retry, 0));
+	}
 	return ms;
 }
 
@@ -499,14 +639,44 @@ plivo_otp_server_first_path(void)
 	return routes[0].path;
 }
 
-/* The authentic callbacks suspended since the last call, as a list. */
+/*
+ * The authentic callbacks suspended since the last call, as a list, and
+ * the held voice answers once they are due again.
+ */
 CallbackRequest *
 plivo_otp_server_take_ready(void)
 {
 	CallbackRequest *batch = ready;
 
 	ready = NULL;
+	if (held && plivo_otp_listener_now_ms() >= held_retry_ms)
+	{
+		CallbackRequest *last = held;
+
+		while (last->next_ready)
+			last = last->next_ready;
+		last->next_ready = batch;
+		batch = held;
+		held = NULL;
+	}
 	return batch;
+}
+
+/* Keep a voice answer suspended, to decide again in VOICE_RETRY_MS. */
+void
+plivo_otp_server_hold(CallbackRequest *req)
+{
+	req->hold = false;
+	req->next_ready = held;
+	held = req;
+	held_retry_ms = plivo_otp_listener_now_ms() + VOICE_RETRY_MS;
+}
+
+/* Has a voice answer been held as long as it may be? */
+bool
+plivo_otp_server_hold_over(const CallbackRequest *req)
+{
+	return plivo_otp_listener_now_ms() - req->arrived_ms >= VOICE_HOLD_MS - VOICE_RETRY_MS / 2;
 }
 
 /* Answer a suspended request with what was decided for it. */

@@ -399,14 +399,16 @@ sub new_nonce
 # path (/plivo/sms-status), v3 => 0 to leave V3 out, v3_header (another
 # name for it, e.g. X-Plivo-Signature-Ma-V3), v3_token (sign V3 with another
 # token), v2 => 1 to add V2 (v2_nonce), token, nonce, headers => {extra},
-# keep_alive => 1.
+# keep_alive => 1, fields => [k, v, ...] (all the parameters, instead of
+# a message-status callback's: a call's answer fetch or hang-up callback).
 sub signed_request
 {
 	my ($port, %o) = @_;
 	my $method = $o{method} // 'POST';
 	my $path = $o{path} // '/plivo/sms-status';
 	my $url = $o{url} // "http://127.0.0.1:$port$path";
-	my @kv = (MessageUUID => $o{uuid}, Status => $o{status} // 'delivered',
+	my @kv = $o{fields} ? @{ $o{fields} } : (MessageUUID => $o{uuid},
+		Status => $o{status} // 'delivered',
 		Sequence => $o{sequence} // 1, ErrorCode => $o{error_code} // '000',
 		To => '14155550199', From => '14155550000', Units => '1',
 		MessageTime => '2024-01-01 12:00:00.000000', @{ $o{params} // [] });

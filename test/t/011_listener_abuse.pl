@@ -92,11 +92,15 @@ for my $m (qw(PUT DELETE PATCH))
 	is($r->{status}, 405, "$m of a signed callback: 405");
 	like($r->{headers}{allow} // '', qr/^(?=.*\bGET\b)(?=.*\bPOST\b)/, "... with Allow: GET, POST");
 }
-for my $path ('/plivo/sms-status/extra', '/plivo/voice-status', '/', '/plivo/sms-status.php')
+for my $path ('/plivo/sms-status/extra', '/plivo/voice-status/extra', '/plivo/voice-answer/x',
+	'/', '/plivo/sms-status.php')
 {
 	my $r = signed_callback($port, uuid => 'bad-' . ++$n, status => 'failed', path => $path);
 	is($r->{status}, 404, "POST to $path, signed for that URL: 404");
 }
+# The call hang-up route wants a call's fields, not a message's.
+is(signed_callback($port, uuid => 'bad-' . ++$n, status => 'failed', path => '/plivo/voice-status')
+	  ->{status}, 400, 'a message-status callback signed for /plivo/voice-status: 400');
 is(http_request($port, 'GET', '/_control/messages')->{status}, 404, 'GET of an unknown path: 404');
 
 for my $form ('MessageUUID=%zz&Status=failed', 'MessageUUID=abc&Status=fail%', 'MessageUUID=a%4')
