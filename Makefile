@@ -37,6 +37,7 @@ OBJS = \
 	src/api/args.o \
 	src/api/send_locks.o \
 	src/api/send_policy.o \
+	src/api/live_code.o \
 	src/api/send.o \
 	src/api/verify.o \
 	src/api/status.o \

@@ -6,6 +6,8 @@
  * otp_status reports the verification with its latest message.  The phone
  * number is masked, a pending code past its expiry reads as expired, and
  * attempts_left accounts for failures that rolled back (the shared ledger).
+ * error_text is the meaning of the latest message's error code: an SMS
+ * error, or for a call its hang-up cause.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,17 +26,27 @@ PG_FUNCTION_INFO_V1(plivo_otp_cancel);
 
 #define STATUS_COLUMNS 14
 
+#define READ_STATUS(error_text, error_join) \
+	"SELECT v.id," \
+	"  CASE WHEN v.state = 'pending' AND v.expires_at <= $2 THEN 'expired' ELSE v.state END," \
+	"  v.channel, v.phone, v.max_attempts - v.attempts, v.created_at, v.expires_at," \
+	"  v.verified_at, m.dispatch_state, m.delivery_status, m.provider_uuid, m.error_code," \
+	"  " error_text ", greatest(v.updated_at, m.updated_at), v.max_attempts" \
+	" FROM plivo_otp.verifications v" \
+	" LEFT JOIN LATERAL (SELECT * FROM plivo_otp.messages" \
+	"   WHERE verification_id = v.id ORDER BY created_at DESC LIMIT 1) m ON true" \
+	error_join \
+	" WHERE v.id = $1"
+
+/* error_text: for a call, the meaning of its hang-up cause (PLIVO_OTP_ERROR_TEXT). */
 static PlivoOtpStatement read_status = {
-	"SELECT v.id,"
-	"  CASE WHEN v.state = 'pending' AND v.expires_at <= $2 THEN 'expired' ELSE v.state END,"
-	"  v.channel, v.phone, v.max_attempts - v.attempts, v.created_at, v.expires_at,"
-	"  v.verified_at, m.dispatch_state, m.delivery_status, m.provider_uuid, m.error_code,"
-	"  coalesce(ec.meaning, m.last_error), greatest(v.updated_at, m.updated_at), v.max_attempts"
-	" FROM plivo_otp.verifications v"
-	" LEFT JOIN LATERAL (SELECT * FROM plivo_otp.messages"
-	"   WHERE verification_id = v.id ORDER BY created_at DESC LIMIT 1) m ON true"
-	" LEFT JOIN plivo_otp.plivo_error_codes ec ON ec.code = m.error_code"
-	" WHERE v.id = $1",
+	READ_STATUS(PLIVO_OTP_ERROR_TEXT("m"), ""), 2, {UUIDOID, TIMESTAMPTZOID}
+};
+
+/* 0.1.0's tables, while an upgrade is pending: SMS only. */
+static PlivoOtpStatement read_status_v1 = {
+	READ_STATUS("coalesce(ec.meaning, m.last_error)",
+				" LEFT JOIN plivo_otp.plivo_error_codes ec ON ec.code = m.error_code"),
 	2, {UUIDOID, TIMESTAMPTZOID}
 };
 
@@ -73,7 +85,8 @@ plivo_otp_status(PG_FUNCTION_ARGS)
 	plivo_otp_spi_connect();
 	args[0] = UUIDPGetDatum(id);
 	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	if (plivo_otp_exec(&read_status, args, NULL, false, 1) == 1)
+	if (plivo_otp_exec(plivo_otp_schema_is_v2() ? &read_status : &read_status_v1,
+					   args, NULL, false, 1) == 1)
 	{
 		MemoryContext spi_context = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 
