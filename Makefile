@@ -51,6 +51,7 @@ OBJS = \
 	src/dispatcher/outcome.o \
 	src/dispatcher/rate_limit.o \
 	src/dispatcher/retention.o \
+	src/dispatcher/fallback.o \
 	src/dispatcher/dispatcher.o \
 	src/listener/callback_auth.o \
 	src/listener/delivery.o \
@@ -61,7 +62,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks redeliver upgrade
+	settings privileges signature callbacks redeliver voice upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)
