@@ -42,7 +42,8 @@ SELECT count(*) AS verifications FROM plivo_otp.verifications WHERE phone = '+15
 SELECT plivo_otp.otp_check('+15005557003', :'code');
 
 SELECT plivo_otp.otp_send('+15005557004', 'voice') AS vid \gset
-SELECT channel FROM plivo_otp.messages WHERE id = plivo_otp.otp_resend(:'vid', 'sms');
+SELECT plivo_otp.otp_resend(:'vid', 'sms') AS mid \gset
+SELECT channel, origin FROM plivo_otp.messages WHERE id = :'mid';
 
 -- Rolled back: nothing queued.
 SELECT plivo_otp.otp_send('+15005557005') AS vid \gset
