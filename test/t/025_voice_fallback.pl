@@ -161,6 +161,17 @@ ok(wait_until(10, sub { calls_of($vid_g) ne '' }), 'a fallback refused by the gl
 like(calls_of($vid_g), qr/^voice\|fallback\|canceled\|not called: plivo_otp\.global_max_sends_per_hour reached/,
 	'canceled, saying the global cap refused it');
 
+# No number to call from (the sender is a sender ID, no voice_sender): no
+# call, and one log line saying why.
+set_conf('plivo_otp.global_max_sends_per_hour = 0');
+my ($vid_x, undef, $uuid_x) = send_sms();
+set_conf("plivo_otp.sender = 'MYBRAND'");
+report($uuid_x, 'undelivered');
+sleep 3;
+is(calls_of($vid_x), '', 'no call without a number to call from');
+my @said = slurp_file($node->logfile) =~ /places no voice fallback: no number to call from/g;
+is(scalar(@said), 1, 'logged once');
+
 # The first code still verifies: the call carried it, it was not replaced.
 is(sql("SELECT plivo_otp.otp_check('$phone_a', '$code_a')"), 'approved', 'the called code verifies');
 
