@@ -86,6 +86,23 @@ my $log = slurp_file($node->logfile);
 like($log, qr/queued a voice fallback to \+1415\S*\*/, 'the log says so, with the number masked');
 unlike($log, qr/\Q$phone_a\E/, 'and never the full number');
 
+# A send to the number still open (its send lock held): the fallback does
+# not wait for it, goes on with other codes, and calls once it is over.
+my ($vid_l, $phone_l, $uuid_l) = send_sms();
+my ($vid_o, undef, $uuid_o) = send_sms();
+my $app = $node->background_psql('postgres');
+$app->query_safe("BEGIN; SELECT plivo_otp.otp_send('$phone_l', 'sms', 'other')");
+report($uuid_l, 'undelivered');
+report($uuid_o, 'undelivered');
+ok(wait_until(10, sub { calls_of($vid_o) ne '' }), 'another code is called meanwhile');
+sleep 2;
+is(calls_of($vid_l), '', 'no call while a send to the number is open');
+$app->query_safe('ROLLBACK');
+$app->quit;
+ok(wait_until(10, sub { calls_of($vid_l) ne '' }), 'the call comes once that send is over');
+unlike(slurp_file($node->logfile), qr/ERROR: .*(still in progress|lock timeout)/,
+	'the dispatcher never waited for that lock');
+
 # No call: SMS delivered in time; fallback off; code verified, canceled,
 # expired or about to expire.
 my ($vid_b, undef, $uuid_b) = send_sms();
