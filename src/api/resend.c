@@ -80,6 +80,7 @@ open_code(const pg_uuid_t *id, TimestampTz now, char *code, TimestampTz *expires
 	char	   *state;
 	const char *why;
 	Datum		sealed;
+	bool		no_seal;
 	int			life = plivo_otp_min_redelivery_life();
 
 	args[0] = UUIDPGetDatum(id);
@@ -97,10 +98,10 @@ open_code(const pg_uuid_t *id, TimestampTz now, char *code, TimestampTz *expires
 		refuse_resend("code not re-delivered: the code expires too soon",
 					  psprintf("A code is delivered again only while it has at least %d seconds left.",
 							   life));
-	sealed = plivo_otp_get(0, 5, &isnull);
+	sealed = plivo_otp_get(0, 5, &no_seal);
 	why = plivo_otp_open_live_code(id, DatumGetInt32(plivo_otp_get(0, 3, &isnull)),
 								   DatumGetInt32(plivo_otp_get(0, 4, &isnull)),
-								   isnull ? NULL : DatumGetByteaPP(sealed), code);
+								   no_seal ? NULL : DatumGetByteaPP(sealed), code);
 	if (why)
 		refuse_resend("code not re-delivered: the code can no longer be delivered", why);
 }
