@@ -15,7 +15,8 @@ SELECT origin, channel FROM plivo_otp.otp_messages(:'vid');
 -- No number to call from: the sender is a sender ID and voice_sender is empty.
 ALTER SYSTEM SET plivo_otp.sender = 'MYBRAND';
 SELECT pg_reload_conf();
-SELECT pg_sleep(0.3);
+SELECT pg_sleep(0.5);
+SELECT current_setting('plivo_otp.sender') AS sender;
 SELECT state, message, detail, hint
 FROM test.error_of($$SELECT plivo_otp.otp_send('+15005557002', 'voice')$$);
 SELECT plivo_otp.otp_send('+15005557002') AS vid2 \gset
@@ -24,7 +25,8 @@ SELECT state, message FROM test.error_of(format('SELECT plivo_otp.otp_resend(%L,
 SELECT plivo_otp.otp_resend(:'vid2', 'sms') IS NOT NULL AS resent_by_sms;
 ALTER SYSTEM RESET plivo_otp.sender;
 SELECT pg_reload_conf();
-SELECT pg_sleep(0.3);
+SELECT pg_sleep(0.5);
+SELECT current_setting('plivo_otp.sender') = '' AS sender_reset;
 
 -- otp_resend: a new message for the same live code, origin resend.
 SELECT plivo_otp.otp_send('+15005557003') AS vid \gset
