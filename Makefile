@@ -37,6 +37,7 @@ OBJS = \
 	src/api/args.o \
 	src/api/send_locks.o \
 	src/api/send_policy.o \
+	src/api/live_code.o \
 	src/api/send.o \
 	src/api/verify.o \
 	src/api/status.o \
@@ -50,6 +51,7 @@ OBJS = \
 	src/dispatcher/outcome.o \
 	src/dispatcher/rate_limit.o \
 	src/dispatcher/retention.o \
+	src/dispatcher/fallback.o \
 	src/dispatcher/dispatcher.o \
 	src/listener/callback_auth.o \
 	src/listener/delivery.o \
@@ -61,7 +63,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks voice_callbacks redeliver upgrade
+	settings privileges signature callbacks voice_callbacks redeliver voice upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)

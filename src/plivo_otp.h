@@ -292,13 +292,37 @@ extern void plivo_otp_wake_at_commit(void);
 
 /* ---- api/send_locks.c, api/send_policy.c: otp_send's locks and limits ---- */
 extern void plivo_otp_lock_send_key(const char *key, const char *message);
+extern bool plivo_otp_try_lock_send_key(const char *key);
 extern void plivo_otp_check_send_policy(const char *phone, bytea *caller_digest,
 										TimestampTz now, bool v2);
+extern void plivo_otp_check_fallback_policy(const char *phone, TimestampTz now);
+
+/* ---- api/send.c ---- */
+extern void plivo_otp_require_dispatch_database(void);
+
+/* ---- api/live_code.c: a live code, opened to be delivered again ---- */
+extern int	plivo_otp_min_redelivery_life(void);
+extern const char *plivo_otp_open_live_code(const pg_uuid_t *id, int attempts,
+											int max_attempts, const bytea *sealed,
+											char *code);
+
+/*
+ * api/status.c, api/messages.c: the error_text of message m (an SQL alias)
+ * with the 0.2.0 schema: the meaning of its error code for its channel
+ * (Plivo's SMS error codes, or its call hang-up causes), else our own
+ * last_error.
+ */
+#define PLIVO_OTP_ERROR_TEXT(m) \
+	"coalesce(CASE WHEN " m ".channel = 'voice'" \
+	" THEN (SELECT meaning FROM plivo_otp.plivo_hangup_causes WHERE code = " m ".error_code)" \
+	" ELSE (SELECT meaning FROM plivo_otp.plivo_error_codes WHERE code = " m ".error_code) END," \
+	" " m ".last_error)"
 
 /* ---- api/args.c: arguments shared by the SQL functions ---- */
 extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);
 extern char *plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno);
 extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
+extern bytea *plivo_otp_caller_key_arg(FunctionCallInfo fcinfo, int argno, char **key);
 
 
 /* ---- listener/callback_auth.c: see listener/callback_auth.h (plain C) ---- */

@@ -2,7 +2,8 @@
  *
  * args.c
  *	  Checks of the arguments every SQL function shares: phone numbers,
- *	  purposes and channels, refused with SQLSTATE 22023 and a hint.
+ *	  purposes, channels and caller keys, refused with SQLSTATE 22023 and a
+ *	  hint.
  *
  * Errors that concern a phone number or a code hide the statement from the
  * server log (errhidestmt): the statement text would carry them.  Messages
@@ -21,6 +22,7 @@
 #include "plivo_otp.h"
 
 #define MAX_PURPOSE_LEN 64
+#define MAX_CALLER_KEY_LEN 200
 
 /* Normalised E.164 form of argument argno into out, or an ERROR. */
 void
@@ -111,4 +113,31 @@ plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
 			 errhint("Use 'sms' or 'voice'."),
 			 errhidestmt(true)));
 	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Caller key argument argno (1 to MAX_CALLER_KEY_LEN bytes, or NULL): its
+ * keyed hash, the only form stored, or NULL without one.  The key itself
+ * goes to *key (NULL without one), for the caller's lock.
+ */
+bytea *
+plivo_otp_caller_key_arg(FunctionCallInfo fcinfo, int argno, char **key)
+{
+	bytea	   *digest;
+
+	*key = NULL;
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return NULL;
+	*key = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strlen(*key) < 1 || strlen(*key) > MAX_CALLER_KEY_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid caller key"),
+				 errdetail("A caller key is 1 to %d bytes long.", MAX_CALLER_KEY_LEN),
+				 errhint("Pass what identifies the requester, such as 'ip:203.0.113.7' or 'account:42', or NULL."),
+				 errhidestmt(true)));
+	digest = palloc(VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
+	SET_VARSIZE(digest, VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
+	plivo_otp_keyed_hash(PLIVO_OTP_KEY_CALLER, *key, strlen(*key), (uint8 *) VARDATA(digest));
+	return digest;
 }

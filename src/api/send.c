@@ -36,13 +36,6 @@
 PG_FUNCTION_INFO_V1(plivo_otp_send);
 
 #define MAX_IDEMPOTENCY_KEY_LEN 200
-#define MAX_CALLER_KEY_LEN 200
-
-/*
- * A live code with less life left than this is replaced, not re-delivered:
- * a minute, or half the code's lifetime when that is shorter.
- */
-#define MIN_REDELIVERY_LIFE_SECS Min(60, plivo_otp_code_ttl / 2)
 
 /* Keys are kept on each message: a re-delivery's key answers a retry of it too. */
 static PlivoOtpStatement find_idempotent = {
@@ -116,9 +109,10 @@ typedef struct SendRequest
 /*
  * The dispatcher drains only the queue of plivo_otp.database: a code queued
  * in any other database would never be sent, so refuse it there, loudly.
+ * otp_resend calls it too.
  */
-static void
-require_dispatch_database(void)
+void
+plivo_otp_require_dispatch_database(void)
 {
 	/* A backend never changes database (nor plivo_otp.database, a postmaster setting). */
 	static bool checked = false;
@@ -168,23 +162,7 @@ read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
 					 errhidestmt(true)));
 	}
 
-	req->caller_key = NULL;
-	req->caller_digest = NULL;
-	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
-	{
-		uint8		digest[PLIVO_OTP_DIGEST_LEN];
-
-		req->caller_key = text_to_cstring(PG_GETARG_TEXT_PP(4));
-		if (strlen(req->caller_key) < 1 || strlen(req->caller_key) > MAX_CALLER_KEY_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid caller key"),
-					 errdetail("A caller key is 1 to %d bytes long.", MAX_CALLER_KEY_LEN),
-					 errhint("Pass what identifies the requester, such as 'ip:203.0.113.7' or 'account:42', or NULL."),
-					 errhidestmt(true)));
-		plivo_otp_keyed_hash(PLIVO_OTP_KEY_CALLER, req->caller_key, strlen(req->caller_key), digest);
-		req->caller_digest = make_bytea(digest, PLIVO_OTP_DIGEST_LEN);
-	}
+	req->caller_digest = plivo_otp_caller_key_arg(fcinfo, 4, &req->caller_key);
 
 	if (!plivo_otp_country_allowed(req->phone, plivo_otp_allowed_countries))
 	{
@@ -229,11 +207,10 @@ replay_idempotent(const SendRequest *req, TimestampTz now, pg_uuid_t *id)
 }
 
 /*
- * The number's live code for this purpose, if it has enough life left to be
- * re-delivered and is not locked by failed attempts (counted in the row or,
- * rolled back, in the ledger): true, with its id, its code (out,
+ * The number's live code for this purpose, if it can be delivered again
+ * (api/live_code.c): true, with its id, its code (out,
  * PLIVO_OTP_MAX_CODE_LEN + 1 bytes) and its expiry.  The row stays locked
- * until commit.
+ * until commit.  One that cannot is replaced by a new code.
  */
 static bool
 live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
@@ -241,25 +218,20 @@ live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
 {
 	Datum		args[3];
 	bool		isnull;
-	char	   *opened;
-	int			failures;
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
-	args[2] = TimestampTzGetDatum(now + MIN_REDELIVERY_LIFE_SECS * USECS_PER_SEC);
+	args[2] = TimestampTzGetDatum(now + (int64) plivo_otp_min_redelivery_life() * USECS_PER_SEC);
 	if (plivo_otp_exec_latest(&find_live_code, args, NULL, 1) != 1)
 		return false;
 	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
-	failures = Max(DatumGetInt32(plivo_otp_get(0, 4, &isnull)), plivo_otp_ledger_failures(id));
-	if (failures >= DatumGetInt32(plivo_otp_get(0, 5, &isnull)))
-		return false;			/* no attempt left: a new code replaces it */
-	opened = plivo_otp_unseal(PLIVO_OTP_KEY_CODE_SEAL, id,
-							  DatumGetByteaPP(plivo_otp_get(0, 2, &isnull)));
+	if (plivo_otp_open_live_code(id, DatumGetInt32(plivo_otp_get(0, 4, &isnull)),
+								 DatumGetInt32(plivo_otp_get(0, 5, &isnull)),
+								 DatumGetByteaPP(plivo_otp_get(0, 2, &isnull)),
+								 code) != NULL)
+		return false;
+	/* (*expires_at is the new code's until now: only a live code changes it.) */
 	*expires_at = DatumGetTimestampTz(plivo_otp_get(0, 3, &isnull));
-	if (opened == NULL || strlen(opened) > PLIVO_OTP_MAX_CODE_LEN)
-		return false;			/* cannot be re-delivered: a new code replaces it */
-	strlcpy(code, opened, PLIVO_OTP_MAX_CODE_LEN + 1);
-	explicit_bzero(opened, strlen(opened));
 	return true;
 }
 
@@ -353,7 +325,7 @@ send_code(PG_FUNCTION_ARGS)
 	bool		redelivery;
 
 	plivo_otp_require_preload();
-	require_dispatch_database();
+	plivo_otp_require_dispatch_database();
 	read_send_args(fcinfo, &req);
 	lock_send(&req);
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * send_locks.c
- *	  The transaction-scoped locks that serialise otp_send per number,
- *	  idempotency key and caller key.
+ *	  The transaction-scoped locks that serialise otp_send (and otp_resend,
+ *	  otp_check and the dispatcher's voice fallback) per number, idempotency
+ *	  key and caller key.
  *
  * The tags are advisory-lock tags that no SQL function can build (their
  * fourth field is one pg_advisory_lock never uses), keyed with a key
@@ -95,4 +96,18 @@ plivo_otp_lock_send_key(const char *key, const char *message)
 	lock_tag_of(key, &tag);
 	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 		wait_for_lock(&tag, message);
+}
+
+/*
+ * The same lock, only if no one holds it: true when this transaction now
+ * holds it.  For the dispatcher (voice fallback), which never waits on a
+ * lock an application holds.
+ */
+bool
+plivo_otp_try_lock_send_key(const char *key)
+{
+	LOCKTAG		tag;
+
+	lock_tag_of(key, &tag);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }

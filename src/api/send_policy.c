@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * send_policy.c
- *	  The sending policy of otp_send: the per-number cool-down and cap, the
- *	  per-caller cap, and the global hourly cap.  A refusal is SQLSTATE
+ *	  The sending policy of otp_send and otp_resend: the per-number cool-down
+ *	  and cap, the per-caller cap, and the global hourly cap; and the part of
+ *	  it that the dispatcher's voice fallback obeys (the number's cap, the
+ *	  global cap).  A refusal is SQLSTATE
  *	  53400 with a detail naming the limit and a hint saying when to retry.
  *
  * Every message counts, re-deliveries of a live code included (each one is
@@ -96,9 +98,9 @@ recent_sends(const char *phone, TimestampTz since, int limit, bool v2,
 	return n;
 }
 
-/* The cool-down and the cap of one number. */
+/* The cool-down of one number: no message to it within resend_interval. */
 static void
-check_number(const char *phone, TimestampTz now, bool v2)
+check_cooldown(const char *phone, TimestampTz now, bool v2)
 {
 	TimestampTz oldest;
 	TimestampTz latest;
@@ -110,6 +112,14 @@ check_number(const char *phone, TimestampTz now, bool v2)
 					psprintf("A code was sent to this number less than %d seconds ago.",
 							 plivo_otp_resend_interval),
 					latest + (int64) plivo_otp_resend_interval * USECS_PER_SEC, now);
+}
+
+/* The cap of one number: number_max_sends messages within number_window. */
+static void
+check_number_cap(const char *phone, TimestampTz now, bool v2)
+{
+	TimestampTz oldest;
+	TimestampTz latest;
 
 	if (plivo_otp_number_max_sends > 0 &&
 		recent_sends(phone, now - (int64) plivo_otp_number_window * USECS_PER_SEC,
@@ -139,24 +149,16 @@ check_caller(bytea *caller_digest, TimestampTz now)
 					(int64) plivo_otp_caller_window * USECS_PER_SEC, now);
 }
 
-/*
- * Apply every limit to one send; an ERROR when one is reached.  SPI is
- * connected; the number's (and caller key's) lock is held.  caller_digest
- * is NULL without a caller key; v2 says the 0.2.0 schema is installed.
- */
-void
-plivo_otp_check_send_policy(const char *phone, bytea *caller_digest, TimestampTz now, bool v2)
+/* A place in the global hourly count, or a refusal. */
+static void
+take_global_budget(TimestampTz now)
 {
 	TimestampTz retry_at;
-
-	check_number(phone, now, v2);
-	if (caller_digest && plivo_otp_caller_max_sends > 0)
-		check_caller(caller_digest, now);
 
 	/*
 	 * Every send takes its place in the shared count, also with the cap off
 	 * (so turning it on finds the hour counted).  Last, so that a send
-	 * refused above takes none.
+	 * refused by another limit takes none.
 	 */
 	if (!plivo_otp_budget_take(plivo_otp_global_max_sends_per_hour > 0 ?
 							   plivo_otp_global_max_sends_per_hour : INT_MAX,
@@ -165,4 +167,33 @@ plivo_otp_check_send_policy(const char *phone, bytea *caller_digest, TimestampTz
 					psprintf("The server sent %d codes within the last hour.",
 							 plivo_otp_global_max_sends_per_hour),
 					retry_at, now);
+}
+
+/*
+ * Apply every limit to one send (or otp_resend); an ERROR when one is
+ * reached.  SPI is connected; the number's (and caller key's) lock is held.
+ * caller_digest is NULL without a caller key; v2 says the 0.2.0 schema is
+ * installed.
+ */
+void
+plivo_otp_check_send_policy(const char *phone, bytea *caller_digest, TimestampTz now, bool v2)
+{
+	check_cooldown(phone, now, v2);
+	check_number_cap(phone, now, v2);
+	if (caller_digest && plivo_otp_caller_max_sends > 0)
+		check_caller(caller_digest, now);
+	take_global_budget(now);
+}
+
+/*
+ * The limits of the dispatcher's voice fallback: the number's cap and the
+ * global count, the same ERROR when one is reached.  No cool-down (the
+ * fallback follows an SMS by design, and comes once per code) and no caller
+ * key (no application asked for it).  The number's lock is held.
+ */
+void
+plivo_otp_check_fallback_policy(const char *phone, TimestampTz now)
+{
+	check_number_cap(phone, now, true);
+	take_global_budget(now);
 }

@@ -6,8 +6,8 @@
  * otp_status reports the verification with its latest message.  The phone
  * number is masked, a pending code past its expiry reads as expired, and
  * attempts_left accounts for failures that rolled back (the shared ledger).
- * error_text is the meaning of error_code: from plivo_error_codes for an
- * SMS, from plivo_hangup_causes (HangupCauseCode) for a call.
+ * error_text is the meaning of the latest message's error code: an SMS
+ * error, or for a call its hang-up cause.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,34 +26,26 @@ PG_FUNCTION_INFO_V1(plivo_otp_cancel);
 
 #define STATUS_COLUMNS 14
 
-/*
- * error_text: the meaning of the message's error_code (Plivo's SMS error
- * codes for an SMS, hang-up causes for a call), else our last error.
- */
-#define READ_STATUS(meaning, joins) \
+#define READ_STATUS(error_text, error_join) \
 	"SELECT v.id," \
 	"  CASE WHEN v.state = 'pending' AND v.expires_at <= $2 THEN 'expired' ELSE v.state END," \
 	"  v.channel, v.phone, v.max_attempts - v.attempts, v.created_at, v.expires_at," \
 	"  v.verified_at, m.dispatch_state, m.delivery_status, m.provider_uuid, m.error_code," \
-	"  coalesce(" meaning ", m.last_error), greatest(v.updated_at, m.updated_at), v.max_attempts" \
+	"  " error_text ", greatest(v.updated_at, m.updated_at), v.max_attempts" \
 	" FROM plivo_otp.verifications v" \
 	" LEFT JOIN LATERAL (SELECT * FROM plivo_otp.messages" \
 	"   WHERE verification_id = v.id ORDER BY created_at DESC LIMIT 1) m ON true" \
-	joins \
+	error_join \
 	" WHERE v.id = $1"
 
+/* error_text: for a call, the meaning of its hang-up cause (PLIVO_OTP_ERROR_TEXT). */
 static PlivoOtpStatement read_status = {
-	READ_STATUS("ec.meaning, hc.meaning",
-				" LEFT JOIN plivo_otp.plivo_error_codes ec"
-				"  ON ec.code = m.error_code AND m.channel = 'sms'"
-				" LEFT JOIN plivo_otp.plivo_hangup_causes hc"
-				"  ON hc.code = m.error_code AND m.channel = 'voice'"),
-	2, {UUIDOID, TIMESTAMPTZOID}
+	READ_STATUS(PLIVO_OTP_ERROR_TEXT("m"), ""), 2, {UUIDOID, TIMESTAMPTZOID}
 };
 
 /* 0.1.0's tables, while an upgrade is pending: SMS only. */
 static PlivoOtpStatement read_status_v1 = {
-	READ_STATUS("ec.meaning",
+	READ_STATUS("coalesce(ec.meaning, m.last_error)",
 				" LEFT JOIN plivo_otp.plivo_error_codes ec ON ec.code = m.error_code"),
 	2, {UUIDOID, TIMESTAMPTZOID}
 };

@@ -21,7 +21,7 @@
  *				them unknown (those no one holds), expire unsendable rows,
  *				cancel rows whose code is no longer pending, wipe the
  *				bodies of calls whose code expired or is no longer pending,
- *				and apply late callbacks;
+ *				queue voice fallbacks (fallback.c) and apply late callbacks;
  *	claim		when woken, when a row is due or at the backstop: due
  *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
  *				(queue.c); then start their requests (an SMS: Send
@@ -460,6 +460,7 @@ expire_work(void *arg)
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
 	(void) plivo_otp_queue_cancel_orphaned(now);
+	plivo_otp_queue_voice_fallbacks(now);
 
 	/* A backstop for callbacks that raced the recording of their UUID. */
 	(void) plivo_otp_run_subtransaction(apply_waiting_events, NULL);

@@ -10,6 +10,7 @@
  *	  rate_limit.c	the token buckets of max_requests_per_second and
  *					max_calls_per_second
  *	  retention.c	purging old rows
+ *	  fallback.c	the voice fallback: a call for a code whose SMS did not arrive
  *	  http.c		concurrent requests with libcurl's multi interface
  *	  plivo_rest.c	Plivo's REST API: requests and responses
  *
@@ -187,5 +188,8 @@ extern long plivo_otp_rate_wait_ms(PlivoOtpRateKind kind, TimestampTz now);
 
 /* ---- retention.c ---- */
 extern bool plivo_otp_purge_old_rows(int budget_ms);
+
+/* ---- fallback.c ---- */
+extern void plivo_otp_queue_voice_fallbacks(TimestampTz now);
 
 #endif							/* PLIVO_OTP_DISPATCHER_H */

@@ -1,0 +1,246 @@
+/*-------------------------------------------------------------------------
+ *
+ * fallback.c
+ *	  The voice fallback: a live code whose SMS did not arrive gets one call
+ *	  with the same code, placed by the dispatcher's one-second tick.
+ *
+ * With plivo_otp.voice_fallback_after > 0, a code is called once when it is
+ * pending with its seal, has more than ring_timeout + FALLBACK_MARGIN_SECS
+ * of life left, none of its SMS was delivered, one was reported
+ * undelivered, failed or rejected or was accepted more than
+ * voice_fallback_after ago, and it has no call yet (an application that
+ * called by otp_resend gets no second one).  The call is a messages row
+ * (channel voice, origin fallback: the unique index messages_one_fallback
+ * allows one per code) that the claim then sends like any other.
+ *
+ * The fallback obeys the number's cap and the global hourly count
+ * (send_policy.c); a refusal, or a code that can no longer be delivered,
+ * still leaves a fallback row, 'canceled', whose last_error says why: it is
+ * never tried again and the operator can see what happened.
+ *
+ * Locking: candidates are found through the live codes alone (the index
+ * verifications_sealed_expiry), at most FALLBACK_BATCH a tick; rows an
+ * application holds locked are skipped (SKIP LOCKED), and so is a code
+ * whose number's send lock someone holds (it is tried, never waited for:
+ * send_locks.c), until a later tick.  Each code is handled in a
+ * subtransaction of its own, so a failure leaves the others alone.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/timestamp.h"
+
+#include "dispatcher.h"
+
+#define FALLBACK_BATCH 20
+/* Life a code must have beyond ring_timeout for a call to be worth placing. */
+#define FALLBACK_MARGIN_SECS 15
+
+static PlivoOtpStatement find_candidates = {
+	"SELECT v.id, v.phone, v.expires_at, v.attempts, v.max_attempts, v.code_sealed"
+	" FROM plivo_otp.verifications v"
+	" WHERE v.code_sealed IS NOT NULL AND v.expires_at > $1 AND v.state = 'pending'"
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages c"
+	"   WHERE c.verification_id = v.id AND (c.channel = 'voice'"
+	"   OR c.delivery_status = 'delivered'))"
+	" AND EXISTS (SELECT 1 FROM plivo_otp.messages s"
+	"   WHERE s.verification_id = v.id AND s.channel = 'sms'"
+	"   AND (s.delivery_status IN ('undelivered', 'failed', 'rejected')"
+	"   OR (s.dispatch_state = 'accepted' AND coalesce(s.accepted_at, s.created_at) <= $2)))"
+	" ORDER BY v.expires_at LIMIT " CppAsString2(FALLBACK_BATCH)
+	" FOR UPDATE OF v SKIP LOCKED",
+	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/* Under the number's lock, with the latest snapshot: an otp_resend may have called. */
+static PlivoOtpStatement has_call = {
+	"SELECT 1 FROM plivo_otp.messages WHERE verification_id = $1 AND channel = 'voice' LIMIT 1",
+	1, {UUIDOID}
+};
+
+static PlivoOtpStatement insert_refused = {
+	"INSERT INTO plivo_otp.messages"
+	" (id, verification_id, channel, phone, dispatch_state, next_try_at, expires_at,"
+	"  created_at, updated_at, origin, last_error)"
+	" VALUES ($1, $2, 'voice', $3, 'canceled', $4, $5, $4, $4, 'fallback', $6)",
+	6, {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID}
+};
+
+/* A code to call, copied out of the candidates' result. */
+typedef struct Candidate
+{
+	pg_uuid_t	id;
+	char	   *phone;
+	TimestampTz expires_at;
+	int			attempts;
+	int			max_attempts;
+	bytea	   *sealed;
+	TimestampTz now;
+} Candidate;
+
+static bool no_caller_id_logged = false;
+
+/* The fallback row of c, canceled because of why: never tried again. */
+static void
+refuse_fallback(const Candidate *c, const char *why)
+{
+	pg_uuid_t	message_id;
+	Datum		args[6];
+
+	plivo_otp_random_uuid(&message_id);
+	args[0] = UUIDPGetDatum(&message_id);
+	args[1] = UUIDPGetDatum(&c->id);
+	args[2] = CStringGetTextDatum(c->phone);
+	args[3] = TimestampTzGetDatum(c->now);
+	args[4] = TimestampTzGetDatum(c->expires_at);
+	args[5] = CStringGetTextDatum(psprintf("not called: %s", why));
+	plivo_otp_exec(&insert_refused, args, NULL, false, 0);
+	ereport(LOG,
+			(errmsg("plivo_otp dispatcher did not place the voice fallback to %s",
+					plivo_otp_mask_phone(c->phone)),
+			 errdetail_internal("%s", why)));
+}
+
+/* "plivo_otp.number_max_sends reached (its detail)", from a refusal of send_policy.c. */
+static const char *
+limit_reason(const ErrorData *error)
+{
+	const char *prefix = "code not sent: ";
+	const char *what = error->message;
+
+	if (strncmp(what, prefix, strlen(prefix)) == 0)
+		what += strlen(prefix);
+	return error->detail ? psprintf("%s (%s)", what, error->detail) : what;
+}
+
+static void
+check_policy(void *arg)
+{
+	const Candidate *c = (const Candidate *) arg;
+
+	plivo_otp_check_fallback_policy(c->phone, c->now);
+}
+
+/* One code: its call queued, or its fallback row canceled with the reason. */
+static void
+fallback_one(void *arg)
+{
+	const Candidate *c = (const Candidate *) arg;
+	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
+	const char *why;
+	ErrorData  *error = NULL;
+	Datum		args[1];
+	pg_uuid_t	message_id;
+
+	if (!plivo_otp_try_lock_send_key(c->phone))
+		return;					/* a send to the number is open: a later tick */
+	args[0] = UUIDPGetDatum(&c->id);
+	if (plivo_otp_exec_latest(&has_call, args, NULL, 1) > 0)
+		return;
+
+	why = plivo_otp_open_live_code(&c->id, c->attempts, c->max_attempts, c->sealed, code);
+	if (why)
+	{
+		refuse_fallback(c, why);
+		return;
+	}
+	PG_TRY();
+	{
+		PlivoOtpOutbound m = {
+			.verification_id = &c->id,
+			.phone = c->phone,
+			.channel = "voice",
+			.origin = "fallback",
+			.code = code,
+			.now = c->now,
+			.expires_at = c->expires_at,
+			.caller_digest = NULL,
+			.idempotency_key = NULL,
+			.v2 = true
+		};
+
+		/* A limit refuses in a subtransaction: its place in the count goes back. */
+		if (plivo_otp_try_subtransaction(check_policy, (void *) c, &error))
+			plivo_otp_queue_message(&m, &message_id);
+		else if (error->sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
+			refuse_fallback(c, limit_reason(error));
+		else
+			ReThrowError(error);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(code, sizeof(code));
+	}
+	PG_END_TRY();
+	if (error)
+		return;
+	plivo_otp_wake_at_commit();
+	plivo_otp_count(PLIVO_OTP_COUNTER_SENDS, 1);
+	ereport(LOG,
+			(errmsg("plivo_otp dispatcher queued a voice fallback to %s",
+					plivo_otp_mask_phone(c->phone)),
+			 errdetail("Its SMS was not delivered.")));
+}
+
+/*
+ * Find the codes due for a call and queue their calls; inside a unit of
+ * work of the dispatcher, SPI connected.
+ */
+static void
+fallback_work(void *arg)
+{
+	TimestampTz now = *(TimestampTz *) arg;
+	Datum		args[2];
+	int			n;
+	Candidate  *c;
+
+	args[0] = TimestampTzGetDatum(now + (int64) (plivo_otp_ring_timeout + FALLBACK_MARGIN_SECS) * USECS_PER_SEC);
+	args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_voice_fallback_after * USECS_PER_SEC);
+	n = plivo_otp_exec(&find_candidates, args, NULL, false, 0);
+	c = palloc0(Max(n, 1) * sizeof(Candidate));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		memcpy(&c[i].id, DatumGetUUIDP(plivo_otp_get(i, 1, &isnull)), sizeof(pg_uuid_t));
+		c[i].phone = plivo_otp_get_text(i, 2);
+		c[i].expires_at = DatumGetTimestampTz(plivo_otp_get(i, 3, &isnull));
+		c[i].attempts = DatumGetInt32(plivo_otp_get(i, 4, &isnull));
+		c[i].max_attempts = DatumGetInt32(plivo_otp_get(i, 5, &isnull));
+		c[i].sealed = DatumGetByteaPCopy(plivo_otp_get(i, 6, &isnull));
+		c[i].now = now;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		(void) plivo_otp_run_subtransaction(fallback_one, &c[i]);
+		explicit_bzero(VARDATA(c[i].sealed), VARSIZE(c[i].sealed) - VARHDRSZ);
+	}
+}
+
+/*
+ * The dispatcher's hook, once a second inside its periodic unit of work:
+ * queue the voice fallbacks that are due, if the fallback is on.  Its
+ * failure is logged and leaves the rest of the unit alone.
+ */
+void
+plivo_otp_queue_voice_fallbacks(TimestampTz now)
+{
+	if (plivo_otp_voice_fallback_after <= 0 || !plivo_otp_schema_is_v2())
+		return;
+	if (plivo_otp_voice_caller_id() == NULL)
+	{
+		if (!no_caller_id_logged)
+			ereport(LOG,
+					(errmsg("plivo_otp dispatcher places no voice fallback: no number to call from"),
+					 errdetail("plivo_otp.voice_fallback_after is set, but neither plivo_otp.voice_sender nor plivo_otp.sender is a number."),
+					 errhint("Set plivo_otp.voice_sender to a Plivo number, or plivo_otp.voice_fallback_after to 0.")));
+		no_caller_id_logged = true;
+		return;
+	}
+	no_caller_id_logged = false;
+	(void) plivo_otp_run_subtransaction(fallback_work, &now);
+}
