@@ -111,6 +111,9 @@ for p in "postgresql-$pgver" libcurl4 libmicrohttpd12 libssl3; do
 	check "the package depends on $p" sh -c "echo '$depends' | grep -qE '(^|, )$p( |,|\$)'"
 done
 
+check "dpkg would install it here: its dependencies are met (dpkg --dry-run -i)" \
+	sh -c "dpkg --dry-run -i '$deb' >/dev/null"
+
 # ---- A scratch root: the system's PostgreSQL without plivo_otp, plus the package
 log "package: unpacking into a scratch root"
 mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql"
