@@ -13,6 +13,20 @@ PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libc
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# One checked line, counted like a test in the caller's $passed and $failed:
+# "ok: WHAT" or "FAILED: WHAT" for the command after WHAT.
+count_check() {
+	local what=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "   ok: $what"
+	else
+		failed=$((failed + 1))
+		echo "   FAILED: $what"
+	fi
+}
+
 # Install the Debian packages that are missing, or say how.
 ensure_packages() {
 	local missing=() p

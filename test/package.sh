@@ -45,34 +45,22 @@ pgver=15
 
 passed=0
 failed=0
-check() {
-	local what=$1
-	shift
-	if "$@"; then
-		passed=$((passed + 1))
-		echo "   ok: $what"
-	else
-		failed=$((failed + 1))
-		echo "   FAILED: $what"
-	fi
-}
-
 # ---- One version everywhere
 control_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$repo/plivo_otp.control")
 changelog_version=$(dpkg-parsechangelog -l "$repo/debian/changelog" -S Version)
 meta() { python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$repo/META.json" "$1"; }
 
-check "META.json is valid JSON with the PGXN 1.0.0 required keys" \
+count_check "META.json is valid JSON with the PGXN 1.0.0 required keys" \
 	test "$(meta '",".join(k for k in ["name", "abstract", "version", "maintainer", "license", "provides", "meta-spec"] if k in m) + " " + m["meta-spec"]["version"]' 2>/dev/null)" \
 	= "name,abstract,version,maintainer,license,provides,meta-spec 1.0.0"
-check "META.json's version ($(meta 'm["version"]' 2>/dev/null)) is the control file's default_version ($control_version)" \
+count_check "META.json's version ($(meta 'm["version"]' 2>/dev/null)) is the control file's default_version ($control_version)" \
 	test "$(meta 'm["version"]' 2>/dev/null)" = "$control_version"
-check "META.json provides plivo_otp $control_version in the existing sql/plivo_otp--$control_version.sql" \
+count_check "META.json provides plivo_otp $control_version in the existing sql/plivo_otp--$control_version.sql" \
 	test "$(meta 'm["provides"]["plivo_otp"]["version"] + " " + m["provides"]["plivo_otp"]["file"]' 2>/dev/null)" \
 	= "$control_version sql/plivo_otp--$control_version.sql" -a -f "$repo/sql/plivo_otp--$control_version.sql"
-check "debian/changelog's upstream version (${changelog_version%-*}) is the control file's default_version" \
+count_check "debian/changelog's upstream version (${changelog_version%-*}) is the control file's default_version" \
 	test "${changelog_version%-*}" = "$control_version"
-check "debian/control is what pg_buildext generates from debian/control.in and debian/pgversions" \
+count_check "debian/control is what pg_buildext generates from debian/control.in and debian/pgversions" \
 	sh -c "cd '$repo' && pg_buildext checkcontrol >/dev/null"
 
 # ---- Build
@@ -82,10 +70,10 @@ mkdir -p "$src"
 tar -C "$repo" --exclude=.git --exclude=tmp_check --exclude=results --exclude=output_iso \
 	--exclude=tmp_instance --exclude=test/fuzz/build --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 	-cf - . | tar -C "$src" -xf -
-check "dpkg-buildpackage -us -uc -b builds the package" \
+count_check "dpkg-buildpackage -us -uc -b builds the package" \
 	sh -c "cd '$src' && dpkg-buildpackage -us -uc -b > '$work/build.log' 2>&1"
 grep -E 'warning:|error:' "$work/build.log" | head -n 20
-check "the package build prints no compiler warning" \
+count_check "the package build prints no compiler warning" \
 	sh -c "! grep -qE 'warning:|error:' '$work/build.log'"
 deb=$(ls "$work"/postgresql-$pgver-plivo-otp_"$changelog_version"_*.deb 2>/dev/null | head -n 1)
 if [ -z "$deb" ]; then
@@ -99,19 +87,19 @@ fi
 # ---- What it ships
 dpkg-deb -c "$deb" | awk '{ print $NF }' > "$work/contents"
 ships() { grep -qxF "./$1" "$work/contents"; }
-check "the package ships usr/lib/postgresql/$pgver/lib/plivo_otp.so" ships "usr/lib/postgresql/$pgver/lib/plivo_otp.so"
-check "the package ships the control file" ships "usr/share/postgresql/$pgver/extension/plivo_otp.control"
+count_check "the package ships usr/lib/postgresql/$pgver/lib/plivo_otp.so" ships "usr/lib/postgresql/$pgver/lib/plivo_otp.so"
+count_check "the package ships the control file" ships "usr/share/postgresql/$pgver/extension/plivo_otp.control"
 for f in "$repo"/sql/plivo_otp--*.sql; do
-	check "the package ships ${f##*/}" ships "usr/share/postgresql/$pgver/extension/${f##*/}"
+	count_check "the package ships ${f##*/}" ships "usr/share/postgresql/$pgver/extension/${f##*/}"
 done
-check "the package is postgresql-$pgver-plivo-otp $changelog_version" \
+count_check "the package is postgresql-$pgver-plivo-otp $changelog_version" \
 	test "$(dpkg-deb -f "$deb" Package Version | tr '\n' ' ')" = "Package: postgresql-$pgver-plivo-otp Version: $changelog_version "
 depends=$(dpkg-deb -f "$deb" Depends)
 for p in "postgresql-$pgver" libcurl4 libmicrohttpd12 libssl3; do
-	check "the package depends on $p" sh -c "echo '$depends' | grep -qE '(^|, )$p( |,|\$)'"
+	count_check "the package depends on $p" sh -c "echo '$depends' | grep -qE '(^|, )$p( |,|\$)'"
 done
 
-check "dpkg would install it here: its dependencies are met (dpkg --dry-run -i)" \
+count_check "dpkg would install it here: its dependencies are met (dpkg --dry-run -i)" \
 	sh -c "dpkg --dry-run -i '$deb' >/dev/null"
 
 # ---- A scratch root: the system's PostgreSQL without plivo_otp, plus the package
@@ -122,7 +110,7 @@ cp -a "/usr/share/postgresql/$pgver" "$root/usr/share/postgresql/"
 rm -rf "$root/usr/lib/postgresql/$pgver/lib/plivo_otp.so" "$root/usr/lib/postgresql/$pgver/lib/bitcode/plivo_otp"* \
 	"$root/usr/share/postgresql/$pgver/extension/plivo_otp"*
 dpkg -x "$deb" "$root"
-check "the scratch root's PostgreSQL finds its files in the scratch root" \
+count_check "the scratch root's PostgreSQL finds its files in the scratch root" \
 	test "$("$root/usr/lib/postgresql/$pgver/bin/pg_config" --pkglibdir)" = "$root/usr/lib/postgresql/$pgver/lib"
 chown -R postgres: "$src" "$root"
 

@@ -102,19 +102,6 @@ if ! build_copy "$repo" "$build" || ! install_build "$build"; then
 	exit 1
 fi
 
-# One checked line, counted like a test.
-count_check() {
-	local what=$1
-	shift
-	if "$@"; then
-		passed=$((passed + 1))
-		echo "   ok: $what"
-	else
-		failed=$((failed + 1))
-		echo "   FAILED: $what"
-	fi
-}
-
 # The Makefile's REGRESS_OPTS and ISOLATION_OPTS start the private servers.
 # Each suite runs in build directory $1 with extra make arguments after it
 # (the sanitize suite's bindir=...), and writes its output to $work/$2.out.
