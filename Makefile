@@ -84,3 +84,7 @@ include $(PGXS)
 # After the include: Makefile.global sets it.  The same database as
 # pg_regress, the one test/regress.conf names in plivo_otp.database.
 ISOLATION_TESTDB = contrib_regression
+
+# The examples/ scripts, each run as a regression test (sql/example_*.sql
+# includes it), after the REGRESS list above.
+REGRESS += example_login

@@ -7,9 +7,25 @@
 
 PG_BINDIR=/usr/lib/postgresql/15/bin
 export PG_CONFIG=$PG_BINDIR/pg_config
+# The package suite (test/package.sh) also needs debhelper and pg_buildext.
+PACKAGE_PACKAGES="debhelper dpkg-dev postgresql-server-dev-all"
 PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libipc-run-perl python3 procps clang-14 libclang-rt-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
+
+# One checked line, counted like a test in the caller's $passed and $failed:
+# "ok: WHAT" or "FAILED: WHAT" for the command after WHAT.
+count_check() {
+	local what=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "   ok: $what"
+	else
+		failed=$((failed + 1))
+		echo "   FAILED: $what"
+	fi
+}
 
 # Install the Debian packages that are missing, or say how.
 ensure_packages() {

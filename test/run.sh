@@ -13,18 +13,21 @@
 # again, with the extension built under AddressSanitizer and
 # UndefinedBehaviorSanitizer and the ASan runtime preloaded into every
 # server; it fails on any sanitizer report or a server process killed by a
-# signal other than the tests' own kill -9).  Each suite runs in its own
-# private cluster(s) as the postgres OS user, so one failure never hides the
-# others.  The last line is "N passed, N failed" for the whole run; the exit
+# signal other than the tests' own kill -9), package (test/package.sh, as
+# root: the Debian package built with dpkg-buildpackage, what it ships, and
+# pg_regress against it unpacked into a scratch root; about 40 s).
+# Each suite runs in its own private cluster(s) as the postgres OS user, so
+# one failure never hides the others.  The last line is "N passed, N failed" for the whole run; the exit
 # status is non-zero on any failure.
 
 set -u
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$repo/test/lib.sh"
 
-suites=${*:-regress isolation tap unit sanitize}
+suites=${*:-regress isolation tap unit package sanitize}
 export LANG=C.UTF-8 PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-60}
 
+case " $suites " in *" package "*) PACKAGES="$PACKAGES $PACKAGE_PACKAGES" ;; esac
 ensure_packages || exit 1
 
 # Every run installs the extension into the system's PostgreSQL: two runs at
@@ -99,19 +102,6 @@ if ! build_copy "$repo" "$build" || ! install_build "$build"; then
 	exit 1
 fi
 
-# One checked line, counted like a test.
-count_check() {
-	local what=$1
-	shift
-	if "$@"; then
-		passed=$((passed + 1))
-		echo "   ok: $what"
-	else
-		failed=$((failed + 1))
-		echo "   FAILED: $what"
-	fi
-}
-
 # The Makefile's REGRESS_OPTS and ISOLATION_OPTS start the private servers.
 # Each suite runs in build directory $1 with extra make arguments after it
 # (the sanitize suite's bindir=...), and writes its output to $work/$2.out.
@@ -150,11 +140,14 @@ run_tap() {
 	fi
 }
 
-run_unit() {
-	local rc line p f
-	(cd "$build" && as_pg bash test/fuzz/run.sh "${FUZZ_SECONDS:-15}") > "$work/unit.out" 2>&1
+# A script that ends with its own "N passed, N failed" line: output to
+# $work/$1.out, the lines matching $2 shown, the totals added.
+run_counted() {
+	local name=$1 show=$2 rc line p f
+	shift 2
+	"$@" > "$work/$name.out" 2>&1
 	rc=$?
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/unit.out" | tail -n 1)
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/$name.out" | tail -n 1)
 	p=${line%% passed*}
 	f=${line#*, }
 	f=${f%% failed*}
@@ -163,10 +156,22 @@ run_unit() {
 	[ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
 	passed=$((passed + p))
 	failed=$((failed + f))
-	grep -E '^== |^   ' "$work/unit.out"
+	grep -E "$show" "$work/$name.out"
 	echo "   $p passed, $f failed"
-	[ $rc -ne 0 ] && tail -n 60 "$work/unit.out"
+	[ $rc -ne 0 ] && tail -n 60 "$work/$name.out"
 	return 0
+}
+
+unit_in_build() {
+	(cd "$build" && as_pg bash test/fuzz/run.sh "${FUZZ_SECONDS:-15}")
+}
+run_unit() {
+	run_counted unit '^== |^   ' unit_in_build
+}
+
+# As root: dpkg-buildpackage; the script runs the servers as postgres.
+run_package() {
+	run_counted package '^   (ok|FAILED|test .*FAILED)' bash "$repo/test/package.sh" "$work/package"
 }
 
 # The sanitize suite: build again with $SANITIZE_CFLAGS, install that, and
@@ -226,6 +231,7 @@ for suite in $suites; do
 	isolation) log "isolation"; run_isolation "$build" isolation ;;
 	tap) log "TAP"; run_tap "$build" tap ;;
 	unit) log "unit (signature unit driver, libFuzzer targets)"; run_unit ;;
+	package) log "package (Debian package, pg_regress against it)"; run_package ;;
 	sanitize) run_sanitize ;;
 	*)
 		echo "unknown suite: $suite" >&2

@@ -62,18 +62,6 @@ trap 'exit 130' INT TERM
 
 passed=0
 failed=0
-check() {
-	local what=$1
-	shift
-	if "$@"; then
-		passed=$((passed + 1))
-		echo "   ok: $what"
-	else
-		failed=$((failed + 1))
-		echo "   FAILED: $what"
-	fi
-}
-
 build_copy "$repo" "$work/build" || exit 1
 install_build "$work/build" || exit 1
 
@@ -143,9 +131,9 @@ for _ in $(seq 240); do
 	as_pg "$PG_BINDIR/pg_isready" -q -h "$work" -p "$pg_port" && break
 	sleep 0.5
 done
-check "the server started under valgrind" as_pg "$PG_BINDIR/pg_isready" -q -h "$work" -p "$pg_port"
+count_check "the server started under valgrind" as_pg "$PG_BINDIR/pg_isready" -q -h "$work" -p "$pg_port"
 psql_vg -c "CREATE EXTENSION plivo_otp" || exit 1
-check "both workers run" wait_sql 120 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type IN ('plivo_otp dispatcher', 'plivo_otp listener')"
+count_check "both workers run" wait_sql 120 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type IN ('plivo_otp dispatcher', 'plivo_otp listener')"
 workers=$(psql_vg -c "SELECT string_agg(backend_type || '=' || pid, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'plivo_otp %'")
 echo "   workers: $workers"
 
@@ -157,26 +145,26 @@ for n in 0101 0102 0103 0104 0105; do
 done
 in_list=$(printf "'%s'," "${vids[@]}")
 in_list=${in_list%,}
-check "5 messages accepted by Plivo (one after a 500)" \
+count_check "5 messages accepted by Plivo (one after a 500)" \
 	wait_sql 180 "SELECT count(*) = 5 FROM plivo_otp.messages WHERE verification_id IN ($in_list) AND dispatch_state = 'accepted'"
-check "5 delivered, from signed callbacks" \
+count_check "5 delivered, from signed callbacks" \
 	wait_sql 180 "SELECT count(*) = 5 FROM plivo_otp.messages WHERE verification_id IN ($in_list) AND delivery_status = 'delivered'"
 
 log "forged, tampered and replayed callbacks"
 uuid=$(psql_vg -c "SELECT provider_uuid FROM plivo_otp.messages WHERE verification_id = '${vids[0]}'")
-check "a callback signed with the wrong token is refused (403)" \
+count_check "a callback signed with the wrong token is refused (403)" \
 	test "$(callback_status "{\"message_uuid\": \"$uuid\", \"status\": \"failed\", \"signature\": \"bad\"}")" = 403
-check "an unsigned callback is refused (403)" \
+count_check "an unsigned callback is refused (403)" \
 	test "$(callback_status "{\"message_uuid\": \"$uuid\", \"status\": \"failed\", \"signature\": \"none\"}")" = 403
-check "a tampered callback is refused (403)" \
+count_check "a tampered callback is refused (403)" \
 	test "$(callback_status "{\"message_uuid\": \"$uuid\", \"status\": \"sent\", \"tamper\": {\"Status\": \"failed\"}}")" = 403
 replay=$(plivo_post callback "{\"message_uuid\": \"$uuid\", \"status\": \"delivered\", \"sequence\": 9}")
-check "a V2-signed callback is recorded (200)" \
+count_check "a V2-signed callback is recorded (200)" \
 	test "$(plivo_post callback "{\"message_uuid\": \"$uuid\", \"status\": \"delivered\", \"sequence\": 10, \"signature\": \"v2\"}" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = 200
-check "a replayed callback is refused (403)" \
+count_check "a replayed callback is refused (403)" \
 	test "$(plivo_post replay "$replay" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = 403
-check "a forged status never reached the message" \
+count_check "a forged status never reached the message" \
 	wait_sql 10 "SELECT delivery_status = 'delivered' FROM plivo_otp.messages WHERE verification_id = '${vids[0]}'"
 
 log "reload, verify with the code from the SMS"
@@ -184,15 +172,15 @@ psql_vg -c "SELECT pg_reload_conf()" >/dev/null
 code=$(plivo_get messages | python3 -c 'import json,re,sys
 m = [x for x in json.load(sys.stdin) if x["dst"] == "14155550101"]
 print(re.search(r"(\d{6})", m[-1]["text"]).group(1))')
-check "a wrong code is refused" test "$(psql_vg -c "SELECT plivo_otp.otp_verify('+14155550101', '000000', 'login')")" = f
-check "the code from the SMS verifies" test "$(psql_vg -c "SELECT plivo_otp.otp_verify('+14155550101', '$code', 'login')")" = t
+count_check "a wrong code is refused" test "$(psql_vg -c "SELECT plivo_otp.otp_verify('+14155550101', '000000', 'login')")" = f
+count_check "the code from the SMS verifies" test "$(psql_vg -c "SELECT plivo_otp.otp_verify('+14155550101', '$code', 'login')")" = t
 vid=$(psql_vg -c "SELECT plivo_otp.otp_send('+1 415 555 0106', 'sms', 'login')")
-check "a send after the reload is accepted" \
+count_check "a send after the reload is accepted" \
 	wait_sql 120 "SELECT dispatch_state = 'accepted' FROM plivo_otp.messages WHERE verification_id = '$vid'"
 
 log "stopping the server (valgrind writes its summaries)"
 as_pg "$PG_BINDIR/pg_ctl" -D "$work/data" -m fast -w -t 300 stop >/dev/null
-check "the server stopped cleanly" grep -q "database system is shut down" "$work/postgres.log"
+count_check "the server stopped cleanly" grep -q "database system is shut down" "$work/postgres.log"
 echo "   workload under valgrind: $(( $(date +%s) - started )) s"
 
 # Each log is one process.  Split it into errors (between the markers); an
@@ -245,8 +233,8 @@ print(procs, total, mine, total - mine)
 EOF
 )
 echo "   valgrind: $procs processes, $total errors: $ours in plivo_otp code, $others elsewhere"
-check "valgrind traced the server's processes" test "${procs:-0}" -gt 3
-check "no valgrind error in plivo_otp code" test "${ours:-1}" -eq 0
+count_check "valgrind traced the server's processes" test "${procs:-0}" -gt 3
+count_check "no valgrind error in plivo_otp code" test "${ours:-1}" -eq 0
 if [ "${ours:-0}" -gt 0 ]; then
 	head -c 20000 "$work/valgrind-ours.txt"
 fi
