@@ -26,7 +26,7 @@ RETURNS text LANGUAGE sql AS $$
 $$;
 
 -- A call as the dispatcher leaves it once Plivo took it.
-SELECT plivo_otp.otp_send('+15005557001', 'voice') AS vid \gset
+SELECT plivo_otp.otp_send('+15005557501', 'voice') AS vid \gset
 UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'call-req-0001',
 	accepted_at = now()
 WHERE verification_id = :'vid';
@@ -47,7 +47,7 @@ SELECT delivery_status, error_code, error_text FROM plivo_otp.otp_status(:'vid')
 SELECT count(*) AS events FROM plivo_otp.delivery_events WHERE provider_uuid = 'call-req-0001';
 
 -- A call not answered: busy, with a cause code.
-SELECT plivo_otp.otp_send('+15005557002', 'voice') AS vid2 \gset
+SELECT plivo_otp.otp_send('+15005557502', 'voice') AS vid2 \gset
 UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'call-req-0002'
 WHERE verification_id = :'vid2';
 SELECT test.ingest_hangup('call-req-0002', 'busy', '2000', '30000000000000000006');
@@ -81,7 +81,7 @@ SELECT * FROM test.error_of($$
 	FROM test.hangup('call-req-0002', 'completed', '4000', '30000000000000000009') c$$);
 
 -- A call's words never move an SMS, nor an SMS's a call: the ranks are per channel.
-SELECT plivo_otp.otp_send('+15005557003') AS vid3 \gset
+SELECT plivo_otp.otp_send('+15005557503') AS vid3 \gset
 UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = 'sms-0003'
 WHERE verification_id = :'vid3';
 SELECT test.ingest_hangup('sms-0003', 'completed', '4000', '30000000000000000010');

@@ -3,7 +3,8 @@
 #
 #   sudo bash test/demo.sh          build, install, start a throwaway PostgreSQL
 #                                   with plivo_otp and a local Plivo stand-in, and
-#                                   walk through send -> SMS -> delivery -> verify
+#                                   walk through send -> SMS -> delivery -> verify,
+#                                   then a voice code: call -> script -> hang-up -> verify
 #   sudo bash test/demo.sh --stop   stop the demo and remove everything it made
 #
 # The demo keeps running afterwards for exploration: it prints how to connect.
@@ -47,6 +48,7 @@ start_cluster "$demo" "$pg_port" \
 	"plivo_otp.auth_id = '$AUTH_ID'" \
 	"plivo_otp.auth_token_file = '$demo/plivo.token'" \
 	"plivo_otp.sender = '14155550000'" \
+	"plivo_otp.voice_sender = '14155550001'" \
 	"plivo_otp.api_url = 'http://127.0.0.1:$plivo_port'" \
 	"plivo_otp.listen_port = $listen_port" \
 	"plivo_otp.public_url = 'http://127.0.0.1:$listen_port'"
@@ -97,6 +99,42 @@ psql_demo -c "SELECT plivo_otp.otp_check('+14155550199', '$code', 'login') AS se
 
 show "What the tables hold: a digest and a wiped body, never the code"
 psql_demo -c "SELECT v.state, encode(substr(v.code_digest, 1, 8), 'hex') || '...' AS code_digest, m.body IS NULL AS body_wiped, m.dispatch_state, m.delivery_status FROM plivo_otp.verifications v JOIN plivo_otp.messages m ON m.verification_id = v.id WHERE v.id = '$vid'"
+
+show "A voice code: Plivo (the stand-in) places the call and fetches its script"
+vvid=$(psql_demo -qAt -c "SELECT plivo_otp.otp_send('+14155550177', 'voice', 'login')")
+echo "otp_send(..., 'voice') -> $vvid"
+call=""
+for _ in $(seq 100); do
+	call=$(plivo_get calls |
+		python3 -c 'import json,sys; c=[x for x in json.load(sys.stdin) if x["to"]=="14155550177" and x.get("answer")]; print(json.dumps(c[-1]) if c else "")')
+	[ -n "$call" ] && break
+	sleep 0.1
+done
+# The Call request, and the script the answer URL served (digits masked here;
+# the stand-in's own record at /_control/calls has them).
+echo "$call" | python3 -c '
+import json, re, sys
+c = json.load(sys.stdin)
+mask = lambda t: re.sub(r"\d", "#", t)
+print("Call request:", json.dumps({k: c.get(k) for k in ("from", "to", "answer_url", "hangup_url", "ring_timeout", "time_limit", "machine_detection")}, indent=2))
+print("answer URL fetched (signed V3) ->", c["answer"]["status"])
+print("spoken script:", mask(c["answer"]["body"]))'
+vcode=$(echo "$call" | python3 -c 'import json,sys,re; c=json.load(sys.stdin); print("".join(re.findall(r"\d", c["answer"]["speak"][0]["text"])))')
+
+show "The hang-up callback records how the call ended"
+for _ in $(seq 100); do
+	st=$(psql_demo -qAt -c "SELECT delivery_status FROM plivo_otp.otp_status('$vvid')")
+	[ "$st" = completed ] && break
+	sleep 0.1
+done
+psql_demo -c "SELECT channel, origin, dispatch_state, delivery_status, error_code, error_text, answered_at IS NOT NULL AS answered FROM plivo_otp.otp_messages('$vvid')"
+
+show "A second fetch of the same answer URL gets no code"
+echo "$call" | python3 -c 'import json,sys; print(json.dumps({"request_uuid": json.load(sys.stdin)["request_uuid"]}))' |
+	python3 -c 'import sys,urllib.request; r=urllib.request.Request(sys.argv[1], data=sys.stdin.read().encode(), headers={"Content-Type": "application/json"}); print(__import__("json").load(urllib.request.urlopen(r))["body"])' "http://127.0.0.1:$plivo_port/_control/call_fetch"
+
+show "Verify the code the call read"
+psql_demo -c "SELECT plivo_otp.otp_check('+14155550177', '$vcode', 'login') AS spoken_code"
 
 show "The dispatcher"
 psql_demo -x -c "SELECT * FROM plivo_otp.dispatcher_stats"

@@ -257,7 +257,19 @@ ok(wait_until(10, sub {
 	$answered->{answer} && $answered->{hangup} }), 'the stand-in fetched the answer URL and hung up');
 my $ans = $answered->{answer};
 is($ans->{url}, $req3->{json}{answer_url}, 'it fetched the answer URL');
-ok(defined $ans->{status}, "... and got an answer (HTTP $ans->{status})");
+is($ans->{status}, 200, '... and the listener answered it');
+my @speak = @{ $ans->{speak} // [] };
+is(scalar @speak, 1, '... with one <Speak>');
+my $spoken = join '', ($speak[0]{text} // '') =~ /(\d)/g;
+my ($phone3) = $req3->{json}{to};
+is(sql("SELECT plivo_otp.otp_check('+$phone3', '$spoken')"), 'approved',
+	'the digits the call read are the code otp_check approves (end to end)');
+ok(wait_until(10, sub {
+	sql("SELECT delivery_status || '|' || error_code || '|' || error_text FROM plivo_otp.otp_status('$v3')")
+		eq 'completed|4000|normal hang-up' }),
+	'the hang-up callback reached otp_status: completed, 4000 and its meaning');
+is(sql("SELECT body IS NULL AND answered_at IS NOT NULL FROM plivo_otp.messages WHERE id = '$m3'"), 't',
+	'the served sentence is wiped and answered_at set');
 my %p = %{ $ans->{params} };
 is($p{RequestUUID}, $answered->{request_uuid}, 'the fetch carries RequestUUID');
 is($p{ALegRequestUUID}, $answered->{request_uuid}, '... and ALegRequestUUID');

@@ -211,17 +211,30 @@ $r = fetch($cb, extra => { RequestUUID => undef }, method => 'GET');
 is(spoken_code($r->{body}), learn_code($node, $cb->{vid}),
 	'and a genuine GET fetch (ALegRequestUUID only) gets the script');
 
+# The dispatcher's one-second tick wipes the sentence of a call whose code
+# ended; each fetch below comes after it, so its snapshot compares a settled
+# row (the listener refuses such a code whether or not the wipe ran).
+sub wiped_by_dispatcher
+{
+	my ($call, $why) = @_;
+	ok(wait_until(10, sub { sql("SELECT body IS NULL FROM plivo_otp.messages WHERE id = '$call->{mid}'") eq 't' }),
+		"the dispatcher wiped the sentence of a call whose code is $why");
+}
+
 my $c = voice_code();
 sql("UPDATE plivo_otp.verifications SET expires_at = now() - interval '1 second' WHERE id = '$c->{vid}'");
+wiped_by_dispatcher($c, 'expired');
 no_code('a fetch after the code expired', sub { fetch($c) }, 1);
 
 my $d = voice_code();
 is(sql("SELECT plivo_otp.otp_verify('$d->{phone}', '" . learn_code($node, $d->{vid}) . "')"), 't',
 	'a code verified before its call answered');
+wiped_by_dispatcher($d, 'approved');
 no_code('a fetch after otp_verify approved the code', sub { fetch($d) }, 1);
 
 my $e = voice_code();
 sql("SELECT plivo_otp.otp_cancel('$e->{vid}')");
+wiped_by_dispatcher($e, 'canceled');
 no_code('a fetch after otp_cancel', sub { fetch($e) }, 1);
 
 # The sentence is XML-escaped.
