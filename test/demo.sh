@@ -115,7 +115,7 @@ done
 echo "$call" | python3 -c '
 import json, re, sys
 c = json.load(sys.stdin)
-mask = lambda t: re.sub(r"\d", "#", t)
+mask = lambda t: re.sub(r"(<Speak[^>]*>)(.*?)(</Speak>)", lambda m: m.group(1) + re.sub(r"\d", "#", m.group(2)) + m.group(3), t)
 print("Call request:", json.dumps({k: c.get(k) for k in ("from", "to", "answer_url", "hangup_url", "ring_timeout", "time_limit", "machine_detection")}, indent=2))
 print("answer URL fetched (signed V3) ->", c["answer"]["status"])
 print("spoken script:", mask(c["answer"]["body"]))'
