@@ -47,6 +47,7 @@ OBJS = \
 	src/api/callback.o \
 	src/dispatcher/http.o \
 	src/dispatcher/plivo_rest.o \
+	src/dispatcher/plivo_response.o \
 	src/dispatcher/queue.o \
 	src/dispatcher/outcome.o \
 	src/dispatcher/rate_limit.o \

@@ -12,7 +12,8 @@
  *	  retention.c	purging old rows
  *	  fallback.c	the voice fallback: a call for a code whose SMS did not arrive
  *	  http.c		concurrent requests with libcurl's multi interface
- *	  plivo_rest.c	Plivo's REST API: requests and responses
+ *	  plivo_rest.c	Plivo's REST API: the requests
+ *	  plivo_response.c	Plivo's answers: message and call UUIDs, errors
  *
  *-------------------------------------------------------------------------
  */
@@ -94,6 +95,8 @@ extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const 
 											   int expiry_seconds);
 extern HttpTransfer *plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id,
 											const char *e164);
+
+/* ---- plivo_response.c ---- */
 extern bool plivo_otp_parse_send_response(const char *body, char **uuid,
 										  char **error);
 

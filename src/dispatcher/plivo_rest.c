@@ -2,7 +2,7 @@
  *
  * plivo_rest.c
  *	  Plivo's REST API as the dispatcher speaks it: the Send Message and
- *	  Make Call requests and their responses.
+ *	  Make Call requests (their answers are read by plivo_response.c).
  *
  * Both are POSTs with HTTP Basic auth (Auth ID, Auth Token) and a JSON
  * body; https is required unless the API URL is a loopback address (tests
@@ -26,17 +26,13 @@
  */
 #include "postgres.h"
 
-#include "common/jsonapi.h"
 #include "lib/stringinfo.h"
-#include "mb/pg_wchar.h"
 #include "utils/json.h"
 
 #include "dispatcher.h"
 
 #define USER_AGENT "plivo_otp/" PLIVO_OTP_VERSION " (PostgreSQL " PG_MAJORVERSION ")"
 
-/* How deep a response may nest (Plivo's nest two levels). */
-#define MAX_RESPONSE_DEPTH 16
 
 static void
 append_json_field(StringInfo buf, const char *name, const char *value)
@@ -197,133 +193,4 @@ plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id, const cha
 	appendStringInfo(&body, ",\"ring_timeout\":%d", config->ring_timeout);
 	appendStringInfoString(&body, ",\"error_if_parent_not_found\":false}");
 	return post_json(config, "Call/", &body);
-}
-
-/* message_uuid (a Send Message answer) or request_uuid (a Make Call answer) */
-static bool
-is_uuid_field(const char *field)
-{
-	return field && (strcmp(field, "message_uuid") == 0 || strcmp(field, "request_uuid") == 0);
-}
-
-typedef struct SendResponseState
-{
-	int			depth;
-	bool		in_uuid_array;
-	char	   *field;
-	char	   *uuid;
-	char	   *error;
-} SendResponseState;
-
-static void
-response_object_start(void *state)
-{
-	((SendResponseState *) state)->depth++;
-}
-
-static void
-response_end(void *state)
-{
-	SendResponseState *s = state;
-
-	s->depth--;
-	s->in_uuid_array = false;
-}
-
-static void
-response_array_start(void *state)
-{
-	SendResponseState *s = state;
-
-	s->depth++;
-	s->in_uuid_array = s->depth == 2 && is_uuid_field(s->field);
-}
-
-static void
-response_field_start(void *state, char *fname, bool isnull)
-{
-	SendResponseState *s = state;
-
-	if (s->depth == 1)
-		s->field = fname;
-}
-
-static void
-response_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	SendResponseState *s = state;
-
-	if (tokentype != JSON_TOKEN_STRING)
-		return;
-	if (s->depth == 1 && s->field && strcmp(s->field, "error") == 0 && s->error == NULL)
-		s->error = token;
-	else if (s->in_uuid_array && s->depth == 2 && s->uuid == NULL)
-		s->uuid = token;
-	else if (s->depth == 1 && is_uuid_field(s->field) && s->uuid == NULL)
-		s->uuid = token;		/* a call's request_uuid is a bare string */
-}
-
-/*
- * Does JSON text nest no deeper than max?  Checked before parsing: the
- * parser recurses per level and raises an ERROR past max_stack_depth, and
- * an answer of Plivo's nests two levels deep.  Plain C, no ERROR.
- */
-static bool
-json_depth_within(const char *body, int max)
-{
-	int			depth = 0;
-	bool		in_string = false;
-
-	for (const char *p = body; *p; p++)
-	{
-		if (in_string)
-		{
-			if (*p == '\\' && p[1] != '\0')
-				p++;
-			else if (*p == '"')
-				in_string = false;
-		}
-		else if (*p == '"')
-			in_string = true;
-		else if (*p == '[' || *p == '{')
-		{
-			if (++depth > max)
-				return false;
-		}
-		else if (*p == ']' || *p == '}')
-			depth--;
-	}
-	return true;
-}
-
-/*
- * Read the UUID Plivo gave (message_uuid, the first of its array, or a
- * call's request_uuid, a string or the first of an array) and error from a
- * response body.  False if the body is not JSON (or nests deeper than any
- * answer of Plivo's: MAX_RESPONSE_DEPTH).
- */
-bool
-plivo_otp_parse_send_response(const char *body, char **uuid, char **error)
-{
-	SendResponseState state = {0};
-	JsonSemAction sem = {0};
-	JsonLexContext *lex;
-
-	*uuid = NULL;
-	*error = NULL;
-	if (body == NULL || !json_depth_within(body, MAX_RESPONSE_DEPTH))
-		return false;
-	sem.semstate = &state;
-	sem.object_start = response_object_start;
-	sem.object_end = response_end;
-	sem.array_start = response_array_start;
-	sem.array_end = response_end;
-	sem.object_field_start = response_field_start;
-	sem.scalar = response_scalar;
-	lex = makeJsonLexContextCstringLen(pstrdup(body), strlen(body), PG_UTF8, true);
-	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
-		return false;
-	*uuid = state.uuid;
-	*error = state.error;
-	return true;
 }

@@ -2,17 +2,17 @@
  *
  * fuzz_send_response.c
  *	  libFuzzer target for plivo_otp_parse_send_response
- *	  (src/dispatcher/plivo_rest.c): what the dispatcher reads from the
+ *	  (src/dispatcher/plivo_response.c): what the dispatcher reads from the
  *	  body of Plivo's answer to a Send Message request.
  *
- * plivo_rest.c is compiled against the server headers and linked with
+ * plivo_response.c is compiled against the server headers and linked with
  * PostgreSQL's own JSON lexer from libpgcommon_shlib.a (the frontend build
  * of the same common/jsonapi.c the server runs; it lacks only the server's
  * stack-depth check), libpgport_shlib.a, libcurl (for the request half,
  * never called here) and pg_shims.c (palloc on malloc); escape_json, the
  * elog entry points (an ERROR traps: the parser must never raise) and
  * plivo_otp_http_free are stood in for here.  libpgcommon is not
- * instrumented: the fuzzer sees coverage of plivo_rest.c's callbacks, not
+ * instrumented: the fuzzer sees coverage of plivo_response.c's callbacks, not
  * of the lexer.
  *
  * The input is a response body.  Besides the sanitizers, the target traps

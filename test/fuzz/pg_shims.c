@@ -3,7 +3,7 @@
  * pg_shims.c
  *	  The palloc family for the libFuzzer targets that link server code
  *	  (fuzz_phone: src/common/phone.c; fuzz_send_response:
- *	  src/dispatcher/plivo_rest.c and PostgreSQL's JSON lexer).
+ *	  src/dispatcher/plivo_response.c and PostgreSQL's JSON lexer).
  *
  * Each chunk is its own malloc block (so ASan puts a redzone around every
  * chunk, which the server's memory contexts never do), and every live

@@ -11,7 +11,7 @@
 #       fuzz_callback_auth   src/listener/callback_auth.c: which signature counts,
 #                            plivo_otp_find_param
 #       fuzz_phone           src/common/phone.c: normalise, mask, allow-list
-#       fuzz_send_response   src/dispatcher/plivo_rest.c: Plivo's Send Message
+#       fuzz_send_response   src/dispatcher/plivo_response.c: Plivo's Send Message
 #                            response, with PostgreSQL's JSON lexer (libpgcommon)
 #
 # Usage: test/fuzz/run.sh [SECONDS [TARGET...]]
@@ -186,7 +186,7 @@ build_target() {
 		# pg_shims.o comes before libpgcommon so its palloc family is the one linked
 		# shellcheck disable=SC2086
 		$fuzz_cc $fuzz_flags $pg_fuzz_flags $(pkg-config --cflags libcurl) -o "$build/$t" \
-			"$here/$t.c" "$src/dispatcher/plivo_rest.c" "$here/pg_shims.c" \
+			"$here/$t.c" "$src/dispatcher/plivo_response.c" "$here/pg_shims.c" \
 			"$pg_lib/libpgcommon_shlib.a" "$pg_lib/libpgport_shlib.a" $(pkg-config --libs libcurl) ;;
 	*)
 		echo "unknown target $t" >&2

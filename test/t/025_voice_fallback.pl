@@ -5,8 +5,9 @@
 # expired or about to expire; the number's cap refuses it with a 'canceled'
 # fallback row saying why, and the global hourly count counts it.
 #
-# Calls are not placed in this branch's dispatcher (it sends a voice row like
-# an SMS), so only the rows are checked, never what the stand-in receives.
+# The fallback's call is placed like any call (023): the stand-in records the
+# one Make Call request, fetches the script from the listener, and the digits
+# it heard are the SMS's code.
 use strict;
 use warnings;
 use FindBin;
@@ -82,6 +83,13 @@ is(sql("SELECT count(*) FROM plivo_otp.messages WHERE verification_id = '$vid_a'
 is(sql("SELECT count(*) || '|' || string_agg(encode(code_digest, 'hex'), '')"
 	  . " FROM plivo_otp.verifications WHERE phone = '$phone_a'"),
 	"1|$digest_a", 'the call carries the same code: no new code was issued');
+my $heard;
+ok(wait_until(15, sub {
+	my $calls = $plivo->calls_to($phone_a);
+	$heard = @$calls == 1 && $calls->[0]{answer} ? $calls->[0]{answer}{speak}[0]{text} : undef;
+	defined $heard }), 'the stand-in got the one call and fetched its script');
+is(join('', ($heard // '') =~ /(\d)/g), $code_a, 'the call read the code of the undelivered SMS');
+is(scalar @{ $plivo->call_requests_to($phone_a) }, 1, 'one Make Call request in all');
 my $log = slurp_file($node->logfile);
 like($log, qr/queued a voice fallback to \+1415\S*\*/, 'the log says so, with the number masked');
 unlike($log, qr/\Q$phone_a\E/, 'and never the full number');
