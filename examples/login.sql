@@ -49,8 +49,13 @@ BEGIN
 		RETURN;
 	END IF;
 	-- Approved: the session is created in the same transaction.  Should this fail
-	-- (the user was deleted meanwhile), the error rolls the approval back with it.
-	SELECT u.id INTO STRICT uid FROM app.users AS u WHERE u.phone = login_with_code.phone;
+	-- (the user was deleted meanwhile, or the number is not written as stored), the
+	-- error rolls the approval back with it and the code stays usable.
+	SELECT u.id INTO uid FROM app.users AS u WHERE u.phone = login_with_code.phone;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'login refused: no such user'
+			USING ERRCODE = 'no_data_found', HINT = 'Pass the number as app.users stores it (E.164).';
+	END IF;
 	INSERT INTO app.sessions (user_id) VALUES (uid) RETURNING id INTO session_id;
 END
 $$;
@@ -108,4 +113,16 @@ SELECT count(*) AS sessions, bool_and(user_id = (SELECT id FROM app.users WHERE 
 FROM app.sessions;
 SELECT state FROM plivo_otp.otp_status(:'vid');
 SELECT result, session_id IS NULL AS no_session FROM app.login_with_code('+15005557001', :'code');
+SELECT count(*) AS sessions FROM app.sessions;
+
+-- 4. An error after the approval (the user was deleted meanwhile) undoes the approval too:
+-- the code is still pending.
+INSERT INTO app.users (phone) VALUES ('+15005557002');
+SELECT app.start_login('+15005557002') AS vid \gset
+SELECT pg_temp.code_from_sms(:'vid') AS code \gset
+DELETE FROM app.users WHERE phone = '+15005557002';
+\set VERBOSITY terse
+SELECT * FROM app.login_with_code('+15005557002', :'code');
+\set VERBOSITY default
+SELECT state FROM plivo_otp.otp_status(:'vid');
 SELECT count(*) AS sessions FROM app.sessions;

@@ -45,14 +45,15 @@ pgver=15
 
 passed=0
 failed=0
+
 # ---- One version everywhere
 control_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$repo/plivo_otp.control")
 changelog_version=$(dpkg-parsechangelog -l "$repo/debian/changelog" -S Version)
 meta() { python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$repo/META.json" "$1"; }
 
-count_check "META.json is valid JSON with the PGXN 1.0.0 required keys" \
-	test "$(meta '",".join(k for k in ["name", "abstract", "version", "maintainer", "license", "provides", "meta-spec"] if k in m) + " " + m["meta-spec"]["version"]' 2>/dev/null)" \
-	= "name,abstract,version,maintainer,license,provides,meta-spec 1.0.0"
+count_check "META.json is valid JSON with the PGXN 1.0.0 required keys, license postgresql, for PostgreSQL 15" \
+	test "$(meta '",".join(k for k in ["name", "abstract", "version", "maintainer", "license", "provides", "meta-spec"] if k in m) + " " + m["meta-spec"]["version"] + " " + m["license"] + " " + m["prereqs"]["runtime"]["requires"]["PostgreSQL"]' 2>/dev/null)" \
+	= "name,abstract,version,maintainer,license,provides,meta-spec 1.0.0 postgresql 15.0.0"
 count_check "META.json's version ($(meta 'm["version"]' 2>/dev/null)) is the control file's default_version ($control_version)" \
 	test "$(meta 'm["version"]' 2>/dev/null)" = "$control_version"
 count_check "META.json provides plivo_otp $control_version in the existing sql/plivo_otp--$control_version.sql" \
@@ -60,8 +61,6 @@ count_check "META.json provides plivo_otp $control_version in the existing sql/p
 	= "$control_version sql/plivo_otp--$control_version.sql" -a -f "$repo/sql/plivo_otp--$control_version.sql"
 count_check "debian/changelog's upstream version (${changelog_version%-*}) is the control file's default_version" \
 	test "${changelog_version%-*}" = "$control_version"
-count_check "debian/control is what pg_buildext generates from debian/control.in and debian/pgversions" \
-	sh -c "cd '$repo' && pg_buildext checkcontrol >/dev/null"
 
 # ---- Build
 log "package: dpkg-buildpackage -us -uc -b"
@@ -70,10 +69,12 @@ mkdir -p "$src"
 tar -C "$repo" --exclude=.git --exclude=tmp_check --exclude=results --exclude=output_iso \
 	--exclude=tmp_instance --exclude=test/fuzz/build --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 	-cf - . | tar -C "$src" -xf -
+count_check "debian/control is what pg_buildext generates from debian/control.in and debian/pgversions" \
+	sh -c "cd '$src' && pg_buildext checkcontrol >/dev/null"
 count_check "dpkg-buildpackage -us -uc -b builds the package" \
 	sh -c "cd '$src' && dpkg-buildpackage -us -uc -b > '$work/build.log' 2>&1"
 grep -E 'warning:|error:' "$work/build.log" | head -n 20
-count_check "the package build prints no compiler warning" \
+count_check "the package build prints no warning (compiler, debhelper, dpkg)" \
 	sh -c "! grep -qE 'warning:|error:' '$work/build.log'"
 deb=$(ls "$work"/postgresql-$pgver-plivo-otp_"$changelog_version"_*.deb 2>/dev/null | head -n 1)
 if [ -z "$deb" ]; then

@@ -15,7 +15,7 @@
 # server; it fails on any sanitizer report or a server process killed by a
 # signal other than the tests' own kill -9), package (test/package.sh, as
 # root: the Debian package built with dpkg-buildpackage, what it ships, and
-# pg_regress against it unpacked into a scratch root; about 40 s).
+# pg_regress against it unpacked into a scratch root; about 45 s).
 # Each suite runs in its own private cluster(s) as the postgres OS user, so
 # one failure never hides the others.  The last line is "N passed, N failed" for the whole run; the exit
 # status is non-zero on any failure.
