@@ -18,6 +18,7 @@ OBJS = \
 	src/plivo_otp.o \
 	src/common/settings.o \
 	src/common/phone.o \
+	src/common/phone_info.o \
 	src/common/spi.o \
 	src/common/worker.o \
 	src/common/url.o \

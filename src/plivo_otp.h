@@ -121,6 +121,33 @@ extern char *plivo_otp_mask_phone(const char *e164);
 extern bool plivo_otp_country_allowed(const char *e164, const char *allow_list);
 extern bool plivo_otp_valid_prefix_list(const char *list);
 
+/* ---- common/phone_info.c: what a number is (region, type), from libphonenumber ---- */
+typedef enum PlivoOtpNumberType
+{
+	PLIVO_OTP_NUMBER_UNKNOWN,
+	PLIVO_OTP_NUMBER_MOBILE,
+	PLIVO_OTP_NUMBER_FIXED_LINE,
+	PLIVO_OTP_NUMBER_FIXED_LINE_OR_MOBILE,
+	PLIVO_OTP_NUMBER_TOLL_FREE,
+	PLIVO_OTP_NUMBER_PREMIUM_RATE,
+	PLIVO_OTP_NUMBER_SHARED_COST,
+	PLIVO_OTP_NUMBER_VOIP,
+	PLIVO_OTP_NUMBER_PERSONAL,
+	PLIVO_OTP_NUMBER_PAGER,
+	PLIVO_OTP_NUMBER_UAN,
+	PLIVO_OTP_NUMBER_VOICEMAIL
+} PlivoOtpNumberType;
+
+typedef struct PlivoOtpPhoneInfo
+{
+	bool		valid;			/* a number valid for its region */
+	char		region[3];		/* ISO 3166-1 alpha-2 ("US", "JM"), "" when unknown */
+	PlivoOtpNumberType type;
+} PlivoOtpPhoneInfo;
+
+extern void plivo_otp_phone_info(const char *e164, PlivoOtpPhoneInfo *info);
+extern const char *plivo_otp_number_type_name(PlivoOtpNumberType type);
+
 /* ---- common/states.c: the state machines, one name table each ---- */
 
 /* messages.dispatch_state: ours, never Plivo's words. */
