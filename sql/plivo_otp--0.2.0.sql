@@ -161,6 +161,12 @@ ALTER TABLE plivo_otp.messages ADD COLUMN accepted_at timestamptz;
 ALTER TABLE plivo_otp.messages ADD COLUMN answered_at timestamptz;
 CREATE UNIQUE INDEX messages_one_fallback ON plivo_otp.messages (verification_id)
 	WHERE origin = 'fallback';
+
+-- The voice fallback's candidates (dispatcher/fallback.c): SMS that Plivo
+-- accepted and has not reported delivered; a row leaves the index once it is.
+CREATE INDEX messages_sms_undelivered ON plivo_otp.messages (expires_at)
+	WHERE channel = 'sms' AND dispatch_state = 'accepted'
+	AND delivery_status IS DISTINCT FROM 'delivered';
 -- The calls whose sealed sentence is kept for the listener: the dispatcher
 -- wipes each once its code expired or is no longer pending.
 CREATE INDEX messages_call_bodies ON plivo_otp.messages (verification_id)

@@ -4,6 +4,8 @@
 #   bash test/run.sh                   # everything (as root, or sudo bash ...)
 #   bash test/run.sh regress tap       # only some suites
 #   TAP_FILES=test/t/005_dispatch.pl bash test/run.sh tap
+#   TAP_JOBS=1 bash test/run.sh tap    # TAP files one at a time (default 2 at once:
+#                                      # they mostly wait on timers and workers)
 #   KEEP_TEST_DIR=1 bash test/run.sh   # keep the build and logs in /tmp
 #   SANITIZE_SUITES=tap bash test/run.sh sanitize   # one suite under ASan
 #
@@ -128,7 +130,7 @@ run_tap() {
 	shift 2
 	(cd "$dir" && as_pg make -s installcheck REGRESS= ISOLATION= \
 		${TAP_FILES:+PROVE_TESTS="$TAP_FILES"} \
-		PROVE_FLAGS="--verbose --timer" "$@") > "$out" 2>&1
+		PROVE_FLAGS="--verbose --timer -j${TAP_JOBS:-2}" "$@") > "$out" 2>&1
 	count_tap "$out"
 	if grep -qE '^not ok|Wstat|Result: FAIL' "$out"; then
 		grep -E '^(not ok|#)' "$out" | head -100

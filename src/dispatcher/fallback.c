@@ -40,18 +40,28 @@
 /* Life a code must have beyond ring_timeout for a call to be worth placing. */
 #define FALLBACK_MARGIN_SECS 15
 
+/*
+ * The codes due for a call, found through their SMS that Plivo accepted and
+ * did not (yet) report delivered, still live: the partial index
+ * messages_sms_undelivered holds only those, so the work per tick follows
+ * the SMS awaiting their delivery report, not the live codes nor the
+ * history.  Only a code's latest SMS counts (a fresh one queued after a
+ * failed one has its own chance), and a code with any call, or any SMS
+ * delivered, is not called.
+ */
 static PlivoOtpStatement find_candidates = {
 	"SELECT v.id, v.phone, v.expires_at, v.attempts, v.max_attempts, v.code_sealed"
-	" FROM plivo_otp.verifications v"
-	" WHERE v.code_sealed IS NOT NULL AND v.expires_at > $1 AND v.state = 'pending'"
-	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages c"
-	"   WHERE c.verification_id = v.id AND (c.channel = 'voice'"
-	"   OR c.delivery_status = 'delivered'))"
-	" AND EXISTS (SELECT 1 FROM plivo_otp.messages s"
-	"   WHERE s.verification_id = v.id AND s.channel = 'sms'"
-	"   AND (s.delivery_status IN ('undelivered', 'failed', 'rejected')"
-	"   OR (s.dispatch_state = 'accepted' AND coalesce(s.accepted_at, s.created_at) <= $2)))"
-	" ORDER BY v.expires_at LIMIT " CppAsString2(FALLBACK_BATCH)
+	" FROM plivo_otp.messages s"
+	" JOIN plivo_otp.verifications v ON v.id = s.verification_id"
+	" WHERE s.channel = 'sms' AND s.dispatch_state = 'accepted'"
+	" AND s.delivery_status IS DISTINCT FROM 'delivered' AND s.expires_at > $1"
+	" AND (s.delivery_status IN ('undelivered', 'failed', 'rejected')"
+	"   OR coalesce(s.accepted_at, s.created_at) <= $2)"
+	" AND v.code_sealed IS NOT NULL AND v.expires_at > $1 AND v.state = 'pending'"
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages o"
+	"   WHERE o.verification_id = v.id AND (o.channel = 'voice'"
+	"   OR o.delivery_status = 'delivered' OR (o.channel = 'sms' AND o.created_at > s.created_at)))"
+	" ORDER BY s.expires_at LIMIT " CppAsString2(FALLBACK_BATCH)
 	" FOR UPDATE OF v SKIP LOCKED",
 	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
@@ -82,6 +92,7 @@ typedef struct Candidate
 	TimestampTz now;
 } Candidate;
 
+static bool no_public_url_logged = false;
 static bool no_caller_id_logged = false;
 
 /* The fallback row of c, canceled because of why: never tried again. */
@@ -231,6 +242,18 @@ plivo_otp_queue_voice_fallbacks(TimestampTz now)
 {
 	if (plivo_otp_voice_fallback_after <= 0 || !plivo_otp_schema_is_v2())
 		return;
+	/* No public_url: no delivery reports (every SMS would look undelivered) and no answer URL. */
+	if (plivo_otp_public_url[0] == '\0')
+	{
+		if (!no_public_url_logged)
+			ereport(LOG,
+					(errmsg("plivo_otp dispatcher places no voice fallback: plivo_otp.public_url is not set"),
+					 errdetail("Without it Plivo reports no delivery and a call cannot fetch its script."),
+					 errhint("Set plivo_otp.public_url, or plivo_otp.voice_fallback_after to 0.")));
+		no_public_url_logged = true;
+		return;
+	}
+	no_public_url_logged = false;
 	if (plivo_otp_voice_caller_id() == NULL)
 	{
 		if (!no_caller_id_logged)

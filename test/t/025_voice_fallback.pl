@@ -142,10 +142,16 @@ report($uuid_r, 'undelivered');
 set_conf('plivo_otp.voice_fallback_after = 0');
 my ($vid_off, undef, $uuid_off) = send_sms();
 report($uuid_off, 'undelivered');
+# Its SMS failed, then the user asked for another SMS: only the latest SMS
+# counts, so no call while it awaits its delivery report.
+my ($vid_f, undef, $uuid_f) = send_sms();
+report($uuid_f, 'undelivered');
+sql("SELECT plivo_otp.otp_resend('$vid_f', 'sms')");
 sleep 3;
 is(calls_of($vid_off), '', 'no call with the fallback off');
 set_conf('plivo_otp.voice_fallback_after = 600');
 sleep 2;
+is(calls_of($vid_f), '', 'no call while a newer SMS of the code awaits its delivery report');
 is(calls_of($vid_b), '', 'no call for an SMS delivered in time');
 is(calls_of($vid_v), '', 'no call for a verified code');
 is(calls_of($vid_c), '', 'no call for a canceled code');
@@ -167,9 +173,12 @@ ok(wait_until(10, sub { calls_of($vid_off) ne '' }),
 # canceled fallback row with the reason, never tried again.
 set_conf('plivo_otp.voice_fallback_after = 600');
 my ($vid_n, undef, $uuid_n) = send_sms();
-sql("SELECT plivo_otp.otp_resend('$vid_n')");
+my $resend_n = sql("SELECT plivo_otp.otp_resend('$vid_n')");
+ok(wait_until(10, sub { sql("SELECT dispatch_state FROM plivo_otp.messages WHERE id = '$resend_n'") eq 'accepted' }),
+	'the resent SMS is accepted');
 $count_before = sends_last_hour();
-report($uuid_n, 'undelivered');
+# The latest SMS (the resend) is the one whose failure counts.
+report(sql("SELECT provider_uuid FROM plivo_otp.messages WHERE id = '$resend_n'"), 'undelivered');
 ok(wait_until(10, sub { calls_of($vid_n) ne '' }), 'a fallback refused by the number cap leaves a row');
 like(calls_of($vid_n), qr/^voice\|fallback\|canceled\|not called: plivo_otp\.number_max_sends reached/,
 	'canceled, saying which limit refused it');
