@@ -152,3 +152,7 @@ COMMENT ON FUNCTION plivo_otp.otp_messages(uuid) IS
 'every message (SMS or call) of a verification, oldest first; no row for an unknown id';
 -- Shows a verification's deliveries: only roles granted the API.
 REVOKE ALL ON FUNCTION plivo_otp.otp_messages(uuid) FROM PUBLIC;
+
+-- ingest_callback takes call hang-up callbacks too.
+COMMENT ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) IS
+'record a Plivo message-status or call hang-up callback received by the application: same signature and replay checks as the listener; returns recorded or duplicate';

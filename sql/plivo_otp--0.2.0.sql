@@ -292,7 +292,7 @@ AS 'MODULE_PATHNAME', 'plivo_otp_ingest_callback_sql'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) IS
-'record a Plivo message-status callback received by the application: same signature and replay checks as the listener; returns recorded or duplicate';
+'record a Plivo message-status or call hang-up callback received by the application: same signature and replay checks as the listener; returns recorded or duplicate';
 -- Records delivery states: only the role of the web tier that receives the webhooks.
 REVOKE ALL ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) FROM PUBLIC;
 

@@ -91,3 +91,7 @@ SELECT channel, delivery_status, error_code FROM plivo_otp.otp_status(:'vid2');
 -- An SMS error code is not read as a hang-up cause, nor the other way round.
 SELECT test.ingest('sms-0003', 'undelivered', 6, '30000000000000000012', '2000');
 SELECT delivery_status, error_code, error_text FROM plivo_otp.otp_status(:'vid3');
+
+-- ingest_callback's description names both kinds of callback it takes.
+SELECT obj_description('plivo_otp.ingest_callback(text, text, jsonb, jsonb)'::regprocedure, 'pg_proc')
+	LIKE '%message-status or call hang-up callback%' AS comment_names_calls;

@@ -382,6 +382,7 @@ extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int
 												   bool body_signed, const char *token);
 extern int	plivo_otp_apply_waiting_events(void);
 extern bool plivo_otp_record_nonces(const char *nonce, const char *other_nonce);
+extern bool plivo_otp_adopt_call_uuid(Datum message_id, const char *uuid);
 extern bool plivo_otp_record_call_event(const char *uuid, const char *status,
 										const char *error_code,
 										const PlivoParam *params, int nparams);

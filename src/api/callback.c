@@ -12,7 +12,9 @@
  * verify over the URL Plivo called, and the nonce must be new; V2 alone
  * counts only for the message that URL names ({public_url}/plivo/sms-status/
  * {message id}), and only while it is recent.  A call's hang-up callback
- * (RequestUUID, CallStatus, no MessageUUID) counts only with V3.
+ * (RequestUUID, CallStatus, no MessageUUID) counts only with V3; on the
+ * call's own hang-up URL ({public_url}/plivo/voice-status/{message id}) a
+ * call left 'unknown' adopts its RequestUUID, as in the listener.
  *
  *-------------------------------------------------------------------------
  */
@@ -132,10 +134,11 @@ require_under_public_url(const char *url)
 				 errdetail("Only callbacks to %s are accepted.", base),
 				 errhint("Pass the URL exactly as Plivo called it.")));
 	path = url + len;
-	if (!plivo_otp_route_token(path, strcspn(path, "?#"), PLIVO_OTP_SMS_STATUS_PATH, token) ||
-		token[0] == '\0')
-		return NULL;
-	return token;
+	if ((plivo_otp_route_token(path, strcspn(path, "?#"), PLIVO_OTP_SMS_STATUS_PATH, token) ||
+		 plivo_otp_route_token(path, strcspn(path, "?#"), PLIVO_OTP_VOICE_STATUS_PATH, token)) &&
+		token[0] != '\0')
+		return token;
+	return NULL;
 }
 
 /* The statement carries the callback's numbers: errors hide it (api_args.c). */
@@ -201,7 +204,7 @@ ingest_answer(PlivoIngestResult ingested)
 		case PLIVO_INGEST_INCOMPLETE:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("callback lacks MessageUUID or Status"),
+					 errmsg("callback lacks MessageUUID and Status, or RequestUUID and CallStatus"),
 					 errhint("Pass a message-status callback (MessageUUID, Status) or a call's hang-up callback (RequestUUID, CallStatus).")));
 			break;
 		case PLIVO_INGEST_V3_REQUIRED:

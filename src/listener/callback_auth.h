@@ -32,6 +32,14 @@ typedef struct PlivoCallbackHeaders
 #define PLIVO_OTP_SMS_STATUS_PATH "/plivo/sms-status"
 #define PLIVO_OTP_TOKEN_LEN 36
 
+/*
+ * A call's answer URL is PLIVO_OTP_VOICE_ANSWER_PATH + "/" + its answer
+ * token (crypto/answer_token.c); hang-up callbacks go to
+ * PLIVO_OTP_VOICE_STATUS_PATH, optionally + "/" + the message's id.
+ */
+#define PLIVO_OTP_VOICE_ANSWER_PATH "/plivo/voice-answer"
+#define PLIVO_OTP_VOICE_STATUS_PATH "/plivo/voice-status"
+
 extern bool plivo_otp_route_token(const char *path, size_t len, const char *route,
 								  char *token);
 extern const char *plivo_otp_find_param(const PlivoParam *params, int nparams,

@@ -46,7 +46,11 @@
  * when there is none), the provider_uuid the dispatcher recorded; Plivo
  * signs voice callbacks with V3 only, and only V3 is accepted for them
  * (PLIVO_INGEST_V3_REQUIRED; nothing is recorded, not even the nonce).
- * status is CallStatus, error_code the HangupCauseCode of a final status.
+ * status is CallStatus, error_code the HangupCauseCode of a final status
+ * (without one, last_error its HangupCause), and a final status wipes the
+ * call's sealed sentence: no fetch of its script can follow.  The hang-up
+ * URL names the message, so a call left 'unknown' adopts the callback's
+ * RequestUUID there (plivo_otp_adopt_call_uuid).
  * Calls have no Sequence (every event has -1): in-progress (recorded by
  * voice_answer.c when the call fetched its script) < a final status
  * (completed, busy, failed, timeout, no-answer, canceled), and one final
@@ -98,6 +102,18 @@
 	" AND " code " NOT IN ('', '000', '0') THEN " code " END"
 
 /*
+ * A call's final status without a HangupCauseCode (Plivo documents only
+ * HangupCause for the hang-up callback) keeps the cause's name in
+ * last_error, which error_text shows when there is no code to look up.
+ */
+#define CAUSE_NAME(e) \
+	"coalesce(nullif(" e ".params->>'HangupCause', ''), nullif(" e ".params->>'HangupCauseName', ''))"
+#define CAUSE_FOR(best) \
+	"CASE WHEN m.channel = 'voice' AND " RANK(best ".status") " = 3" \
+	" AND coalesce(" best ".error_code, '') = '' AND " best ".cause_name IS NOT NULL" \
+	" THEN left(" best ".cause_name, 200) ELSE m.last_error END"
+
+/*
  * The provider_uuid of an event held for a message (rule 0): this prefix
  * and the message's id; Plivo's UUIDs never take this form.
  */
@@ -132,6 +148,21 @@ static PlivoOtpStatement settle_held = {
 	0, {InvalidOid}
 };
 
+/*
+ * A call whose Make Call outcome was 'unknown' (no UUID recorded) takes the
+ * RequestUUID of a V3-signed request that names it, unless another message
+ * has that UUID: Plivo evidently placed it.  A row someone holds is skipped.
+ */
+static PlivoOtpStatement adopt_call_uuid = {
+	"UPDATE plivo_otp.messages SET provider_uuid = $2, dispatch_state = 'accepted',"
+	"  accepted_at = coalesce(accepted_at, $3), updated_at = $3"
+	" WHERE id = (SELECT id FROM plivo_otp.messages WHERE id = $1 AND channel = 'voice'"
+	"  AND provider_uuid IS NULL AND dispatch_state = 'unknown' FOR UPDATE SKIP LOCKED)"
+	" AND provider_uuid IS NULL AND dispatch_state = 'unknown'"
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages o WHERE o.provider_uuid = $2)",
+	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
+};
+
 static PlivoOtpStatement record_nonce = {
 	"INSERT INTO plivo_otp.callback_nonces (nonce, seen_at)"
 	" SELECT n, $2 FROM pg_catalog.unnest(ARRAY[$1, $3]) n WHERE n IS NOT NULL"
@@ -156,7 +187,8 @@ static PlivoOtpStatement record_event = {
  */
 #define APPLY_WAITING(filter) \
 	"WITH best AS (" \
-	" SELECT DISTINCT ON (e.provider_uuid) e.provider_uuid, e.status, e.sequence, e.error_code" \
+	" SELECT DISTINCT ON (e.provider_uuid) e.provider_uuid, e.status, e.sequence, e.error_code," \
+	"  " CAUSE_NAME("e") " AS cause_name" \
 	" FROM plivo_otp.delivery_events e" \
 	" JOIN plivo_otp.messages m ON m.provider_uuid = e.provider_uuid" \
 	" WHERE e.applied_at IS NULL" filter \
@@ -165,6 +197,9 @@ static PlivoOtpStatement record_event = {
 	" UPDATE plivo_otp.messages m SET delivery_status = best.status," \
 	"  delivery_sequence = best.sequence," \
 	"  error_code = " ERROR_CODE_FOR("best.status", "coalesce(best.error_code, '')") "," \
+	"  last_error = " CAUSE_FOR("best") "," \
+	"  body = CASE WHEN m.channel = 'voice' AND " RANK("best.status") " = 3" \
+	"   THEN NULL ELSE m.body END," \
 	"  updated_at = $1" \
 	" FROM best WHERE m.provider_uuid = best.provider_uuid" \
 	"  AND " MOVES_FORWARD("best.status", "best.sequence") ")" \
@@ -292,10 +327,30 @@ plivo_otp_record_call_event(const char *uuid, const char *status, const char *er
 	return true;
 }
 
-/* A call's hang-up callback (see "Calls" above). */
+/*
+ * Adopt uuid as the provider_uuid of call message_id (a uuid Datum) if its
+ * outcome was 'unknown' (see adopt_call_uuid); true if it was adopted.
+ */
+bool
+plivo_otp_adopt_call_uuid(Datum message_id, const char *uuid)
+{
+	Datum		args[3];
+
+	args[0] = message_id;
+	args[1] = CStringGetTextDatum(uuid);
+	args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+	return plivo_otp_exec(&adopt_call_uuid, args, NULL, false, 0) > 0;
+}
+
+/*
+ * A call's hang-up callback (see "Calls" above).  token: the message its
+ * URL names ({public_url}/plivo/voice-status/{message id}), or NULL; a call
+ * whose outcome was 'unknown' adopts the callback's UUID (V3 signs it), so
+ * that an unanswered call placed after all shows its outcome.
+ */
 static PlivoIngestResult
 ingest_call_callback(const PlivoParam *params, int nparams, const char *nonce,
-					 const char *other_nonce, bool body_signed)
+					 const char *other_nonce, bool body_signed, const char *token)
 {
 	const char *uuid = plivo_otp_find_param(params, nparams, "RequestUUID", false);
 	const char *status = plivo_otp_find_param(params, nparams, "CallStatus", false);
@@ -310,6 +365,9 @@ ingest_call_callback(const PlivoParam *params, int nparams, const char *nonce,
 		return PLIVO_INGEST_V3_REQUIRED;
 	if (!plivo_otp_record_nonces(nonce, other_nonce))
 		return PLIVO_INGEST_REPLAYED;
+	if (token != NULL && plivo_otp_schema_is_v2())
+		(void) plivo_otp_adopt_call_uuid(DirectFunctionCall1(uuid_in, CStringGetDatum(token)),
+										 uuid);
 	if (!plivo_otp_record_call_event(uuid, status, cause, params, nparams))
 		return PLIVO_INGEST_DUPLICATE;
 	return PLIVO_INGEST_RECORDED;
@@ -335,7 +393,7 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 
 	if ((uuid == NULL || uuid[0] == '\0') &&
 		plivo_otp_find_param(params, nparams, "CallStatus", false) != NULL)
-		return ingest_call_callback(params, nparams, nonce, other_nonce, body_signed);
+		return ingest_call_callback(params, nparams, nonce, other_nonce, body_signed, token);
 	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
 		strlen(uuid) > 64 || strlen(status) > 32)
 		return PLIVO_INGEST_INCOMPLETE;

@@ -136,11 +136,8 @@ record_batch(void *arg)
 	{
 		req->hold = false;
 		if (!plivo_otp_run_subtransaction(record_callback, req))
-		{
-			plivo_otp_server_undecide_script(req);
-			req->hold = false;
-			plivo_otp_server_decide(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "could not record\n");
-		}
+			plivo_otp_server_decide_failed(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+										   "could not record\n");
 	}
 }
 
@@ -163,13 +160,8 @@ record_ready(void)
 		next = req->next_ready;
 		/* Nothing counts as recorded unless its transaction committed. */
 		if (!committed)
-		{
-			plivo_otp_server_undecide_script(req);
-			req->hold = false;
-			req->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-			req->text = "could not record, retry later\n";
-			req->content_type = NULL;
-		}
+			plivo_otp_server_decide_failed(req, MHD_HTTP_SERVICE_UNAVAILABLE,
+										   "could not record, retry later\n");
 		if (req->hold)
 			plivo_otp_server_hold(req);
 		else

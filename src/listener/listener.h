@@ -31,14 +31,6 @@ typedef enum ListenerRouteKind
 } ListenerRouteKind;
 
 /*
- * A call's answer URL is PLIVO_OTP_VOICE_ANSWER_PATH + "/" + its answer
- * token (crypto/answer_token.c); hang-up callbacks go to
- * PLIVO_OTP_VOICE_STATUS_PATH, optionally + "/" + the message's id.
- */
-#define PLIVO_OTP_VOICE_ANSWER_PATH "/plivo/voice-answer"
-#define PLIVO_OTP_VOICE_STATUS_PATH "/plivo/voice-status"
-
-/*
  * A call whose UUID the dispatcher has not recorded yet (its row still
  * 'sending') has its answer held this long, re-checked every
  * VOICE_RETRY_MS, before it gets the no-code answer.
@@ -101,6 +93,8 @@ extern CallbackRequest *plivo_otp_server_take_ready(void);
 extern void plivo_otp_server_decide(CallbackRequest *req, unsigned int status,
 									const char *text);
 extern void plivo_otp_server_decide_no_code(CallbackRequest *req);
+extern void plivo_otp_server_decide_failed(CallbackRequest *req, unsigned int status,
+										   const char *text);
 extern bool plivo_otp_server_decide_script(CallbackRequest *req, const char *xml);
 extern void plivo_otp_server_undecide_script(CallbackRequest *req);
 extern void plivo_otp_server_resume(CallbackRequest *req);

@@ -24,7 +24,11 @@
  * voice_answer.c serves it, and otherwise one fixed no-code answer (hang
  * up), byte for byte the same for every refusal, so that nothing about
  * tokens, signatures or codes can be learned by probing.  Only a request
- * with a valid V3 signature reaches the transaction.  Its answer may be
+ * with a valid V3 signature reaches the transaction; every other path
+ * under the route, a request that could not be recorded, and a held one
+ * at shutdown get the same no-code answer (only 405 and 413, which depend
+ * on nothing but the method and the length, are shared with the other
+ * routes).  Its answer may be
  * held (suspended) for up to VOICE_HOLD_MS while the dispatcher records
  * the call's UUID; the script lives in a malloc'd buffer wiped when
  * libmicrohttpd is done with it.  Call hang-up callbacks have their own
@@ -61,8 +65,11 @@ static const ListenerRoute routes[] = {
 #define XML_TYPE "application/xml; charset=utf-8"
 
 static struct MHD_Daemon *http_daemon = NULL;
+/* Both lists keep arrival order: the first of two requests is decided first. */
 static CallbackRequest *ready = NULL;	/* authentic, suspended, to record */
+static CallbackRequest *ready_tail = NULL;
 static CallbackRequest *held = NULL;	/* voice answers to decide again */
+static CallbackRequest *held_tail = NULL;
 static int64 held_retry_ms = 0;		/* when */
 static long next_deadline_ms = -1;	/* from connections.c's last look */
 
@@ -140,7 +147,29 @@ static void
 force_no_code(CallbackRequest *req)
 {
 	req->status = 0;
+	req->text = NULL;
+	req->content_type = NULL;
 	plivo_otp_server_decide_no_code(req);
+}
+
+/*
+ * A request that could not be recorded (or not in time): any script
+ * forgotten; a callback gets status and text, which Plivo retries, a call's
+ * answer the no-code answer like every other refusal on its route.
+ */
+void
+plivo_otp_server_decide_failed(CallbackRequest *req, unsigned int status, const char *text)
+{
+	plivo_otp_server_undecide_script(req);
+	req->hold = false;
+	if (req->route->kind == ROUTE_VOICE_ANSWER)
+		force_no_code(req);
+	else
+	{
+		req->status = status;
+		req->text = text;
+		req->content_type = NULL;
+	}
 }
 
 /*
@@ -366,10 +395,16 @@ start_request(CallbackRequest *req, const char *path, const char *method)
 	const char *length;
 
 	for (int i = 0; i < lengthof(routes) && req->route == NULL; i++)
+	{
 		if (routes[i].per_message ?
 			plivo_otp_route_token(path, strlen(path), routes[i].path, req->token) :
 			strcmp(path, routes[i].path) == 0)
 			req->route = &routes[i];
+		/* Any other path under the voice route: its no-code answer (no token). */
+		else if (routes[i].kind == ROUTE_VOICE_ANSWER &&
+				 strncmp(path, routes[i].path, strlen(routes[i].path)) == 0)
+			req->route = &routes[i];
+	}
 	if (req->route == NULL)
 		return answer(req->conn, MHD_HTTP_NOT_FOUND, "not found\n");
 	/* (405 and 413 depend on no token or code: the voice route shares them.) */
@@ -406,6 +441,33 @@ append_body(CallbackRequest *req, const char *data, size_t size)
 	req->body[req->body_len] = '\0';
 }
 
+static bool
+same_nonce(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/*
+ * Does a suspended request (ready or held) carry one of req's nonces?  A
+ * call's answer is decided only after the transaction, and may be held, so
+ * the nonce is reserved by the first arrival that carries it: a replay that
+ * comes while the original waits gets the no-code answer at once, never
+ * the script in its place.
+ */
+static bool
+nonce_suspended(const CallbackRequest *req)
+{
+	const CallbackRequest *lists[2] = {ready, held};
+
+	for (int i = 0; i < lengthof(lists); i++)
+		for (const CallbackRequest *o = lists[i]; o; o = o->next_ready)
+			if (same_nonce(req->nonce, o->nonce) || same_nonce(req->nonce, o->other_nonce) ||
+				same_nonce(req->other_nonce, o->nonce) ||
+				same_nonce(req->other_nonce, o->other_nonce))
+				return true;
+	return false;
+}
+
 /*
  * libmicrohttpd's access handler: called for the headers, for each piece of
  * the body, once the body is complete, and again after a resume.
@@ -437,11 +499,17 @@ handle_request(void *cls, struct MHD_Connection *conn, const char *path,
 	/* The request is complete (or resumed with its answer decided). */
 	if (req->status == 0)
 		validate(req);
+	if (req->status == 0 && req->route->kind == ROUTE_VOICE_ANSWER && nonce_suspended(req))
+		force_no_code(req);
 	if (req->status != 0)
 		return answer_with(conn, req->status, req->text, req->content_type, &req->script);
 
-	req->next_ready = ready;
-	ready = req;
+	req->next_ready = NULL;
+	if (ready_tail)
+		ready_tail->next_ready = req;
+	else
+		ready = req;
+	ready_tail = req;
 	if (req->arrived_ms == 0)
 		req->arrived_ms = plivo_otp_listener_now_ms();
 	plivo_otp_connection_request_arrived(conn);
@@ -560,14 +628,14 @@ plivo_otp_server_start(char *why, size_t whylen, int *err)
 void
 plivo_otp_server_stop(void)
 {
-	/* No connection may stay suspended: held answers end with a 503. */
+	/* No connection may stay suspended: held (voice) answers end with no code. */
 	for (CallbackRequest *req = held, *next; req; req = next)
 	{
 		next = req->next_ready;
-		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down\n");
+		plivo_otp_server_decide_failed(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down\n");
 		MHD_resume_connection(req->conn);
 	}
-	held = NULL;
+	held = held_tail = NULL;
 	MHD_stop_daemon(http_daemon);
 	http_daemon = NULL;
 }
@@ -648,16 +716,13 @@ plivo_otp_server_take_ready(void)
 {
 	CallbackRequest *batch = ready;
 
-	ready = NULL;
+	ready = ready_tail = NULL;
+	/* The held answers came first: they go first. */
 	if (held && plivo_otp_listener_now_ms() >= held_retry_ms)
 	{
-		CallbackRequest *last = held;
-
-		while (last->next_ready)
-			last = last->next_ready;
-		last->next_ready = batch;
+		held_tail->next_ready = batch;
 		batch = held;
-		held = NULL;
+		held = held_tail = NULL;
 	}
 	return batch;
 }
@@ -667,8 +732,12 @@ void
 plivo_otp_server_hold(CallbackRequest *req)
 {
 	req->hold = false;
-	req->next_ready = held;
-	held = req;
+	req->next_ready = NULL;
+	if (held_tail)
+		held_tail->next_ready = req;
+	else
+		held = req;
+	held_tail = req;
 	held_retry_ms = plivo_otp_listener_now_ms() + VOICE_RETRY_MS;
 }
 

@@ -61,15 +61,6 @@ static PlivoOtpStatement call_exists = {
 	1, {BYTEAOID}
 };
 
-/* The 'unknown' outcome: adopt the UUID the call's request carries. */
-static PlivoOtpStatement adopt_uuid = {
-	"UPDATE plivo_otp.messages SET provider_uuid = $2, dispatch_state = 'accepted',"
-	"  accepted_at = coalesce(accepted_at, $3), updated_at = $3"
-	" WHERE id = $1 AND provider_uuid IS NULL AND dispatch_state = 'unknown'"
-	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages o WHERE o.provider_uuid = $2)",
-	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
-};
-
 /* The script was served: the sentence is wiped. */
 static PlivoOtpStatement mark_answered = {
 	"UPDATE plivo_otp.messages SET body = NULL, answered_at = $2, updated_at = $2"
@@ -204,10 +195,7 @@ plivo_otp_voice_answer(const PlivoParam *params, int nparams, const char *nonce,
 		/* Adopted only with new nonces: a replay must not change the row. */
 		if (!plivo_otp_record_nonces(nonce, other_nonce))
 			return no_code(NULL, NULL, "replayed nonce");
-		args[0] = UUIDPGetDatum(&id);
-		args[1] = CStringGetTextDatum(req_uuid ? req_uuid : aleg_uuid);
-		args[2] = TimestampTzGetDatum(now);
-		if (plivo_otp_exec(&adopt_uuid, args, NULL, false, 0) == 0)
+		if (!plivo_otp_adopt_call_uuid(UUIDPGetDatum(&id), req_uuid ? req_uuid : aleg_uuid))
 		{
 			elog(DEBUG1, "plivo_otp listener: a call's answer URL got no script: its UUID is another message's");
 			return PLIVO_VOICE_NO_CODE;

@@ -92,11 +92,18 @@ for my $m (qw(PUT DELETE PATCH))
 	is($r->{status}, 405, "$m of a signed callback: 405");
 	like($r->{headers}{allow} // '', qr/^(?=.*\bGET\b)(?=.*\bPOST\b)/, "... with Allow: GET, POST");
 }
-for my $path ('/plivo/sms-status/extra', '/plivo/voice-status/extra', '/plivo/voice-answer/x',
+for my $path ('/plivo/sms-status/extra', '/plivo/voice-status/extra',
 	'/', '/plivo/sms-status.php')
 {
 	my $r = signed_callback($port, uuid => 'bad-' . ++$n, status => 'failed', path => $path);
 	is($r->{status}, 404, "POST to $path, signed for that URL: 404");
+}
+# Under the voice answer route every path gets its no-code answer, never 404.
+for my $path ('/plivo/voice-answer/x', '/plivo/voice-answerX')
+{
+	my $r = signed_callback($port, uuid => 'bad-' . ++$n, status => 'failed', path => $path);
+	is("$r->{status} $r->{body}", '200 <Response><Hangup/></Response>',
+		"POST to $path, signed for that URL: the no-code answer");
 }
 # The call hang-up route wants a call's fields, not a message's.
 is(signed_callback($port, uuid => 'bad-' . ++$n, status => 'failed', path => '/plivo/voice-status')

@@ -203,6 +203,16 @@ no_code('a wrong token', sub {
 	fetch($cb, answer_token => '0badc0de-0000-4000-8000-000000000000') }, 1);
 no_code('another call\'s token', sub { fetch($cb, answer_token => $ca->{token}) }, 1);
 no_code('the bare answer path', sub { fetch($cb, path => '/plivo/voice-answer') }, 0);
+# Every path under the route gets the no-code answer, never a 404.
+no_code('an upper-case token', sub { fetch($cb, answer_token => uc($cb->{token})) }, 0);
+no_code('a token with a trailing slash', sub { fetch($cb, path => "/plivo/voice-answer/$cb->{token}/") }, 0);
+no_code('a short token', sub { fetch($cb, answer_token => substr($cb->{token}, 0, 35)) }, 0);
+no_code('a path that only begins like the route', sub { fetch($cb, path => '/plivo/voice-answerX') }, 0);
+# An error in the fetch's transaction (a sentence that does not open): no
+# 500 either, and nothing recorded (the nonce rolled back with it).
+my $z = voice_code();
+sql("UPDATE plivo_otp.messages SET body = '\\x00' WHERE id = '$z->{mid}'");
+no_code('a fetch whose transaction fails', sub { fetch($z) }, 0);
 no_code('a fetch with only ALegRequestUUID, another one', sub {
 	fetch($cb, uuid => 'req-other', extra => { RequestUUID => undef }) }, 1);
 is(sql("SELECT body IS NOT NULL FROM plivo_otp.messages WHERE id = '$cb->{mid}'"), 't',
@@ -269,6 +279,26 @@ is(spoken_code($r->{body}), learn_code($node, $s->{vid}),
 	"a fetch while the row is 'sending' gets the script once the UUID is recorded");
 ok($took >= 0.9 && $took < 3, "... held until then (answered after ${took}s)");
 
+# A byte-identical replay that comes while the original is held: the first
+# arrival owns the nonce; the replay gets the no-code answer at once.
+my $s3 = voice_code(state => 'sending');
+my $req_a = answer_request($s3);
+my $sock_a = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+  or die "connect: $!";
+syswrite($sock_a, $req_a->{raw});
+select(undef, undef, undef, 0.3);
+$t1 = time;
+my $r_b = http_send($port, $req_a->{raw});
+my $b_took = time - $t1;
+is($r_b->{body}, $no_code, 'a replay of a held fetch gets the no-code answer');
+ok($b_took < 0.5, "... at once, not held itself (${b_took}s)");
+sql("UPDATE plivo_otp.messages SET dispatch_state = 'accepted', provider_uuid = '$s3->{uuid}',"
+	  . " accepted_at = now() WHERE id = '$s3->{mid}'");
+$r = read_response($sock_a, 10);
+close $sock_a;
+is(spoken_code($r->{body}), learn_code($node, $s3->{vid}),
+	'... and the held original still gets the script once the UUID is recorded');
+
 # ... but not for ever: about 3 s, then the no-code answer.
 my $s2 = voice_code(state => 'sending');
 $t0 = time;
@@ -300,6 +330,7 @@ sub hangup
 		HangupCause => 'NORMAL_CLEARING', HangupCauseName => 'End Of XML Instructions',
 		HangupSource => 'Answer XML', Duration => '12', BillDuration => '60',
 		Direction => 'outbound', From => '14155550000', To => '14155552401', Event => 'Hangup');
+	delete $f{HangupCauseCode} if $o{no_cause_code};
 	my $req = signed_request($port, path => $o{path} // '/plivo/voice-status',
 		fields => [ map { $_ => $f{$_} } sort keys %f ], %o);
 	my $res = http_send($port, $req->{raw});
@@ -331,10 +362,33 @@ is(call_status($ca->{vid}), "accepted|completed|$ca->{uuid}|4010|end of the call
 my $f = voice_code();
 is(hangup($f->{uuid}, status => 'busy', cause => '3010')->{status}, 200, 'busy (cause 3010)');
 is(call_status($f->{vid}), "accepted|busy|$f->{uuid}|3010|", 'otp_status: busy, 3010 (no known meaning)');
+is(sql("SELECT body IS NULL FROM plivo_otp.messages WHERE id = '$f->{mid}'"), 't',
+	"a final status wipes the unanswered call's sentence at once");
 my $g = voice_code();
 is(hangup($g->{uuid}, status => 'failed', cause => '2000')->{status}, 200, 'failed (cause 2000)');
 is(call_status($g->{vid}), "accepted|failed|$g->{uuid}|2000|invalid destination number",
 	'otp_status: failed, 2000 and its meaning');
+
+# A final status without HangupCauseCode shows its HangupCause.
+my $j = voice_code();
+is(hangup($j->{uuid}, status => 'completed', no_cause_code => 1)->{status}, 200,
+	'a hang-up callback without HangupCauseCode');
+is(call_status($j->{vid}), "accepted|completed|$j->{uuid}||NORMAL_CLEARING",
+	'... otp_status shows its HangupCause as error_text');
+
+# A call whose outcome was 'unknown': its own hang-up URL adopts the UUID.
+my $k = voice_code(state => 'unknown');
+is(hangup($k->{uuid}, status => 'no-answer', cause => '3000', path => "/plivo/voice-status/$k->{mid}")
+	->{status}, 200, "an 'unknown' call's hang-up callback on its own URL");
+is(call_status($k->{vid}), "accepted|no-answer|$k->{uuid}|3000|",
+	'... adopts its RequestUUID (accepted) and applies the status');
+my $l = voice_code(state => 'unknown');
+is(hangup($l->{uuid}, status => 'no-answer', path => '/plivo/voice-status')->{status}, 200,
+	"an 'unknown' call's hang-up callback on the bare URL");
+is(call_status($l->{vid}), 'unknown||||', '... names no message: nothing adopted (it waits)');
+is(hangup($ca->{uuid}, status => 'busy', path => "/plivo/voice-status/$l->{mid}")->{status}, 200,
+	"a hang-up callback naming another message's UUID on an 'unknown' call's URL");
+is(call_status($l->{vid}), 'unknown||||', '... adopts nothing');
 
 # V3 only; unsigned refused; a callback whose call UUID is not recorded yet waits.
 $before = snapshot();
@@ -370,6 +424,18 @@ is(call_status($i->{vid}), "accepted|busy|$i->{uuid}|3010|", '... and otp_status
 my ($ret, $out, $err) = $node->psql('postgres',
 	"SELECT plivo_otp.ingest_callback('POST', '$url', '$p_json', '$h_json')");
 like($err, qr/callback nonce was already used/, 'ingest_callback refuses its replay');
+# ... and on the call's own hang-up URL adopts an 'unknown' call's UUID.
+my $m = voice_code(state => 'unknown');
+$url = "$public/plivo/voice-status/$m->{mid}";
+%params = (CallUUID => 'call-m', RequestUUID => $m->{uuid}, CallStatus => 'busy',
+	HangupCauseCode => '3010', HangupCause => 'USER_BUSY');
+$nv = new_nonce();
+%headers = ('X-Plivo-Signature-V3' => sign_v3('POST', $url, [ map { [ $_, $params{$_} ] } keys %params ], $nv),
+	'X-Plivo-Signature-V3-Nonce' => $nv);
+($p_json, $h_json) = map { $json->encode($_) =~ s/'/''/gr } \%params, \%headers;
+is(sql("SELECT plivo_otp.ingest_callback('POST', '$url', '$p_json', '$h_json')"), 'recorded',
+	"ingest_callback records a hang-up callback on an 'unknown' call's own URL");
+is(call_status($m->{vid}), "accepted|busy|$m->{uuid}|3010|", '... which adopts its RequestUUID');
 
 $node->stop;
 done_testing();
