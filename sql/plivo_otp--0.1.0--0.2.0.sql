@@ -146,3 +146,12 @@ COMMENT ON FUNCTION plivo_otp.otp_messages(uuid) IS
 'every message (SMS or call) of a verification, oldest first; no row for an unknown id';
 -- Shows a verification's deliveries: only roles granted the API.
 REVOKE ALL ON FUNCTION plivo_otp.otp_messages(uuid) FROM PUBLIC;
+
+-- Destinations (issue 10), numbers: what libphonenumber says of a code's
+-- number when it was sent.  region is its ISO 3166-1 code ('US', 'JM' for
+-- +1 876), NULL for a number of no single region (+800); number_type is
+-- 'mobile', 'fixed_line', 'fixed_line_or_mobile', 'toll_free', 'voip', ...
+-- or 'unknown'.  Both NULL on codes sent before 0.2.0.
+ALTER TABLE plivo_otp.verifications
+	ADD COLUMN region text,
+	ADD COLUMN number_type text;
