@@ -66,7 +66,7 @@ OBJS = \
 
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
-REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
+REGRESS = setup install phone numbers send_policy verify idempotency status_cancel storage \
 	settings privileges signature callbacks voice_callbacks redeliver voice upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
