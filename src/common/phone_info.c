@@ -32,37 +32,20 @@ static const char *const number_type_names[] = {
 	[PLIVO_OTP_NUMBER_VOICEMAIL] = "voicemail"
 };
 
-static PlivoOtpNumberType
-number_type(int shim_type)
-{
-	switch (shim_type)
-	{
-		case PHONE_SHIM_TYPE_MOBILE:
-			return PLIVO_OTP_NUMBER_MOBILE;
-		case PHONE_SHIM_TYPE_FIXED_LINE:
-			return PLIVO_OTP_NUMBER_FIXED_LINE;
-		case PHONE_SHIM_TYPE_FIXED_LINE_OR_MOBILE:
-			return PLIVO_OTP_NUMBER_FIXED_LINE_OR_MOBILE;
-		case PHONE_SHIM_TYPE_TOLL_FREE:
-			return PLIVO_OTP_NUMBER_TOLL_FREE;
-		case PHONE_SHIM_TYPE_PREMIUM_RATE:
-			return PLIVO_OTP_NUMBER_PREMIUM_RATE;
-		case PHONE_SHIM_TYPE_SHARED_COST:
-			return PLIVO_OTP_NUMBER_SHARED_COST;
-		case PHONE_SHIM_TYPE_VOIP:
-			return PLIVO_OTP_NUMBER_VOIP;
-		case PHONE_SHIM_TYPE_PERSONAL_NUMBER:
-			return PLIVO_OTP_NUMBER_PERSONAL;
-		case PHONE_SHIM_TYPE_PAGER:
-			return PLIVO_OTP_NUMBER_PAGER;
-		case PHONE_SHIM_TYPE_UAN:
-			return PLIVO_OTP_NUMBER_UAN;
-		case PHONE_SHIM_TYPE_VOICEMAIL:
-			return PLIVO_OTP_NUMBER_VOICEMAIL;
-		default:
-			return PLIVO_OTP_NUMBER_UNKNOWN;
-	}
-}
+/* The shim's type codes are PlivoOtpNumberType's values. */
+StaticAssertDecl(PHONE_SHIM_TYPE_UNKNOWN == PLIVO_OTP_NUMBER_UNKNOWN &&
+				 PHONE_SHIM_TYPE_MOBILE == PLIVO_OTP_NUMBER_MOBILE &&
+				 PHONE_SHIM_TYPE_FIXED_LINE == PLIVO_OTP_NUMBER_FIXED_LINE &&
+				 PHONE_SHIM_TYPE_FIXED_LINE_OR_MOBILE == PLIVO_OTP_NUMBER_FIXED_LINE_OR_MOBILE &&
+				 PHONE_SHIM_TYPE_TOLL_FREE == PLIVO_OTP_NUMBER_TOLL_FREE &&
+				 PHONE_SHIM_TYPE_PREMIUM_RATE == PLIVO_OTP_NUMBER_PREMIUM_RATE &&
+				 PHONE_SHIM_TYPE_SHARED_COST == PLIVO_OTP_NUMBER_SHARED_COST &&
+				 PHONE_SHIM_TYPE_VOIP == PLIVO_OTP_NUMBER_VOIP &&
+				 PHONE_SHIM_TYPE_PERSONAL_NUMBER == PLIVO_OTP_NUMBER_PERSONAL &&
+				 PHONE_SHIM_TYPE_PAGER == PLIVO_OTP_NUMBER_PAGER &&
+				 PHONE_SHIM_TYPE_UAN == PLIVO_OTP_NUMBER_UAN &&
+				 PHONE_SHIM_TYPE_VOICEMAIL == PLIVO_OTP_NUMBER_VOICEMAIL,
+				 "phonenumber_shim.h's type codes must be PlivoOtpNumberType's");
 
 /*
  * e164 is normalised (phone.c).  A number libphonenumber cannot parse is
@@ -83,7 +66,8 @@ plivo_otp_phone_info(const char *e164, PlivoOtpPhoneInfo *info)
 				 errhint("This is most likely an out-of-memory condition; try again."),
 				 errhidestmt(true)));
 	info->valid = status == PHONE_SHIM_OK && valid != 0;
-	info->type = number_type(type);
+	info->type = type >= 0 && type < (int) lengthof(number_type_names) ?
+		(PlivoOtpNumberType) type : PLIVO_OTP_NUMBER_UNKNOWN;
 }
 
 const char *

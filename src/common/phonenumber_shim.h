@@ -24,10 +24,13 @@ extern "C"
 #define PHONE_SHIM_UNPARSABLE	1	/* libphonenumber could not parse the number */
 #define PHONE_SHIM_FAILED		2	/* an exception (out of memory, ...) */
 
-/* A number's type, as libphonenumber's PhoneNumberUtil::PhoneNumberType. */
+/*
+ * A number's type, as libphonenumber's PhoneNumberUtil::PhoneNumberType;
+ * the values are PlivoOtpNumberType's (phone_info.c asserts it).
+ */
 #define PHONE_SHIM_TYPE_UNKNOWN					0
-#define PHONE_SHIM_TYPE_FIXED_LINE				1
-#define PHONE_SHIM_TYPE_MOBILE					2
+#define PHONE_SHIM_TYPE_MOBILE					1
+#define PHONE_SHIM_TYPE_FIXED_LINE				2
 #define PHONE_SHIM_TYPE_FIXED_LINE_OR_MOBILE	3
 #define PHONE_SHIM_TYPE_TOLL_FREE				4
 #define PHONE_SHIM_TYPE_PREMIUM_RATE			5
