@@ -19,6 +19,7 @@ OBJS = \
 	src/common/settings.o \
 	src/common/phone.o \
 	src/common/phone_info.o \
+	src/common/phonenumber_shim.o \
 	src/common/spi.o \
 	src/common/worker.o \
 	src/common/url.o \
@@ -38,6 +39,7 @@ OBJS = \
 	src/api/args.o \
 	src/api/send_locks.o \
 	src/api/send_policy.o \
+	src/api/destination.o \
 	src/api/live_code.o \
 	src/api/send.o \
 	src/api/verify.o \
@@ -64,7 +66,7 @@ OBJS = \
 
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
-REGRESS = setup install phone send_policy verify idempotency status_cancel storage \
+REGRESS = setup install phone numbers send_policy verify idempotency status_cancel storage \
 	settings privileges signature callbacks voice_callbacks redeliver voice upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
@@ -77,7 +79,8 @@ EXTRA_CLEAN = tmp_instance
 
 PG_CPPFLAGS = -I$(srcdir)/src -DPLIVO_OTP_VERSION='"$(EXTVERSION)"' \
 	$(shell pkg-config --cflags libcurl libmicrohttpd openssl)
-SHLIB_LINK = $(shell pkg-config --libs libcurl libmicrohttpd openssl)
+# libphonenumber (C++, no pkg-config file) behind src/common/phonenumber_shim.cpp.
+SHLIB_LINK = $(shell pkg-config --libs libcurl libmicrohttpd openssl) -lphonenumber -lstdc++
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

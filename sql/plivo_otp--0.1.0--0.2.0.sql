@@ -156,3 +156,12 @@ REVOKE ALL ON FUNCTION plivo_otp.otp_messages(uuid) FROM PUBLIC;
 -- ingest_callback takes call hang-up callbacks too.
 COMMENT ON FUNCTION plivo_otp.ingest_callback(text, text, jsonb, jsonb) IS
 'record a Plivo message-status or call hang-up callback received by the application: same signature and replay checks as the listener; returns recorded or duplicate';
+
+-- Destinations (issue 10), numbers: what libphonenumber says of a code's
+-- number when it was sent.  region is its ISO 3166-1 code ('US', 'JM' for
+-- +1 876), NULL for a number of no single region (+800); number_type is
+-- 'mobile', 'fixed_line', 'fixed_line_or_mobile', 'toll_free', 'voip', ...
+-- or 'unknown'.  Both NULL on codes sent before 0.2.0.
+ALTER TABLE plivo_otp.verifications
+	ADD COLUMN region text,
+	ADD COLUMN number_type text;

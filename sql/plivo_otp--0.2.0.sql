@@ -335,3 +335,12 @@ CREATE VIEW plivo_otp.api_stats AS SELECT * FROM plivo_otp.api_stats();
 -- Same row as the function: monitoring roles only, once granted.
 REVOKE ALL ON plivo_otp.api_stats FROM PUBLIC;
 COMMENT ON VIEW plivo_otp.api_stats IS 'one row: what the SQL API did since the counters started (server start or crash recovery)';
+
+-- Destinations (issue 10), numbers: what libphonenumber says of a code's
+-- number when it was sent.  region is its ISO 3166-1 code ('US', 'JM' for
+-- +1 876), NULL for a number of no single region (+800); number_type is
+-- 'mobile', 'fixed_line', 'fixed_line_or_mobile', 'toll_free', 'voip', ...
+-- or 'unknown'.  Both NULL on codes sent before 0.2.0.
+ALTER TABLE plivo_otp.verifications
+	ADD COLUMN region text,
+	ADD COLUMN number_type text;

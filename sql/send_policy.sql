@@ -33,7 +33,7 @@ RESET plivo_otp.number_max_sends;
 
 -- Allow-list of calling-code prefixes.
 SET plivo_otp.allowed_countries = '44, 1876';
-SELECT test.sends('+447700900001');
+SELECT test.sends('+447400900001');
 SELECT test.sends('+18765550001');
 SELECT * FROM test.error_of($$SELECT plivo_otp.otp_send('+15005550004')$$);
 SELECT * FROM test.error_of($$SELECT plivo_otp.otp_send('+18095550001')$$);

@@ -67,6 +67,7 @@ extern int	plivo_otp_ring_timeout;
 extern int	plivo_otp_call_time_limit;
 extern int	plivo_otp_voice_fallback_after;
 extern char *plivo_otp_allowed_countries;
+extern bool plivo_otp_allow_sms_to_fixed_line;
 extern char *plivo_otp_message_log;
 extern int	plivo_otp_code_length;
 extern int	plivo_otp_code_ttl;
@@ -118,7 +119,8 @@ extern char *plivo_otp_base_url(const char *url);
 /* ---- common/phone.c: E.164 numbers ---- */
 extern bool plivo_otp_normalize_phone(const char *input, char *out);
 extern char *plivo_otp_mask_phone(const char *e164);
-extern bool plivo_otp_country_allowed(const char *e164, const char *allow_list);
+extern bool plivo_otp_country_allowed(const char *e164, const char *region,
+									  const char *allow_list);
 extern bool plivo_otp_valid_prefix_list(const char *list);
 
 /* ---- common/phone_info.c: what a number is (region, type), from libphonenumber ---- */
@@ -147,6 +149,7 @@ typedef struct PlivoOtpPhoneInfo
 
 extern void plivo_otp_phone_info(const char *e164, PlivoOtpPhoneInfo *info);
 extern const char *plivo_otp_number_type_name(PlivoOtpNumberType type);
+extern bool plivo_otp_region_known(const char *region);
 
 /* ---- common/states.c: the state machines, one name table each ---- */
 
@@ -323,6 +326,11 @@ extern bool plivo_otp_try_lock_send_key(const char *key);
 extern void plivo_otp_check_send_policy(const char *phone, bytea *caller_digest,
 										TimestampTz now, bool v2);
 extern void plivo_otp_check_fallback_policy(const char *phone, TimestampTz now);
+
+/* ---- api/destination.c: valid, allowed, and reachable by the channel ---- */
+extern void plivo_otp_check_destination(const char *phone, PlivoOtpPhoneInfo *info);
+extern void plivo_otp_check_channel_for_number(const char *phone, const char *channel,
+											   const PlivoOtpPhoneInfo *info);
 
 /* ---- api/send.c ---- */
 extern void plivo_otp_require_dispatch_database(void);

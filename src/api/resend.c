@@ -114,6 +114,7 @@ resend_code(PG_FUNCTION_ARGS)
 	char	   *caller_key;
 	bytea	   *caller_digest;
 	char	   *phone;
+	PlivoOtpPhoneInfo number;
 	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
 	TimestampTz now;
 	TimestampTz expires_at;
@@ -143,6 +144,9 @@ resend_code(PG_FUNCTION_ARGS)
 	if (plivo_otp_exec(&find_number, args, NULL, true, 1) != 1)
 		unknown_verification();
 	phone = plivo_otp_get_text(0, 1);
+	/* checked when its code was sent; the channel may be another now */
+	plivo_otp_phone_info(phone, &number);
+	plivo_otp_check_channel_for_number(phone, channel, &number);
 
 	/* otp_send's order: caller key, then number (no idempotency key here). */
 	if (caller_key)

@@ -79,10 +79,10 @@ static PlivoOtpStatement cancel_pending_v1 = {
 static PlivoOtpStatement insert_verification = {
 	"INSERT INTO plivo_otp.verifications"
 	" (id, phone, purpose, channel, code_digest, max_attempts, idempotency_key,"
-	"  created_at, expires_at, updated_at, code_sealed)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10)",
-	10, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID}
+	"  created_at, expires_at, updated_at, code_sealed, region, number_type)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10, $11, $12)",
+	12, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, TEXTOID, TEXTOID}
 };
 
 static PlivoOtpStatement insert_verification_v1 = {
@@ -103,6 +103,7 @@ typedef struct SendRequest
 	char	   *idempotency_key;	/* NULL when none */
 	char	   *caller_key;		/* NULL when none */
 	bytea	   *caller_digest;	/* its keyed hash: no caller key is stored */
+	PlivoOtpPhoneInfo number;	/* its region and type (libphonenumber) */
 	bool		v2;				/* the 0.2.0 schema is installed */
 } SendRequest;
 
@@ -141,7 +142,7 @@ make_bytea(const uint8 *data, int len)
 	return b;
 }
 
-/* The arguments, each checked, and the number's country against the allow-list. */
+/* The arguments, each checked, and the number against its country's (destination.c). */
 static void
 read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
 {
@@ -164,17 +165,8 @@ read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
 
 	req->caller_digest = plivo_otp_caller_key_arg(fcinfo, 4, &req->caller_key);
 
-	if (!plivo_otp_country_allowed(req->phone, plivo_otp_allowed_countries))
-	{
-		plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("code not sent: the number's country is not allowed"),
-				 errdetail("The number %s does not start with a prefix in plivo_otp.allowed_countries.",
-						   plivo_otp_mask_phone(req->phone)),
-				 errhint("Ask the administrator to add its calling code to plivo_otp.allowed_countries."),
-				 errhidestmt(true)));
-	}
+	plivo_otp_check_destination(req->phone, &req->number);
+	plivo_otp_check_channel_for_number(req->phone, req->channel, &req->number);
 }
 
 /*
@@ -245,8 +237,8 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 				   TimestampTz now, TimestampTz expires_at)
 {
 	uint8		digest[PLIVO_OTP_DIGEST_LEN];
-	Datum		args[10];
-	char		nulls[10];
+	Datum		args[12];
+	char		nulls[12];
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
@@ -271,6 +263,10 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 	if (req->v2)
 	{
 		args[9] = PointerGetDatum(plivo_otp_seal(PLIVO_OTP_KEY_CODE_SEAL, id, code));
+		/* region: NULL for a number of no single region (+800, ...) */
+		args[10] = req->number.region[0] ? CStringGetTextDatum(req->number.region) : (Datum) 0;
+		nulls[10] = req->number.region[0] ? ' ' : 'n';
+		args[11] = CStringGetTextDatum(plivo_otp_number_type_name(req->number.type));
 		plivo_otp_exec(&insert_verification, args, nulls, false, 0);
 	}
 	else

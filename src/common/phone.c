@@ -2,7 +2,7 @@
  *
  * phone.c
  *	  Phone numbers: normalisation to E.164, masking for logs and status,
- *	  and the calling-code allow-list.
+ *	  and the allow-list of calling-code prefixes and region codes.
  *
  * Accepted input: optional surrounding blanks, a leading "+" or "00", then
  * digits, with single spaces, dashes, dots or parentheses between them.
@@ -102,9 +102,21 @@ plivo_otp_mask_phone(const char *e164)
 	return masked;
 }
 
-/* Is the number's digit string prefixed by one of the comma-separated prefixes? */
+/* An ISO 3166-1 alpha-2 code in an allow-list: exactly two upper-case letters. */
+static bool
+is_region_item(const char *p)
+{
+	return isupper((unsigned char) p[0]) && isupper((unsigned char) p[1]) &&
+		!isalnum((unsigned char) p[2]);
+}
+
+/*
+ * Is the number allowed by the comma-separated list of calling-code
+ * prefixes ("44", "1876": a prefix of its digits) and region codes ("US",
+ * "GB": its region, as libphonenumber gives it; "" matches none)?
+ */
 bool
-plivo_otp_country_allowed(const char *e164, const char *allow_list)
+plivo_otp_country_allowed(const char *e164, const char *region, const char *allow_list)
 {
 	const char *digits = e164 + (e164[0] == '+');
 	const char *p = allow_list;
@@ -124,18 +136,33 @@ plivo_otp_country_allowed(const char *e164, const char *allow_list)
 		while (*p == ' ' || *p == ',')
 			p++;
 		start = p;
-		while (isdigit((unsigned char) *p))
-			p++;
-		len = p - start;
-		if (len > 0 && strncmp(digits, start, len) == 0)
-			return true;
+		if (is_region_item(p))
+		{
+			if (region != NULL && region[0] != '\0' && strncmp(region, p, 2) == 0 &&
+				region[2] == '\0')
+				return true;
+			p += 2;
+		}
+		else
+		{
+			while (isdigit((unsigned char) *p))
+				p++;
+			len = p - start;
+			if (len > 0 && strncmp(digits, start, len) == 0)
+				return true;
+		}
 		while (*p && *p != ',')
 			p++;
 	}
 	return false;
 }
 
-/* Syntax of plivo_otp.allowed_countries: empty, or "1,44,1876" (1-6 digits each). */
+/*
+ * Syntax of plivo_otp.allowed_countries: empty, or a comma-separated list
+ * of calling-code prefixes of 1-6 digits and ISO region codes of two
+ * upper-case letters ("1,44,1876", "US,CA,GB", "44,US").  Whether a region
+ * code is a real one is the setting's check (settings.c, libphonenumber).
+ */
 bool
 plivo_otp_valid_prefix_list(const char *list)
 {
@@ -154,13 +181,18 @@ plivo_otp_valid_prefix_list(const char *list)
 			p++;
 		if (*p == '+')
 			return false;
-		while (isdigit((unsigned char) *p))
+		if (is_region_item(p))
+			p += 2;
+		else
 		{
-			p++;
-			len++;
+			while (isdigit((unsigned char) *p))
+			{
+				p++;
+				len++;
+			}
+			if (len < 1 || len > 6)
+				return false;
 		}
-		if (len < 1 || len > 6)
-			return false;
 		any = true;
 		while (*p == ' ')
 			p++;

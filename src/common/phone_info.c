@@ -1,9 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * phone_info.c
- *	  What a number is: its region (ISO code) and type (mobile, fixed line,
- *	  ...).  Placeholder until libphonenumber is wired in (issue 10): every
- *	  number is valid, of unknown region and type.
+ *	  What a number is: valid for its region or not, its region (ISO code)
+ *	  and its type (mobile, fixed line, ...), from libphonenumber through
+ *	  the C shim (phonenumber_shim.cpp), and whether a region code is one
+ *	  libphonenumber knows.
+ *
+ * The shim only fills buffers and returns a status: the errors are raised
+ * here, in C, once no C++ frame is left on the stack.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,16 +15,72 @@
 
 #include "plivo_otp.h"
 
+#include "common/phonenumber_shim.h"
+
+static const char *const number_type_names[] = {
+	[PLIVO_OTP_NUMBER_UNKNOWN] = "unknown",
+	[PLIVO_OTP_NUMBER_MOBILE] = "mobile",
+	[PLIVO_OTP_NUMBER_FIXED_LINE] = "fixed_line",
+	[PLIVO_OTP_NUMBER_FIXED_LINE_OR_MOBILE] = "fixed_line_or_mobile",
+	[PLIVO_OTP_NUMBER_TOLL_FREE] = "toll_free",
+	[PLIVO_OTP_NUMBER_PREMIUM_RATE] = "premium_rate",
+	[PLIVO_OTP_NUMBER_SHARED_COST] = "shared_cost",
+	[PLIVO_OTP_NUMBER_VOIP] = "voip",
+	[PLIVO_OTP_NUMBER_PERSONAL] = "personal_number",
+	[PLIVO_OTP_NUMBER_PAGER] = "pager",
+	[PLIVO_OTP_NUMBER_UAN] = "uan",
+	[PLIVO_OTP_NUMBER_VOICEMAIL] = "voicemail"
+};
+
+/* The shim's type codes are PlivoOtpNumberType's values. */
+StaticAssertDecl(PHONE_SHIM_TYPE_UNKNOWN == PLIVO_OTP_NUMBER_UNKNOWN &&
+				 PHONE_SHIM_TYPE_MOBILE == PLIVO_OTP_NUMBER_MOBILE &&
+				 PHONE_SHIM_TYPE_FIXED_LINE == PLIVO_OTP_NUMBER_FIXED_LINE &&
+				 PHONE_SHIM_TYPE_FIXED_LINE_OR_MOBILE == PLIVO_OTP_NUMBER_FIXED_LINE_OR_MOBILE &&
+				 PHONE_SHIM_TYPE_TOLL_FREE == PLIVO_OTP_NUMBER_TOLL_FREE &&
+				 PHONE_SHIM_TYPE_PREMIUM_RATE == PLIVO_OTP_NUMBER_PREMIUM_RATE &&
+				 PHONE_SHIM_TYPE_SHARED_COST == PLIVO_OTP_NUMBER_SHARED_COST &&
+				 PHONE_SHIM_TYPE_VOIP == PLIVO_OTP_NUMBER_VOIP &&
+				 PHONE_SHIM_TYPE_PERSONAL_NUMBER == PLIVO_OTP_NUMBER_PERSONAL &&
+				 PHONE_SHIM_TYPE_PAGER == PLIVO_OTP_NUMBER_PAGER &&
+				 PHONE_SHIM_TYPE_UAN == PLIVO_OTP_NUMBER_UAN &&
+				 PHONE_SHIM_TYPE_VOICEMAIL == PLIVO_OTP_NUMBER_VOICEMAIL,
+				 "phonenumber_shim.h's type codes must be PlivoOtpNumberType's");
+
+/*
+ * e164 is normalised (phone.c).  A number libphonenumber cannot parse is
+ * not valid; an exception inside the library is an ERROR, never a guess.
+ */
 void
 plivo_otp_phone_info(const char *e164, PlivoOtpPhoneInfo *info)
 {
-	info->valid = true;
-	info->region[0] = '\0';
-	info->type = PLIVO_OTP_NUMBER_UNKNOWN;
+	int			valid;
+	int			type;
+	int			status;
+
+	status = plivo_otp_shim_number_info(e164, &valid, info->region, &type);
+	if (status == PHONE_SHIM_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("libphonenumber failed to classify a phone number"),
+				 errhint("This is most likely an out-of-memory condition; try again."),
+				 errhidestmt(true)));
+	info->valid = status == PHONE_SHIM_OK && valid != 0;
+	info->type = type >= 0 && type < (int) lengthof(number_type_names) ?
+		(PlivoOtpNumberType) type : PLIVO_OTP_NUMBER_UNKNOWN;
 }
 
 const char *
 plivo_otp_number_type_name(PlivoOtpNumberType type)
 {
-	return "unknown";
+	if ((int) type < 0 || (int) type >= (int) lengthof(number_type_names))
+		return "unknown";
+	return number_type_names[type];
+}
+
+/* Is region (two upper-case letters) a region libphonenumber has numbers for? */
+bool
+plivo_otp_region_known(const char *region)
+{
+	return plivo_otp_shim_region_supported(region) == 1;
 }

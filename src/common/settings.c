@@ -43,6 +43,7 @@ int			plivo_otp_ring_timeout = 30;
 int			plivo_otp_call_time_limit = 60;
 int			plivo_otp_voice_fallback_after = 0;
 char	   *plivo_otp_allowed_countries = NULL;
+bool		plivo_otp_allow_sms_to_fixed_line = false;
 char	   *plivo_otp_message_log = NULL;
 int			plivo_otp_code_length = 6;
 int			plivo_otp_code_ttl = 600;
@@ -161,10 +162,32 @@ check_voice_sender(char **newval, void **extra, GucSource source)
 static bool
 check_allowed_countries(char **newval, void **extra, GucSource source)
 {
-	if (*newval != NULL && !plivo_otp_valid_prefix_list(*newval))
+	const char *p;
+
+	if (*newval == NULL)
+		return true;
+	if (!plivo_otp_valid_prefix_list(*newval))
 	{
-		GUC_check_errdetail("Give calling-code prefixes of 1 to 6 digits separated by commas, such as \"1,44,1876\".");
+		GUC_check_errdetail("Give calling-code prefixes of 1 to 6 digits or ISO region codes of two upper-case letters, separated by commas, such as \"1,44,1876\" or \"US,CA,GB\".");
 		return false;
+	}
+	/* The grammar holds: every two-letter item must be a region libphonenumber knows. */
+	for (p = *newval; *p; p++)
+	{
+		char		region[3];
+
+		if (!isupper((unsigned char) *p))
+			continue;
+		region[0] = p[0];
+		region[1] = p[1];
+		region[2] = '\0';
+		if (!plivo_otp_region_known(region))
+		{
+			GUC_check_errdetail("\"%s\" is not an ISO 3166-1 region code that has phone numbers.", region);
+			GUC_check_errhint("Use the ISO code, such as GB for the United Kingdom, or a calling-code prefix such as 44.");
+			return false;
+		}
+		p++;
 	}
 	return true;
 }
@@ -408,10 +431,15 @@ plivo_otp_define_settings(void)
 							&plivo_otp_caller_window, 3600, 60, 7 * 24 * 3600,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.allowed_countries",
-							   "Calling-code prefixes that may receive codes, comma-separated.",
-							   "Empty allows every number. E.164 numbers carry no ISO country, so give prefixes such as 1, 44 or 1876.",
+							   "Calling-code prefixes and ISO region codes that may receive codes, comma-separated.",
+							   "Empty allows every number. Give prefixes such as 1, 44 or 1876, or regions such as US, CA or GB (the number's region as libphonenumber tells it; +1876 is JM, not US).",
 							   &plivo_otp_allowed_countries, "",
 							   PGC_SUSET, 0, check_allowed_countries, NULL, NULL);
+	DefineCustomBoolVariable("plivo_otp.allow_sms_to_fixed_line",
+							 "Send SMS codes to numbers libphonenumber knows to be fixed lines.",
+							 "Off: otp_send and otp_resend refuse channel sms to a fixed-line number (the SMS would be billed and never arrive) and hint at voice.",
+							 &plivo_otp_allow_sms_to_fixed_line, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.sms_template",
 							   "Text of the SMS; {code} is replaced by the code, {minutes} by its lifetime.",
 							   NULL, &plivo_otp_sms_template,

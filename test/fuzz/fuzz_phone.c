@@ -19,9 +19,12 @@
  *	  normalised number, "+", the first digit and the last two kept and at
  *	  least half the digits hidden;
  *	- valid_prefix_list agrees with a POSIX regular expression of the
- *	  setting's grammar (blank, or 1-6 digit prefixes separated by commas);
+ *	  setting's grammar (blank, or 1-6 digit prefixes and two-letter
+ *	  upper-case region codes separated by commas);
  *	- country_allowed, for a valid list, agrees with a plain reference:
- *	  blank allows all, else some listed prefix starts the digits.
+ *	  blank allows all, else some listed prefix starts the digits or some
+ *	  listed region is the number's (the region is made up here from the
+ *	  calling code: libphonenumber is not linked; "" matches no region).
  *
  * Built by run.sh with clang -fsanitize=fuzzer,address,undefined.
  *
@@ -152,7 +155,7 @@ blank(const char *s)
 
 /* The allow-list rule, written from its description rather than the code. */
 static bool
-reference_allowed(const char *e164, const char *list)
+reference_allowed(const char *e164, const char *region, const char *list)
 {
 	const char *digits = e164 + (e164[0] == '+');
 	const char *item = list;
@@ -170,20 +173,35 @@ reference_allowed(const char *e164, const char *list)
 			ndigits++;
 		if (ndigits > 0 && strncmp(digits, item + lead, ndigits) == 0)
 			return true;
+		if (ndigits == 0 && region[0] != '\0' && itemlen - lead >= 2 &&
+			item[lead] == region[0] && item[lead + 1] == region[1])
+			return true;
 		item = end ? end + 1 : NULL;
 	}
 	return false;
+}
+
+/* A stand-in for libphonenumber's region: "US" for +1, "GB" for +44, else none. */
+static const char *
+fake_region(const char *e164)
+{
+	if (strncmp(e164, "+1", 2) == 0)
+		return "US";
+	if (strncmp(e164, "+44", 3) == 0)
+		return "GB";
+	return "";
 }
 
 static void
 check_prefix_list(const char *list, const char *e164)
 {
 	bool		valid = plivo_otp_valid_prefix_list(list);
+	const char *region = fake_region(e164);
 
 	if (!prefix_list_re_ready)
 	{
 		require(regcomp(&prefix_list_re,
-						"^ *([0-9]{1,6} *(, *[0-9]{1,6} *)*)?$",
+						"^ *(([0-9]{1,6}|[A-Z]{2}) *(, *([0-9]{1,6}|[A-Z]{2}) *)*)?$",
 						REG_EXTENDED | REG_NOSUB) == 0);
 		prefix_list_re_ready = true;
 	}
@@ -191,9 +209,14 @@ check_prefix_list(const char *list, const char *e164)
 
 	/* for a list the setting accepts, the rule is the reference's */
 	if (valid)
-		require(plivo_otp_country_allowed(e164, list) == reference_allowed(e164, list));
-	require(plivo_otp_country_allowed(e164, NULL));
-	(void) plivo_otp_country_allowed(e164, list);	/* any list: no crash */
+	{
+		require(plivo_otp_country_allowed(e164, region, list) ==
+				reference_allowed(e164, region, list));
+		require(plivo_otp_country_allowed(e164, "", list) == reference_allowed(e164, "", list));
+	}
+	require(plivo_otp_country_allowed(e164, region, NULL));
+	(void) plivo_otp_country_allowed(e164, region, list);	/* any list: no crash */
+	(void) plivo_otp_country_allowed(e164, NULL, list);
 }
 
 int
