@@ -26,6 +26,7 @@ OBJS = \
 	src/common/errors.o \
 	src/common/templates.o \
 	src/common/outbound.o \
+	src/common/senders.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \
 	src/crypto/codes.o \
@@ -46,6 +47,7 @@ OBJS = \
 	src/api/messages.o \
 	src/api/stats.o \
 	src/api/callback.o \
+	src/api/senders_trigger.o \
 	src/dispatcher/http.o \
 	src/dispatcher/plivo_rest.o \
 	src/dispatcher/plivo_response.o \
