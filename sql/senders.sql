@@ -62,6 +62,25 @@ SELECT plivo_otp.otp_resend(:'jm') IS NOT NULL AS resent;
 SELECT origin, sender FROM plivo_otp.otp_messages(:'gb') WHERE channel = 'sms';
 SELECT origin, sender FROM plivo_otp.otp_messages(:'jm');
 
+-- With only a sender ID in the settings, a call goes where a voice row
+-- serves the number, and is refused elsewhere.
+ALTER SYSTEM SET plivo_otp.sender = 'MYBRAND';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT current_setting('plivo_otp.sender') AS sender;
+SELECT plivo_otp.otp_send('+447400123459', 'voice') AS gb_call \gset
+SELECT channel, sender FROM plivo_otp.otp_messages(:'gb_call');
+SELECT state, message, detail, hint
+FROM test.error_of($$SELECT plivo_otp.otp_send('+4915223456780', 'voice')$$);
+SELECT count(*) AS queued FROM plivo_otp.messages WHERE phone = '+4915223456780';
+-- An SMS no row serves now records the setting.
+SELECT plivo_otp.otp_send('+4915223456781') AS de_sms \gset
+SELECT channel, sender FROM plivo_otp.otp_messages(:'de_sms');
+ALTER SYSTEM RESET plivo_otp.sender;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT current_setting('plivo_otp.sender') = '' AS sender_reset;
+
 -- Refused at insert or update, with SQLSTATE and hint.
 SELECT * FROM test.error_of($$INSERT INTO plivo_otp.senders (prefix, channel, sender) VALUES ('49', 'voice', 'MyBrand')$$);
 SELECT * FROM test.error_of($$INSERT INTO plivo_otp.senders (prefix, channel, sender) VALUES ('49', 'voice', 'powerpack:5ec4c8c9-cd74-42b5-9e41-0d7670d6bb46')$$);

@@ -63,6 +63,21 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 				 errhint("Run ALTER EXTENSION plivo_otp UPDATE."),
 				 errhidestmt(true)));
 
+	/*
+	 * The sender, from plivo_otp.senders or the settings (0.1.0 has no
+	 * table); NULL when neither gives one, and the dispatcher's settings
+	 * then do.  A call needs a number: with only a sender ID configured,
+	 * none could be placed.
+	 */
+	sender = m->v2 ? plivo_otp_choose_sender(m->channel, m->phone) : NULL;
+	if (voice && sender == NULL && plivo_otp_sender[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("code not sent: no number to place the call from"),
+				 errdetail("No row of plivo_otp.senders serves this number for calls, and plivo_otp.sender is a sender ID."),
+				 errhint("Ask the administrator to set plivo_otp.voice_sender to a Plivo number, or to add a row for calls to plivo_otp.senders."),
+				 errhidestmt(true)));
+
 	plivo_otp_random_uuid(message_id);
 	text = voice ? plivo_otp_render_voice(m->code, ttl) : plivo_otp_render_sms(m->code, ttl);
 
@@ -94,8 +109,6 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 		nulls[10] = ' ';
 		explicit_bzero(token, sizeof(token));
 	}
-	/* NULL when neither the table nor the settings give one: the dispatcher's settings then do. */
-	sender = plivo_otp_choose_sender(m->channel, m->phone);
 	args[11] = sender ? CStringGetTextDatum(sender) : (Datum) 0;
 	nulls[11] = sender ? ' ' : 'n';
 	plivo_otp_exec(&insert_message, args, nulls, false, 0);
