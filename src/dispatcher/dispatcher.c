@@ -205,8 +205,9 @@ unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *st
 		return "not called: plivo_otp.public_url is not set, so the call could not fetch its script";
 	if (row->voice && row_sender(row) == NULL)
 		return "not called: no caller ID (plivo_otp.voice_sender, or plivo_otp.sender, must be a phone number)";
-	if (plivo_otp_sender_problem(row->voice ? "voice" : "sms", row_sender(row), &hint) != NULL)
-		return "not sent: the queued sender is not one Plivo accepts for its channel";
+	/* (An SMS goes from what was recorded, as plivo_otp.sender always went.) */
+	if (row->voice && plivo_otp_sender_problem("voice", row_sender(row), &hint) != NULL)
+		return "not called: the queued sender is not a number a call can come from";
 	if (!plivo_otp_normalize_phone(row->phone, e164) || strcmp(e164, row->phone) != 0)
 		return "not sent: the queued number is not in E.164 form";
 	if (row->body_too_large)
