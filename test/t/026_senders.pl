@@ -3,7 +3,7 @@
 # number for +1876, a Powerpack for +33: powerpack_uuid and no src), else
 # from plivo_otp.sender; a call from its row's number, else the settings'
 # caller ID; a queued row whose sender cannot place a call is refused, not
-# sent.  pg_dump keeps the table's rows: a restore into a new database has
+# sent; the voice fallback calls from the destination's row.  pg_dump keeps the table's rows: a restore into a new database has
 # them.  (Rows match by calling-code prefix: the numbers' regions depend
 # on libphonenumber, see sql/senders.sql.)
 use strict;
@@ -86,6 +86,36 @@ ok(wait_until(10, sub { (message_row($node, $bad_vid)->{dispatch_state} // '') e
 	'a call queued with a sender ID as its sender is refused');
 like(message_row($node, $bad_vid)->{last_error}, qr/queued sender/, '... saying why');
 is(scalar @{ $plivo->call_requests_to($bad) }, 0, '... and not placed');
+
+# The voice fallback calls from the destination's voice row, even with only
+# a sender ID in the settings; a destination without one gets a canceled
+# fallback row saying why.
+reload_dispatcher($node, "plivo_otp.voice_fallback_after = 600\nplivo_otp.sender = 'MYBRAND'\n");
+
+# An SMS to phone, accepted, then reported undelivered: its verification id.
+sub undelivered_sms
+{
+	my ($phone) = @_;
+	my $vid = sql("SELECT plivo_otp.otp_send('$phone')");
+	wait_until(10, sub { (message_row($node, $vid)->{dispatch_state} // '') eq 'accepted' })
+	  or die "the SMS to $phone was not accepted";
+	my $r = $plivo->callback(message_uuid => message_row($node, $vid)->{provider_uuid},
+		status => 'undelivered', error_code => 30);
+	die "the callback was answered $r->{status}" unless $r->{status} == 200;
+	return $vid;
+}
+
+undelivered_sms('+447400123460');
+$req = request_to('voice', '+447400123460');
+is($req->{from}, '442071838750', 'a voice fallback to +44 comes from the UK number');
+my $fr_vid = undelivered_sms('+33612345680');
+ok(wait_until(10, sub {
+	sql("SELECT count(*) FROM plivo_otp.messages WHERE verification_id = '$fr_vid'"
+		  . " AND origin = 'fallback' AND dispatch_state = 'canceled'") eq '1' }),
+	'a voice fallback to a number no voice row serves is canceled');
+like(sql("SELECT last_error FROM plivo_otp.messages WHERE verification_id = '$fr_vid' AND origin = 'fallback'"),
+	qr/not called: no number to call from/, '... saying why');
+is(scalar @{ $plivo->call_requests_to('+33612345680') }, 0, '... and not placed');
 
 # pg_dump keeps the administrator's senders.
 my $dump = PostgreSQL::Test::Utils::tempdir() . '/dump.sql';
