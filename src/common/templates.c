@@ -15,7 +15,6 @@
  */
 #include "postgres.h"
 
-
 #include "lib/stringinfo.h"
 
 #include "plivo_otp.h"
