@@ -27,6 +27,7 @@ OBJS = \
 	src/common/errors.o \
 	src/common/templates.o \
 	src/common/outbound.o \
+	src/common/senders.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \
 	src/crypto/codes.o \
@@ -48,6 +49,7 @@ OBJS = \
 	src/api/messages.o \
 	src/api/stats.o \
 	src/api/callback.o \
+	src/api/senders_trigger.o \
 	src/dispatcher/http.o \
 	src/dispatcher/plivo_rest.o \
 	src/dispatcher/plivo_response.o \
@@ -67,7 +69,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone numbers send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks voice_callbacks redeliver voice upgrade
+	settings privileges signature callbacks voice_callbacks redeliver voice senders upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)

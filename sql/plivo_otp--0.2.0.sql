@@ -276,7 +276,8 @@ CREATE FUNCTION plivo_otp.otp_messages(verification_id uuid,
 	OUT message_id uuid, OUT channel text, OUT origin text, OUT dispatch_state text,
 	OUT delivery_status text, OUT provider_uuid text, OUT error_code text,
 	OUT error_text text, OUT tries integer, OUT created_at timestamptz,
-	OUT accepted_at timestamptz, OUT answered_at timestamptz, OUT updated_at timestamptz)
+	OUT accepted_at timestamptz, OUT answered_at timestamptz, OUT updated_at timestamptz,
+	OUT sender text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'plivo_otp_messages'
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER
@@ -344,3 +345,39 @@ COMMENT ON VIEW plivo_otp.api_stats IS 'one row: what the SQL API did since the 
 ALTER TABLE plivo_otp.verifications
 	ADD COLUMN region text,
 	ADD COLUMN number_type text;
+
+-- ---- Senders by destination (issue 10) ----
+-- Who a message goes out from, by destination and channel: the row whose
+-- prefix is the number's ISO region ("GB", "JM") wins, else the row with
+-- the longest calling-code prefix of its digits ("1876" before "1"), else
+-- plivo_otp.sender (SMS) or the voice caller ID of the settings (calls).
+-- The choice is made when a message is queued (src/common/senders.c) and
+-- recorded in messages.sender; the dispatcher sends from it.  Only the
+-- extension's owner, or a role granted it as the README shows, may write
+-- the table; the trigger refuses a prefix or a sender of a form Plivo does
+-- not accept for the channel.  pg_dump keeps the rows.
+CREATE TABLE plivo_otp.senders (
+	prefix			text NOT NULL,	-- ISO region code ('GB') or calling-code prefix ('44', '1876')
+	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	sender			text NOT NULL,	-- a number, an alphanumeric sender ID (SMS) or powerpack:<uuid> (SMS)
+	note			text,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (prefix, channel)
+);
+REVOKE ALL ON TABLE plivo_otp.senders FROM PUBLIC;
+COMMENT ON TABLE plivo_otp.senders IS 'who messages go out from, by destination region or calling-code prefix and channel; plivo_otp.sender is the fallback';
+SELECT pg_catalog.pg_extension_config_dump('plivo_otp.senders', '');
+
+CREATE FUNCTION plivo_otp.senders_check() RETURNS trigger
+AS 'MODULE_PATHNAME', 'plivo_otp_senders_check'
+LANGUAGE C;
+COMMENT ON FUNCTION plivo_otp.senders_check() IS
+'trigger of plivo_otp.senders: refuses a malformed prefix or a sender Plivo does not accept for the channel; sets updated_at';
+REVOKE ALL ON FUNCTION plivo_otp.senders_check() FROM PUBLIC;
+CREATE TRIGGER senders_check BEFORE INSERT OR UPDATE ON plivo_otp.senders
+	FOR EACH ROW EXECUTE FUNCTION plivo_otp.senders_check();
+
+-- The sender chosen when the message was queued; NULL on rows queued
+-- before (the dispatcher then uses the settings).
+ALTER TABLE plivo_otp.messages ADD COLUMN sender text;

@@ -95,6 +95,13 @@ extern char *plivo_otp_render_sms(const char *code, int ttl_seconds);
 extern char *plivo_otp_render_voice(const char *code, int ttl_seconds);
 extern const char *plivo_otp_voice_caller_id(void);
 
+/* ---- common/senders.c: who a message goes out from (plivo_otp.senders, else the settings) ---- */
+extern const char *plivo_otp_sender_problem(const char *channel, const char *sender,
+											const char **hint);
+extern bool plivo_otp_valid_sender_prefix(const char *prefix);
+extern char *plivo_otp_table_sender(const char *channel, const char *e164, const char *region);
+extern char *plivo_otp_choose_sender(const char *channel, const char *e164);
+
 /* ---- common/outbound.c: queue a message carrying a code ---- */
 typedef struct PlivoOtpOutbound
 {

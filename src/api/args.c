@@ -79,8 +79,8 @@ plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
 }
 
 /*
- * Channel argument argno: 'sms' or 'voice'.  A voice code needs a number to
- * call from: refused when the only sender configured is a sender ID.
+ * Channel argument argno: 'sms' or 'voice'.  (Whether a call has a number
+ * to come from depends on the destination: common/outbound.c checks it.)
  */
 char *
 plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
@@ -94,19 +94,8 @@ plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno)
 				 errhint("Omit the argument to use 'sms'."),
 				 errhidestmt(true)));
 	channel = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (strcmp(channel, "sms") == 0)
+	if (strcmp(channel, "sms") == 0 || strcmp(channel, "voice") == 0)
 		return channel;
-	if (strcmp(channel, "voice") == 0)
-	{
-		if (plivo_otp_sender[0] != '\0' && plivo_otp_voice_caller_id() == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("code not sent: no number to place the call from"),
-					 errdetail("plivo_otp.sender is a sender ID, and a call must come from a number."),
-					 errhint("Ask the administrator to set plivo_otp.voice_sender to a Plivo number."),
-					 errhidestmt(true)));
-		return channel;
-	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid channel \"%s\"", channel),

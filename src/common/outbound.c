@@ -10,7 +10,8 @@
  * fetched its script, or the code expired) and the digest of its
  * answer-URL token (crypto/answer_token.c).  The caller wakes the
  * dispatcher at commit (plivo_otp_wake_at_commit) when it is not the
- * dispatcher itself.
+ * dispatcher itself.  The sender is chosen here (common/senders.c) and
+ * recorded on the row: the dispatcher sends from it.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,10 +26,11 @@
 static PlivoOtpStatement insert_message = {
 	"INSERT INTO plivo_otp.messages"
 	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
-	"  created_at, updated_at, caller_key_digest, idempotency_key, origin, answer_token_digest)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9, $10, $11)",
-	11, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID}
+	"  created_at, updated_at, caller_key_digest, idempotency_key, origin, answer_token_digest,"
+	"  sender)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9, $10, $11, $12)",
+	12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID, TEXTOID}
 };
 
 /* 0.1.0's table, while an upgrade is pending: SMS only, no origin. */
@@ -50,14 +52,30 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 	bool		voice = strcmp(m->channel, "voice") == 0;
 	int			ttl = (int) ((m->expires_at - m->now) / USECS_PER_SEC);
 	char	   *text;
-	Datum		args[11];
-	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *sender;
+	Datum		args[12];
+	char		nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	if (voice && !m->v2)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("code not sent: voice codes need version 0.2.0 of plivo_otp"),
 				 errhint("Run ALTER EXTENSION plivo_otp UPDATE."),
+				 errhidestmt(true)));
+
+	/*
+	 * The sender, from plivo_otp.senders or the settings (0.1.0 has no
+	 * table); NULL when neither gives one, and the dispatcher's settings
+	 * then do.  A call needs a number: with only a sender ID configured,
+	 * none could be placed.
+	 */
+	sender = m->v2 ? plivo_otp_choose_sender(m->channel, m->phone) : NULL;
+	if (voice && sender == NULL && plivo_otp_sender[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("code not sent: no number to place the call from"),
+				 errdetail("No row of plivo_otp.senders serves this number for calls, and plivo_otp.sender is a sender ID."),
+				 errhint("Ask the administrator to set plivo_otp.voice_sender to a Plivo number, or to add a row for calls to plivo_otp.senders."),
 				 errhidestmt(true)));
 
 	plivo_otp_random_uuid(message_id);
@@ -91,5 +109,7 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 		nulls[10] = ' ';
 		explicit_bzero(token, sizeof(token));
 	}
+	args[11] = sender ? CStringGetTextDatum(sender) : (Datum) 0;
+	nulls[11] = sender ? ' ' : 'n';
 	plivo_otp_exec(&insert_message, args, nulls, false, 0);
 }

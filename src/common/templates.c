@@ -15,8 +15,6 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
-
 #include "lib/stringinfo.h"
 
 #include "plivo_otp.h"
@@ -83,11 +81,7 @@ const char *
 plivo_otp_voice_caller_id(void)
 {
 	const char *id = plivo_otp_voice_sender[0] != '\0' ? plivo_otp_voice_sender : plivo_otp_sender;
-	const char *p = id[0] == '+' ? id + 1 : id;
-	int			n = 0;
+	const char *hint;
 
-	for (; *p; p++, n++)
-		if (!isdigit((unsigned char) *p))
-			return NULL;
-	return n >= 3 && n <= 15 ? id : NULL;
+	return plivo_otp_sender_problem("voice", id, &hint) == NULL ? id : NULL;
 }

@@ -170,6 +170,19 @@ load_dispatch_config(void)
 }
 
 /*
+ * Who a claimed row goes out from: the sender recorded when it was queued
+ * (common/senders.c), else (a row queued before senders were recorded, or
+ * without one) the settings'.  NULL for a call without a caller ID.
+ */
+static const char *
+row_sender(const ClaimedMessage *row)
+{
+	if (row->sender)
+		return row->sender;
+	return row->voice ? config.caller_id : config.sender;
+}
+
+/*
  * Why a claimed row cannot be sent (and *state its outcome), or NULL.  The
  * row holds whatever the table's constraints allow.  A call is placed only
  * with a public URL (without one the call could not fetch its script) and
@@ -180,6 +193,7 @@ unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *st
 {
 	char		e164[PLIVO_OTP_MAX_PHONE_LEN + 1];
 	int			min_life = row->voice ? PLIVO_MIN_CALL_LIFE : PLIVO_MIN_MESSAGE_EXPIRY;
+	const char *hint;
 
 	*state = PLIVO_OTP_DISPATCH_REFUSED;
 	if (row->expires_at <= now + min_life * USECS_PER_SEC)
@@ -189,8 +203,11 @@ unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *st
 	}
 	if (row->voice && config.public_base == NULL)
 		return "not called: plivo_otp.public_url is not set, so the call could not fetch its script";
-	if (row->voice && config.caller_id == NULL)
+	if (row->voice && row_sender(row) == NULL)
 		return "not called: no caller ID (plivo_otp.voice_sender, or plivo_otp.sender, must be a phone number)";
+	/* (An SMS goes from what was recorded, as plivo_otp.sender always went.) */
+	if (row->voice && plivo_otp_sender_problem("voice", row_sender(row), &hint) != NULL)
+		return "not called: the queued sender is not a number a call can come from";
 	if (!plivo_otp_normalize_phone(row->phone, e164) || strcmp(e164, row->phone) != 0)
 		return "not sent: the queued number is not in E.164 form";
 	if (row->body_too_large)
@@ -241,12 +258,12 @@ prepare_transfer(void *arg)
 	m->voice = row->voice;
 	m->masked_phone = plivo_otp_mask_phone(row->phone);
 	if (row->voice)
-		t = plivo_otp_call_request(&config, &row->id, row->phone);
+		t = plivo_otp_call_request(&config, &row->id, row->phone, row_sender(row));
 	else
 	{
 		PG_TRY();
 		{
-			t = plivo_otp_message_request(&config, &row->id, row->phone, text,
+			t = plivo_otp_message_request(&config, &row->id, row->phone, row_sender(row), text,
 										  (int) Min(life, PLIVO_MAX_MESSAGE_EXPIRY));
 		}
 		PG_FINALLY();

@@ -71,14 +71,14 @@ typedef struct PlivoConfig
 	char	   *auth_token;
 	char	   *api_url;		/* without trailing slashes */
 	bool		api_url_loopback;	/* plain http allowed */
-	char	   *sender;
+	char	   *sender;			/* for rows queued without one */
 	char	   *callback_url;	/* the status route (a message's URL is it + "/" +
 								 * the message id); NULL when public_url is empty */
 	char	   *message_log;
 	int			request_timeout_ms;
-	/* Calls: NULL public_base or caller_id, and voice rows are refused. */
+	/* Calls: without public_base, or a caller ID (the row's or caller_id), a voice row is refused. */
 	char	   *public_base;	/* public_url without trailing slashes */
-	char	   *caller_id;		/* plivo_otp_voice_caller_id() */
+	char	   *caller_id;		/* plivo_otp_voice_caller_id(), for rows queued without one */
 	int			ring_timeout;	/* seconds */
 	int			call_time_limit;	/* seconds */
 	bool		machine_detection;
@@ -91,10 +91,10 @@ typedef struct PlivoConfig
 #define PLIVO_MIN_CALL_LIFE 15
 
 extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
-											   const char *e164, const char *text,
-											   int expiry_seconds);
+											   const char *e164, const char *sender,
+											   const char *text, int expiry_seconds);
 extern HttpTransfer *plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id,
-											const char *e164);
+											const char *e164, const char *caller_id);
 
 /* ---- plivo_response.c ---- */
 extern bool plivo_otp_parse_send_response(const char *body, char **uuid,
@@ -118,6 +118,7 @@ typedef struct ClaimedMessage
 	bytea	   *body;
 	bool		body_too_large;
 	bool		voice;			/* a call, not an SMS */
+	char	   *sender;			/* recorded when queued (common/senders.c), or NULL */
 	TimestampTz expires_at;
 	int			tries;
 } ClaimedMessage;

@@ -13,6 +13,11 @@
  * (channel voice, origin fallback: the unique index messages_one_fallback
  * allows one per code) that the claim then sends like any other.
  *
+ * A call comes from the number plivo_otp.senders gives for its destination,
+ * else the settings' caller ID (common/senders.c); a code with neither gets
+ * a 'canceled' fallback row saying so, and with neither for any
+ * destination the fallback places nothing and says so once in the log.
+ *
  * The fallback obeys the number's cap and the global hourly count
  * (send_policy.c); a refusal, or a code that can no longer be delivered,
  * still leaves a fallback row, 'canceled', whose last_error says why: it is
@@ -78,6 +83,12 @@ static PlivoOtpStatement insert_refused = {
 	"  created_at, updated_at, origin, last_error)"
 	" VALUES ($1, $2, 'voice', $3, 'canceled', $4, $5, $4, $4, 'fallback', $6)",
 	6, {UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID}
+};
+
+/* Is there a number to call from for some destination (common/senders.c)? */
+static PlivoOtpStatement any_voice_sender = {
+	"SELECT 1 FROM plivo_otp.senders WHERE channel = 'voice' LIMIT 1",
+	0, {0}
 };
 
 /* A code to call, copied out of the candidates' result. */
@@ -154,6 +165,8 @@ fallback_one(void *arg)
 		return;
 
 	why = plivo_otp_open_live_code(&c->id, c->attempts, c->max_attempts, c->sealed, code);
+	if (why == NULL && plivo_otp_choose_sender("voice", c->phone) == NULL)
+		why = "no number to call from (no row of plivo_otp.senders for calls to it, and no voice caller ID in the settings)";
 	if (why)
 	{
 		refuse_fallback(c, why);
@@ -254,12 +267,13 @@ plivo_otp_queue_voice_fallbacks(TimestampTz now)
 		return;
 	}
 	no_public_url_logged = false;
-	if (plivo_otp_voice_caller_id() == NULL)
+	if (plivo_otp_voice_caller_id() == NULL &&
+		plivo_otp_exec(&any_voice_sender, NULL, NULL, true, 1) == 0)
 	{
 		if (!no_caller_id_logged)
 			ereport(LOG,
 					(errmsg("plivo_otp dispatcher places no voice fallback: no number to call from"),
-					 errdetail("plivo_otp.voice_fallback_after is set, but neither plivo_otp.voice_sender nor plivo_otp.sender is a number."),
+					 errdetail("plivo_otp.voice_fallback_after is set, but neither plivo_otp.voice_sender nor plivo_otp.sender is a number, and plivo_otp.senders has no row for calls."),
 					 errhint("Set plivo_otp.voice_sender to a Plivo number, or plivo_otp.voice_fallback_after to 0.")));
 		no_caller_id_logged = true;
 		return;

@@ -116,19 +116,23 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 	return t;
 }
 
-/* A ready-to-start Send Message request for one SMS, the message id's. */
+/*
+ * A ready-to-start Send Message request for one SMS, the message id's,
+ * from sender (a number, a sender ID or powerpack:<uuid>).
+ */
 HttpTransfer *
 plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
-						  const char *e164, const char *text, int expiry_seconds)
+						  const char *e164, const char *sender,
+						  const char *text, int expiry_seconds)
 {
 	StringInfoData body;
 
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	if (strncmp(config->sender, "powerpack:", 10) == 0)
-		append_json_field(&body, "powerpack_uuid", config->sender + 10);
+	if (strncmp(sender, "powerpack:", 10) == 0)
+		append_json_field(&body, "powerpack_uuid", sender + 10);
 	else
-		append_json_field(&body, "src", config->sender);
+		append_json_field(&body, "src", sender);
 	append_json_field(&body, "dst", e164[0] == '+' ? e164 + 1 : e164);
 	append_json_field(&body, "text", text);
 	append_json_field(&body, "type", "sms");
@@ -150,22 +154,22 @@ plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 }
 
 /*
- * A ready-to-start Make Call request for the call of message id (to e164),
- * as the config says; the caller checked that it has a public URL and a
- * caller ID.
+ * A ready-to-start Make Call request for the call of message id (to e164,
+ * from the number caller_id), as the config says; the caller checked that
+ * it has a public URL.
  */
 HttpTransfer *
-plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id, const char *e164)
+plivo_otp_call_request(const PlivoConfig *config, const pg_uuid_t *id, const char *e164,
+					   const char *caller_id)
 {
 	StringInfoData body;
 	char		token[Max(PLIVO_OTP_ANSWER_TOKEN_LEN, PLIVO_OTP_TOKEN_LEN) + 1];
 	char	   *url;
 
-	Assert(config->public_base && config->caller_id);
+	Assert(config->public_base && caller_id);
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	append_json_field(&body, "from",
-					  config->caller_id[0] == '+' ? config->caller_id + 1 : config->caller_id);
+	append_json_field(&body, "from", caller_id[0] == '+' ? caller_id + 1 : caller_id);
 	append_json_field(&body, "to", e164[0] == '+' ? e164 + 1 : e164);
 
 	/* (The caller's context may be long-lived: free what is made here.) */

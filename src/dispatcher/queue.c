@@ -48,17 +48,26 @@
 	" WHERE m.dispatch_state = 'pending' AND m.next_try_at <= $1 AND " channel_test \
 	" ORDER BY m.next_try_at LIMIT " limit " FOR UPDATE OF m SKIP LOCKED)"
 
+#define CLAIM_DUE(sender) \
+	"WITH " CLAIM_DUE_OF("sms", "m.channel <> 'voice'", "$2") "," \
+	CLAIM_DUE_OF("calls", "m.channel = 'voice'", "$3") "," \
+	" due AS (SELECT * FROM sms UNION ALL SELECT * FROM calls ORDER BY next_try_at LIMIT $4)" \
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'sending'," \
+	"  tries = CASE WHEN m.tries < 2147483647 THEN m.tries + 1 ELSE m.tries END," \
+	"  updated_at = $1" \
+	" FROM due WHERE m.id = due.id" \
+	" RETURNING m.id, m.phone," \
+	"  CASE WHEN octet_length(m.body) <= " CppAsString2(QUEUE_MAX_BODY) " THEN m.body END," \
+	"  octet_length(m.body), due.expires_at, m.tries, m.channel = 'voice', " sender
+
 static PlivoOtpStatement claim_due = {
-	"WITH " CLAIM_DUE_OF("sms", "m.channel <> 'voice'", "$2") ","
-	CLAIM_DUE_OF("calls", "m.channel = 'voice'", "$3") ","
-	" due AS (SELECT * FROM sms UNION ALL SELECT * FROM calls ORDER BY next_try_at LIMIT $4)"
-	" UPDATE plivo_otp.messages m SET dispatch_state = 'sending',"
-	"  tries = CASE WHEN m.tries < 2147483647 THEN m.tries + 1 ELSE m.tries END,"
-	"  updated_at = $1"
-	" FROM due WHERE m.id = due.id"
-	" RETURNING m.id, m.phone,"
-	"  CASE WHEN octet_length(m.body) <= " CppAsString2(QUEUE_MAX_BODY) " THEN m.body END,"
-	"  octet_length(m.body), due.expires_at, m.tries, m.channel = 'voice'",
+	CLAIM_DUE("m.sender"),
+	4, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID}
+};
+
+/* 0.1.0's table, while an upgrade is pending: no sender recorded. */
+static PlivoOtpStatement claim_due_v1 = {
+	CLAIM_DUE("NULL::text"),
 	4, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID}
 };
 
@@ -215,7 +224,7 @@ plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, ClaimedMessa
 	args[1] = Int32GetDatum(limits[PLIVO_OTP_RATE_MESSAGES]);
 	args[2] = Int32GetDatum(limits[PLIVO_OTP_RATE_CALLS]);
 	args[3] = Int32GetDatum(room);
-	n = plivo_otp_exec(&claim_due, args, NULL, false, 0);
+	n = plivo_otp_exec(plivo_otp_schema_is_v2() ? &claim_due : &claim_due_v1, args, NULL, false, 0);
 	*rows = n > 0 ? palloc(n * sizeof(ClaimedMessage)) : NULL;
 	for (int i = 0; i < n; i++)
 	{
@@ -230,6 +239,7 @@ plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, ClaimedMessa
 		row->expires_at = DatumGetTimestampTz(plivo_otp_get(i, 5, &isnull));
 		row->tries = DatumGetInt32(plivo_otp_get(i, 6, &isnull));
 		row->voice = DatumGetBool(plivo_otp_get(i, 7, &isnull));
+		row->sender = plivo_otp_get_text(i, 8);
 		plivo_otp_queue_forget_stale(&row->id);
 	}
 	return n;

@@ -366,9 +366,11 @@ like(message_row($node, $wiped_vid)->{last_error}, qr/no message body/, '... the
 is(scalar @{ $plivo->call_requests_to($wiped_phone) } + scalar @{ $plivo->call_requests_to($short_phone) }, 0,
 	'... and neither is called');
 
-# The only sender becomes a sender ID (after the code was queued): no caller ID.
+# A row queued without a sender (as before senders were recorded) takes the
+# settings' when sent; the only sender became a sender ID: no caller ID.
 unconfigure();
 my $callerid_vid = sql("SELECT plivo_otp.otp_send('$callerid_phone', 'voice')");
+sql("UPDATE plivo_otp.messages SET sender = NULL WHERE verification_id = '$callerid_vid'");
 reload_dispatcher($node, "plivo_otp.auth_id = '$AUTH_ID'\nplivo_otp.sender = 'ACMEOTP'\n");
 ok(wait_until(10, sub { state_of($callerid_vid) eq 'refused' }),
 	'a call without a caller ID is refused');
