@@ -28,9 +28,9 @@ SELECT test.sender_for('sms', '+16502531234', '') AS us_sms,
 	   test.sender_for('voice', '+18762101234', 'JM') AS jm_voice_by_region,
 	   test.sender_for('voice', '+18762101234', '') AS jm_voice_by_prefix,
 	   test.sender_for('voice', '+16502531234', 'US') AS us_voice,
-	   test.sender_for('sms', '+447400123456', 'GB') AS gb_sms,
-	   test.sender_for('voice', '+447400123456', 'GB') AS gb_voice,
-	   test.sender_for('voice', '+33612345678', 'FR') AS fr_voice_none,
+	   test.sender_for('sms', '+447400987656', 'GB') AS gb_sms,
+	   test.sender_for('voice', '+447400987656', 'GB') AS gb_voice,
+	   test.sender_for('voice', '+33698765432', 'FR') AS fr_voice_none,
 	   test.sender_for('sms', '+4915223456789', 'DE') AS de_none;
 -- A region row beats even a longer prefix.
 INSERT INTO plivo_otp.senders (prefix, channel, sender) VALUES ('JM', 'sms', 'JAMAICA1');
@@ -41,10 +41,10 @@ DELETE FROM plivo_otp.senders WHERE prefix = 'JM' AND channel = 'sms';
 -- Sends record the choice on the message; otp_messages shows it.
 SELECT plivo_otp.otp_send('+16502531234') AS us \gset
 SELECT plivo_otp.otp_send('+18762101234') AS jm \gset
-SELECT plivo_otp.otp_send('+447400123456') AS gb \gset
-SELECT plivo_otp.otp_send('+33612345678') AS fr \gset
+SELECT plivo_otp.otp_send('+447400987656') AS gb \gset
+SELECT plivo_otp.otp_send('+33698765432') AS fr \gset
 SELECT plivo_otp.otp_send('+4915223456789') AS de \gset
-SELECT plivo_otp.otp_send('+447400123457', 'voice') AS gb_voice \gset
+SELECT plivo_otp.otp_send('+447400987657', 'voice') AS gb_voice \gset
 SELECT v.phone, m.channel, m.sender
 FROM plivo_otp.messages m JOIN plivo_otp.verifications v ON v.id = m.verification_id
 WHERE v.id IN (:'us', :'jm', :'gb', :'fr', :'de', :'gb_voice') ORDER BY v.phone, m.channel;
@@ -68,7 +68,7 @@ ALTER SYSTEM SET plivo_otp.sender = 'MYBRAND';
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SELECT current_setting('plivo_otp.sender') AS sender;
-SELECT plivo_otp.otp_send('+447400123459', 'voice') AS gb_call \gset
+SELECT plivo_otp.otp_send('+447400987659', 'voice') AS gb_call \gset
 SELECT channel, sender FROM plivo_otp.otp_messages(:'gb_call');
 SELECT state, message, detail, hint
 FROM test.error_of($$SELECT plivo_otp.otp_send('+4915223456780', 'voice')$$);
@@ -110,7 +110,7 @@ GRANT USAGE ON SCHEMA plivo_otp TO otp_app_s, otp_admin_s;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA plivo_otp TO otp_app_s;
 GRANT SELECT, INSERT, UPDATE, DELETE ON plivo_otp.senders TO otp_admin_s;
 SET ROLE otp_app_s;
-SELECT plivo_otp.otp_send('+447400123458') IS NOT NULL AS app_can_send;
+SELECT plivo_otp.otp_send('+447400987658') IS NOT NULL AS app_can_send;
 SELECT * FROM test.error_of($$INSERT INTO plivo_otp.senders (prefix, channel, sender) VALUES ('7', 'sms', 'Evil')$$);
 SELECT * FROM test.error_of($$UPDATE plivo_otp.senders SET sender = 'Evil'$$);
 SELECT * FROM test.error_of($$DELETE FROM plivo_otp.senders$$);
@@ -122,7 +122,7 @@ INSERT INTO plivo_otp.senders (prefix, channel, sender) VALUES ('7', 'sms', 'Adm
 SELECT * FROM test.error_of($$INSERT INTO plivo_otp.senders (prefix, channel, sender) VALUES ('7', 'voice', 'Admin')$$);
 RESET ROLE;
 SELECT sender FROM plivo_otp.messages
-WHERE verification_id = (SELECT id FROM plivo_otp.verifications WHERE phone = '+447400123458');
+WHERE verification_id = (SELECT id FROM plivo_otp.verifications WHERE phone = '+447400987658');
 
 -- The table's rows are kept by pg_dump (test/t/026_senders.pl restores one).
 SELECT c.relname, x.extcondition
