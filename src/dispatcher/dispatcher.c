@@ -17,11 +17,15 @@
  *	interrupts	SIGTERM (stop at once), SIGHUP (reload the settings);
  *	drive		let libcurl make progress, judge finished requests
  *				(outcome.c) and record their outcomes;
- *	timers		find rows left in flight (once), then every second mark
- *				them unknown (those no one holds), expire unsendable rows,
- *				cancel rows whose code is no longer pending, wipe the
- *				bodies of calls whose code expired or is no longer pending,
- *				queue voice fallbacks (fallback.c) and apply late callbacks;
+ *	timers		find rows left in flight (once), then every second, each
+ *				in a unit of work of its own: wipe the seals of codes that
+ *				can no longer be re-delivered (expired, too little life
+ *				left, locked by failures) and the bodies of calls whose
+ *				code expired or is no longer pending (each wipe in its own
+ *				subtransaction); mark stale rows unknown (those no one
+ *				holds), expire unsendable rows, cancel rows whose code is
+ *				no longer pending and apply late callbacks; queue voice
+ *				fallbacks (fallback.c, at most FALLBACK_BUDGET_MS);
  *	claim		when woken, when a row is due or at the backstop: due
  *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
  *				(queue.c); then start their requests (an SMS: Send
@@ -77,6 +81,8 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 #define PURGE_EVERY_MS 60000
 /* Purging gets at most this much of a turn while a backlog remains. */
 #define PURGE_BUDGET_MS 50
+/* The voice fallback's unit of work is canceled after this long (M1's scan). */
+#define FALLBACK_BUDGET_MS 500
 /* Due rows that could not be claimed (locked by someone) are looked at again this soon. */
 #define LOCKED_RETRY_MS 250
 /* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
@@ -179,7 +185,7 @@ static const char *
 unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *state)
 {
 	char		e164[PLIVO_OTP_MAX_PHONE_LEN + 1];
-	int			min_life = row->voice ? PLIVO_MIN_CALL_LIFE : PLIVO_MIN_MESSAGE_EXPIRY;
+	int			min_life = row->voice ? plivo_otp_min_call_life() : PLIVO_MIN_MESSAGE_EXPIRY;
 
 	*state = PLIVO_OTP_DISPATCH_REFUSED;
 	if (row->expires_at <= now + min_life * USECS_PER_SEC)
@@ -438,6 +444,42 @@ apply_waiting_events(void *arg)
 	(void) plivo_otp_apply_waiting_events();
 }
 
+static void
+wipe_expired_codes(void *arg)
+{
+	(void) plivo_otp_queue_wipe_expired_codes(*(TimestampTz *) arg);
+}
+
+static void
+wipe_locked_codes(void *arg)
+{
+	plivo_otp_queue_wipe_locked_codes();
+}
+
+static void
+wipe_call_bodies(void *arg)
+{
+	(void) plivo_otp_queue_wipe_call_bodies(*(TimestampTz *) arg);
+}
+
+/*
+ * Every second, first: the seal and body wipes, each in a subtransaction
+ * of its own, in a unit of work of their own, so that nothing else the
+ * tick does can roll them back.
+ */
+static void
+wipe_work(void *arg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* Codes that expired or can no longer be re-delivered: wipe their seal. */
+	(void) plivo_otp_run_subtransaction(wipe_expired_codes, &now);
+	/* Codes locked by their failures, rolled back or not: the same. */
+	(void) plivo_otp_run_subtransaction(wipe_locked_codes, NULL);
+	/* Calls whose code expired or is no longer pending: wipe the sentence kept for them. */
+	(void) plivo_otp_run_subtransaction(wipe_call_bodies, &now);
+}
+
 /* Every second: stale rows no longer held, unsendable rows, late callbacks. */
 static void
 expire_work(void *arg)
@@ -449,10 +491,6 @@ expire_work(void *arg)
 	/* Which key this database's codes are made with (crypto/key_check.c). */
 	if (!fingerprint_recorded)
 		fingerprint_recorded = plivo_otp_record_key_fingerprint();
-	/* Codes that expired can no longer be re-delivered: wipe their seal. */
-	(void) plivo_otp_queue_wipe_expired_codes(now);
-	/* Calls whose code expired or is no longer pending: wipe the sentence kept for them. */
-	(void) plivo_otp_queue_wipe_call_bodies(now);
 
 	if (plivo_otp_queue_stale_left() > 0)
 		log_recovered(plivo_otp_queue_recover_stale(now));
@@ -460,10 +498,16 @@ expire_work(void *arg)
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
 	(void) plivo_otp_queue_cancel_orphaned(now);
-	plivo_otp_queue_voice_fallbacks(now);
 
 	/* A backstop for callbacks that raced the recording of their UUID. */
 	(void) plivo_otp_run_subtransaction(apply_waiting_events, NULL);
+}
+
+/* Every second, last: the voice fallbacks that are due (fallback.c). */
+static void
+fallback_work(void *arg)
+{
+	plivo_otp_queue_voice_fallbacks(GetCurrentTimestamp());
 }
 
 /* Judge the requests that finished, and record their outcomes. */
@@ -612,7 +656,10 @@ run_timers(TimestampTz now)
 		recovered = plivo_otp_run_work("finding messages left in flight", find_stale_work, NULL);
 	if (now >= next_expire_at)
 	{
+		plivo_otp_run_work("wiping sealed codes", wipe_work, NULL);
 		plivo_otp_run_work("expiring unsendable messages", expire_work, NULL);
+		plivo_otp_run_work_within("queueing voice fallbacks", fallback_work, NULL,
+								  FALLBACK_BUDGET_MS);
 		next_expire_at = now + EXPIRE_EVERY_MS * 1000;
 	}
 }

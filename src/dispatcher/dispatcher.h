@@ -87,8 +87,7 @@ typedef struct PlivoConfig
 /* Plivo accepts message_expiry from 5 to 10799 seconds. */
 #define PLIVO_MIN_MESSAGE_EXPIRY 5
 #define PLIVO_MAX_MESSAGE_EXPIRY 10799
-/* A call is placed only for a code with this much life left (seconds). */
-#define PLIVO_MIN_CALL_LIFE 15
+/* A call is placed only for a code with plivo_otp_min_call_life() seconds left. */
 
 extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 											   const char *e164, const char *text,
@@ -142,6 +141,7 @@ extern void plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why,
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
 extern int	plivo_otp_queue_cancel_orphaned(TimestampTz now);
 extern int	plivo_otp_queue_wipe_expired_codes(TimestampTz now);
+extern void plivo_otp_queue_wipe_locked_codes(void);
 extern int	plivo_otp_queue_wipe_call_bodies(TimestampTz now);
 extern void plivo_otp_queue_find_stale(MemoryContext context);
 extern int	plivo_otp_queue_stale_left(void);
