@@ -32,8 +32,9 @@
  *				Message; a call: Make Call), at most max_inflight at once
  *				in all, SMS at most max_requests_per_second and calls at
  *				most max_calls_per_second (rate_limit.c; each kind is due,
- *				claimed and rate-limited apart, so a backlog of one never
- *				holds up the other).  Rows that had no room yet stay due,
+ *				claimed and rate-limited apart, and while calls can be
+ *				placed neither kind takes the last slot of max_inflight,
+ *				so a backlog of one never holds up the other).  Rows that had no room yet stay due,
  *				so they go as soon as a request finishes or a token comes;
  *	purge		old rows, every minute, and on every turn while a backlog
  *				remains (at most PURGE_BUDGET_MS of it, retention.c).
@@ -262,8 +263,28 @@ prepare_transfer(void *arg)
 		PG_END_TRY();
 	}
 	t->owner = m;
+	t->kind = PLIVO_OTP_RATE_OF(row->voice);
 	to_start = lappend(to_start, t);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * How many more requests of a kind may run now.  While calls can be placed,
+ * neither kind may hold every slot of max_inflight (when it has more than
+ * one): the last is the other kind's, so a backlog of one kind behind a
+ * slow API never holds up the other.
+ */
+static int
+kind_room(int kind)
+{
+	int			room = plivo_otp_max_inflight - plivo_otp_http_inflight();
+	int			share = plivo_otp_max_inflight;
+	int			own;
+
+	if (share > 1 && config.public_base != NULL && config.caller_id != NULL)
+		share--;
+	own = share - plivo_otp_http_inflight_of(kind);
+	return Max(Min(room, own), 0);
 }
 
 /* How many rows a claim may take: of each kind, and in all. */
@@ -378,8 +399,9 @@ claim_and_start(void)
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
 		int			tokens = plivo_otp_rate_available(kind, now);	/* (Min evaluates twice) */
+		int			free_slots = kind_room(kind);
 
-		limits.of_kind[kind] = Min(limits.room, tokens);
+		limits.of_kind[kind] = Min(free_slots, tokens);
 		any |= limits.of_kind[kind] > 0;
 	}
 	if (!any)
@@ -554,7 +576,7 @@ compute_timeout(TimestampTz now)
 			long		due_ms;
 			long		token_ms;
 
-			if (next_due[kind] == 0 || plivo_otp_http_inflight() >= plivo_otp_max_inflight)
+			if (next_due[kind] == 0 || kind_room(kind) <= 0)
 				continue;
 			due_ms = ms_until(next_due[kind], now);
 			token_ms = plivo_otp_rate_wait_ms(kind, now);
@@ -692,7 +714,7 @@ should_claim(TimestampTz now)
 	/* A kind is worth a claim when a row of it is due and its bucket has a token. */
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 		due |= next_due[kind] != 0 && next_due[kind] <= now &&
-			plivo_otp_rate_wait_ms(kind, now) == 0;
+			plivo_otp_rate_wait_ms(kind, now) == 0 && kind_room(kind) > 0;
 	return configured && recovered && (due || now >= next_backstop_at);
 }
 

@@ -34,6 +34,7 @@ typedef struct HttpTransfer
 	CURL	   *easy;
 	struct curl_slist *headers;
 	void	   *owner;			/* the caller's data about this request */
+	int			kind;			/* the caller's kind of request (PlivoOtpRateKind) */
 	char	   *request_body;	/* palloc'd; wiped when the transfer is freed */
 	size_t		request_len;
 	size_t		request_off;	/* how much of it libcurl has read */
@@ -60,6 +61,7 @@ extern void plivo_otp_http_drive(bool socket_ready);
 extern HttpTransfer *plivo_otp_http_next_done(void);
 extern void plivo_otp_http_abort_all(void (*each) (HttpTransfer *transfer));
 extern int	plivo_otp_http_inflight(void);
+extern int	plivo_otp_http_inflight_of(int kind);
 extern void plivo_otp_http_free(HttpTransfer *transfer);
 
 /* ---- plivo_rest.c ---- */
