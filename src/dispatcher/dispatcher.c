@@ -34,8 +34,9 @@
  *				most max_calls_per_second (rate_limit.c; each kind is due,
  *				claimed and rate-limited apart, and while calls can be
  *				placed neither kind takes the last slot of max_inflight,
- *				so a backlog of one never holds up the other).  Rows that had no room yet stay due,
- *				so they go as soon as a request finishes or a token comes;
+ *				so a backlog of one never holds up the other).  Rows that
+ *				had no room yet stay due, so they go as soon as a request
+ *				finishes or a token comes;
  *	purge		old rows, every minute, and on every turn while a backlog
  *				remains (at most PURGE_BUDGET_MS of it, retention.c).
  *
@@ -82,7 +83,7 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 #define PURGE_EVERY_MS 60000
 /* Purging gets at most this much of a turn while a backlog remains. */
 #define PURGE_BUDGET_MS 50
-/* The voice fallback's unit of work is canceled after this long (M1's scan). */
+/* The voice fallback's unit of work is canceled after this long: the loop is not held up. */
 #define FALLBACK_BUDGET_MS 500
 /* Due rows that could not be claimed (locked by someone) are looked at again this soon. */
 #define LOCKED_RETRY_MS 250
