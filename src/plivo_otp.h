@@ -222,6 +222,8 @@ typedef void (*PlivoOtpWork) (void *arg);
 
 extern void plivo_otp_worker_connect(const char *name);
 extern bool plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg);
+extern bool plivo_otp_run_work_within(const char *activity, PlivoOtpWork work, void *arg,
+									  int timeout_ms);
 extern bool plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg);
 extern bool plivo_otp_try_subtransaction(PlivoOtpWork work, void *arg, ErrorData **error);
 
@@ -278,6 +280,8 @@ extern bytea *plivo_otp_answer_token_digest(const char *token);
 extern void plivo_otp_ledger_shmem_request(void);
 extern void plivo_otp_ledger_shmem_startup(void);
 extern int	plivo_otp_ledger_failures(const pg_uuid_t *id);
+extern void plivo_otp_ledger_note_locked(const pg_uuid_t *id);
+extern int	plivo_otp_ledger_take_locked(pg_uuid_t *ids, int max);
 extern int	plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at,
 								 int failures);
 
@@ -344,6 +348,10 @@ extern void plivo_otp_require_dispatch_database(void);
 
 /* ---- api/live_code.c: a live code, opened to be delivered again ---- */
 extern int	plivo_otp_min_redelivery_life(void);
+/* Seconds of life a code needs beyond ring_timeout for a call to be placed. */
+#define PLIVO_OTP_CALL_LIFE_MARGIN 15
+extern int	plivo_otp_min_call_life(void);
+extern int	plivo_otp_min_redelivery_life_by(const char *channel);
 extern const char *plivo_otp_open_live_code(const pg_uuid_t *id, int attempts,
 											int max_attempts, const bytea *sealed,
 											char *code);

@@ -28,6 +28,30 @@ plivo_otp_min_redelivery_life(void)
 }
 
 /*
+ * A call is placed (first, again after a retry, by otp_resend, by otp_send's
+ * re-delivery or as a fallback) only for a code with more life left than
+ * this (in seconds): the callee may answer only when the phone stopped
+ * ringing, and must then still hear a live code.
+ */
+int
+plivo_otp_min_call_life(void)
+{
+	return plivo_otp_ring_timeout + PLIVO_OTP_CALL_LIFE_MARGIN;
+}
+
+/* The least life a code must have to be delivered again by channel ("sms", "voice"). */
+int
+plivo_otp_min_redelivery_life_by(const char *channel)
+{
+	int			life = plivo_otp_min_redelivery_life();
+	int			call_life = plivo_otp_min_call_life();
+
+	if (strcmp(channel, "voice") == 0 && call_life > life)
+		return call_life;
+	return life;
+}
+
+/*
  * Open the sealed code of verification id, whose row holds attempts and
  * max_attempts: NULL, with the code in code (PLIVO_OTP_MAX_CODE_LEN + 1
  * bytes), or why it cannot be delivered again (a sentence for an errdetail

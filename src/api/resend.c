@@ -73,7 +73,8 @@ unknown_verification(void)
  * lock is held, so phone (read before it) is still the row's.
  */
 static void
-open_code(const pg_uuid_t *id, TimestampTz now, char *code, TimestampTz *expires_at)
+open_code(const pg_uuid_t *id, const char *channel, TimestampTz now, char *code,
+		  TimestampTz *expires_at)
 {
 	Datum		args[1];
 	bool		isnull;
@@ -81,7 +82,7 @@ open_code(const pg_uuid_t *id, TimestampTz now, char *code, TimestampTz *expires
 	const char *why;
 	Datum		sealed;
 	bool		no_seal;
-	int			life = plivo_otp_min_redelivery_life();
+	int			life = plivo_otp_min_redelivery_life_by(channel);
 
 	args[0] = UUIDPGetDatum(id);
 	if (plivo_otp_exec_latest(&lock_verification, args, NULL, 1) != 1)
@@ -156,7 +157,7 @@ resend_code(PG_FUNCTION_ARGS)
 							"code not re-delivered: another send to this number is still in progress");
 
 	now = GetCurrentTimestamp();
-	open_code(id, now, code, &expires_at);
+	open_code(id, channel, now, code, &expires_at);
 	PG_TRY();
 	{
 		PlivoOtpOutbound m = {

@@ -213,7 +213,7 @@ live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
-	args[2] = TimestampTzGetDatum(now + (int64) plivo_otp_min_redelivery_life() * USECS_PER_SEC);
+	args[2] = TimestampTzGetDatum(now + (int64) plivo_otp_min_redelivery_life_by(req->channel) * USECS_PER_SEC);
 	if (plivo_otp_exec_latest(&find_live_code, args, NULL, 1) != 1)
 		return false;
 	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));

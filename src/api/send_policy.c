@@ -8,7 +8,8 @@
  *	  53400 with a detail naming the limit and a hint saying when to retry.
  *
  * Every message counts, re-deliveries of a live code included (each one is
- * an SMS).  The per-number and per-caller limits count rows under their
+ * an SMS or a call), but a voice fallback the dispatcher refused (never
+ * sent).  The per-number and per-caller limits count rows under their
  * key's lock (send_locks.c) with the latest snapshot, which includes this
  * transaction's own earlier sends and whatever a send it waited for
  * committed, whatever the caller's isolation level.  The global cap counts
@@ -29,11 +30,18 @@
 
 #include "plivo_otp.h"
 
+/*
+ * A voice fallback the dispatcher refused (never sent) is no message: it
+ * counts in no limit.  (A filter on the rows the index gives, so the
+ * statements keep their index.)
+ */
+#define SENT_OR_SENDABLE "NOT (origin = 'fallback' AND dispatch_state = 'canceled')"
+
 /* The most recent $3 messages to a number within the window: their count and the oldest. */
 static PlivoOtpStatement recent_to_number = {
 	"SELECT count(*), min(created_at), max(created_at) FROM ("
 	" SELECT created_at FROM plivo_otp.messages"
-	" WHERE phone = $1 AND created_at > $2"
+	" WHERE phone = $1 AND created_at > $2 AND " SENT_OR_SENDABLE
 	" ORDER BY created_at DESC LIMIT $3) s",
 	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}
 };
@@ -49,7 +57,7 @@ static PlivoOtpStatement recent_to_number_v1 = {
 static PlivoOtpStatement recent_from_caller = {
 	"SELECT count(*), min(created_at) FROM ("
 	" SELECT created_at FROM plivo_otp.messages"
-	" WHERE caller_key_digest = $1 AND created_at > $2"
+	" WHERE caller_key_digest = $1 AND created_at > $2 AND " SENT_OR_SENDABLE
 	" ORDER BY created_at DESC LIMIT $3) s",
 	3, {BYTEAOID, TIMESTAMPTZOID, INT4OID}
 };

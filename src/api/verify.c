@@ -11,7 +11,9 @@
  * entry is reserved before that comparison, so a full ledger refuses right
  * and wrong codes alike.  A wrong or
  * malformed code is counted in the ledger at once and in the row within the
- * transaction.
+ * transaction.  A failure that uses up the attempts (or an attempt refused
+ * for that) also notes the code in the ledger, so that the dispatcher wipes
+ * its seal even if the caller rolls the row's new state back.
  *
  * The row is locked FOR UPDATE: two concurrent right answers queue on it,
  * and the second finds it approved -> not_found, using no attempt.
@@ -130,7 +132,11 @@ judge_attempt(const LatestCode *latest, const char *purpose, const char *candida
 	if (failures >= latest->max_attempts)
 	{
 		if (pending)
+		{
+			/* (if the caller rolls this back, the dispatcher wipes the seal) */
+			plivo_otp_ledger_note_locked(&latest->id);
 			store_check_result(latest, PLIVO_OTP_VERIFICATION_MAX_ATTEMPTS, failures, now);
+		}
 		return PLIVO_OTP_CHECK_MAX_ATTEMPTS;
 	}
 
@@ -147,6 +153,8 @@ judge_attempt(const LatestCode *latest, const char *purpose, const char *candida
 	 * evaluates its arguments twice: the ledger is added to only once). */
 	ledger_failures = plivo_otp_ledger_add(&latest->id, latest->expires_at, 1);
 	failures = Max(latest->attempts + 1, ledger_failures);
+	if (ledger_failures >= latest->max_attempts)
+		plivo_otp_ledger_note_locked(&latest->id);
 	store_check_result(latest,
 					   failures >= latest->max_attempts ?
 					   PLIVO_OTP_VERIFICATION_MAX_ATTEMPTS : PLIVO_OTP_VERIFICATION_PENDING,

@@ -138,14 +138,14 @@ pin_commit_durability(void)
  * the queue.
  */
 static bool
-begin_work(const char *activity)
+begin_work(const char *activity, int timeout_ms)
 {
 	Oid			extension;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	pin_commit_durability();
-	enable_timeout_after(STATEMENT_TIMEOUT, WORK_TIMEOUT_MS);
+	enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
 
@@ -209,11 +209,12 @@ report_failed_work(const char *activity)
 }
 
 /*
- * Run work(arg) in its own transaction; false if it could not run or failed
- * (the error is logged, the transaction rolled back).
+ * Run work(arg) in its own transaction, canceled after timeout_ms; false if
+ * it could not run or failed (the error is logged, the transaction rolled
+ * back).
  */
 bool
-plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
+plivo_otp_run_work_within(const char *activity, PlivoOtpWork work, void *arg, int timeout_ms)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	bool		ok = true;
@@ -221,7 +222,7 @@ plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
 	in_work = true;
 	PG_TRY();
 	{
-		if (begin_work(activity))
+		if (begin_work(activity, timeout_ms))
 		{
 			work(arg);
 			end_work();
@@ -244,6 +245,13 @@ plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
 	leave_work();
 	MemoryContextSwitchTo(caller);
 	return ok;
+}
+
+/* The same, with the default timeout of a unit of work (WORK_TIMEOUT_MS). */
+bool
+plivo_otp_run_work(const char *activity, PlivoOtpWork work, void *arg)
+{
+	return plivo_otp_run_work_within(activity, work, arg, WORK_TIMEOUT_MS);
 }
 
 /*

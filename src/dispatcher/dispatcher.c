@@ -17,20 +17,26 @@
  *	interrupts	SIGTERM (stop at once), SIGHUP (reload the settings);
  *	drive		let libcurl make progress, judge finished requests
  *				(outcome.c) and record their outcomes;
- *	timers		find rows left in flight (once), then every second mark
- *				them unknown (those no one holds), expire unsendable rows,
- *				cancel rows whose code is no longer pending, wipe the
- *				bodies of calls whose code expired or is no longer pending,
- *				queue voice fallbacks (fallback.c) and apply late callbacks;
+ *	timers		find rows left in flight (once), then every second, each
+ *				in a unit of work of its own: wipe the seals of codes that
+ *				can no longer be re-delivered (expired, too little life
+ *				left, locked by failures) and the bodies of calls whose
+ *				code expired or is no longer pending (each wipe in its own
+ *				subtransaction); mark stale rows unknown (those no one
+ *				holds), expire unsendable rows, cancel rows whose code is
+ *				no longer pending and apply late callbacks; queue voice
+ *				fallbacks (fallback.c, at most FALLBACK_BUDGET_MS);
  *	claim		when woken, when a row is due or at the backstop: due
  *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
  *				(queue.c); then start their requests (an SMS: Send
  *				Message; a call: Make Call), at most max_inflight at once
  *				in all, SMS at most max_requests_per_second and calls at
  *				most max_calls_per_second (rate_limit.c; each kind is due,
- *				claimed and rate-limited apart, so a backlog of one never
- *				holds up the other).  Rows that had no room yet stay due,
- *				so they go as soon as a request finishes or a token comes;
+ *				claimed and rate-limited apart, and while calls can be
+ *				placed neither kind takes the last slot of max_inflight,
+ *				so a backlog of one never holds up the other).  Rows that
+ *				had no room yet stay due, so they go as soon as a request
+ *				finishes or a token comes;
  *	purge		old rows, every minute, and on every turn while a backlog
  *				remains (at most PURGE_BUDGET_MS of it, retention.c).
  *
@@ -77,6 +83,8 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 #define PURGE_EVERY_MS 60000
 /* Purging gets at most this much of a turn while a backlog remains. */
 #define PURGE_BUDGET_MS 50
+/* The voice fallback's unit of work is canceled after this long: the loop is not held up. */
+#define FALLBACK_BUDGET_MS 500
 /* Due rows that could not be claimed (locked by someone) are looked at again this soon. */
 #define LOCKED_RETRY_MS 250
 /* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
@@ -192,7 +200,7 @@ static const char *
 unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *state)
 {
 	char		e164[PLIVO_OTP_MAX_PHONE_LEN + 1];
-	int			min_life = row->voice ? PLIVO_MIN_CALL_LIFE : PLIVO_MIN_MESSAGE_EXPIRY;
+	int			min_life = row->voice ? plivo_otp_min_call_life() : PLIVO_MIN_MESSAGE_EXPIRY;
 	const char *hint;
 
 	*state = PLIVO_OTP_DISPATCH_REFUSED;
@@ -273,8 +281,28 @@ prepare_transfer(void *arg)
 		PG_END_TRY();
 	}
 	t->owner = m;
+	t->kind = PLIVO_OTP_RATE_OF(row->voice);
 	to_start = lappend(to_start, t);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * How many more requests of a kind may run now.  While calls can be placed,
+ * neither kind may hold every slot of max_inflight (when it has more than
+ * one): the last is the other kind's, so a backlog of one kind behind a
+ * slow API never holds up the other.
+ */
+static int
+kind_room(int kind)
+{
+	int			room = plivo_otp_max_inflight - plivo_otp_http_inflight();
+	int			share = plivo_otp_max_inflight;
+	int			own;
+
+	if (share > 1 && config.public_base != NULL && config.caller_id != NULL)
+		share--;
+	own = share - plivo_otp_http_inflight_of(kind);
+	return Max(Min(room, own), 0);
 }
 
 /* How many rows a claim may take: of each kind, and in all. */
@@ -389,8 +417,9 @@ claim_and_start(void)
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
 		int			tokens = plivo_otp_rate_available(kind, now);	/* (Min evaluates twice) */
+		int			free_slots = kind_room(kind);
 
-		limits.of_kind[kind] = Min(limits.room, tokens);
+		limits.of_kind[kind] = Min(free_slots, tokens);
 		any |= limits.of_kind[kind] > 0;
 	}
 	if (!any)
@@ -455,6 +484,42 @@ apply_waiting_events(void *arg)
 	(void) plivo_otp_apply_waiting_events();
 }
 
+static void
+wipe_expired_codes(void *arg)
+{
+	(void) plivo_otp_queue_wipe_expired_codes(*(TimestampTz *) arg);
+}
+
+static void
+wipe_locked_codes(void *arg)
+{
+	plivo_otp_queue_wipe_locked_codes();
+}
+
+static void
+wipe_call_bodies(void *arg)
+{
+	(void) plivo_otp_queue_wipe_call_bodies(*(TimestampTz *) arg);
+}
+
+/*
+ * Every second, first: the seal and body wipes, each in a subtransaction
+ * of its own, in a unit of work of their own, so that nothing else the
+ * tick does can roll them back.
+ */
+static void
+wipe_work(void *arg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* Codes that expired or can no longer be re-delivered: wipe their seal. */
+	(void) plivo_otp_run_subtransaction(wipe_expired_codes, &now);
+	/* Codes locked by their failures, rolled back or not: the same. */
+	(void) plivo_otp_run_subtransaction(wipe_locked_codes, NULL);
+	/* Calls whose code expired or is no longer pending: wipe the sentence kept for them. */
+	(void) plivo_otp_run_subtransaction(wipe_call_bodies, &now);
+}
+
 /* Every second: stale rows no longer held, unsendable rows, late callbacks. */
 static void
 expire_work(void *arg)
@@ -466,10 +531,6 @@ expire_work(void *arg)
 	/* Which key this database's codes are made with (crypto/key_check.c). */
 	if (!fingerprint_recorded)
 		fingerprint_recorded = plivo_otp_record_key_fingerprint();
-	/* Codes that expired can no longer be re-delivered: wipe their seal. */
-	(void) plivo_otp_queue_wipe_expired_codes(now);
-	/* Calls whose code expired or is no longer pending: wipe the sentence kept for them. */
-	(void) plivo_otp_queue_wipe_call_bodies(now);
 
 	if (plivo_otp_queue_stale_left() > 0)
 		log_recovered(plivo_otp_queue_recover_stale(now));
@@ -477,10 +538,16 @@ expire_work(void *arg)
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
 	(void) plivo_otp_queue_cancel_orphaned(now);
-	plivo_otp_queue_voice_fallbacks(now);
 
 	/* A backstop for callbacks that raced the recording of their UUID. */
 	(void) plivo_otp_run_subtransaction(apply_waiting_events, NULL);
+}
+
+/* Every second, last: the voice fallbacks that are due (fallback.c). */
+static void
+fallback_work(void *arg)
+{
+	plivo_otp_queue_voice_fallbacks(GetCurrentTimestamp());
 }
 
 /* Judge the requests that finished, and record their outcomes. */
@@ -527,7 +594,7 @@ compute_timeout(TimestampTz now)
 			long		due_ms;
 			long		token_ms;
 
-			if (next_due[kind] == 0 || plivo_otp_http_inflight() >= plivo_otp_max_inflight)
+			if (next_due[kind] == 0 || kind_room(kind) <= 0)
 				continue;
 			due_ms = ms_until(next_due[kind], now);
 			token_ms = plivo_otp_rate_wait_ms(kind, now);
@@ -629,7 +696,10 @@ run_timers(TimestampTz now)
 		recovered = plivo_otp_run_work("finding messages left in flight", find_stale_work, NULL);
 	if (now >= next_expire_at)
 	{
+		plivo_otp_run_work("wiping sealed codes", wipe_work, NULL);
 		plivo_otp_run_work("expiring unsendable messages", expire_work, NULL);
+		plivo_otp_run_work_within("queueing voice fallbacks", fallback_work, NULL,
+								  FALLBACK_BUDGET_MS);
 		next_expire_at = now + EXPIRE_EVERY_MS * 1000;
 	}
 }
@@ -662,7 +732,7 @@ should_claim(TimestampTz now)
 	/* A kind is worth a claim when a row of it is due and its bucket has a token. */
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 		due |= next_due[kind] != 0 && next_due[kind] <= now &&
-			plivo_otp_rate_wait_ms(kind, now) == 0;
+			plivo_otp_rate_wait_ms(kind, now) == 0 && kind_room(kind) > 0;
 	return configured && recovered && (due || now >= next_backstop_at);
 }
 

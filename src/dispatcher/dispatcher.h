@@ -34,6 +34,7 @@ typedef struct HttpTransfer
 	CURL	   *easy;
 	struct curl_slist *headers;
 	void	   *owner;			/* the caller's data about this request */
+	int			kind;			/* the caller's kind of request (PlivoOtpRateKind) */
 	char	   *request_body;	/* palloc'd; wiped when the transfer is freed */
 	size_t		request_len;
 	size_t		request_off;	/* how much of it libcurl has read */
@@ -60,6 +61,7 @@ extern void plivo_otp_http_drive(bool socket_ready);
 extern HttpTransfer *plivo_otp_http_next_done(void);
 extern void plivo_otp_http_abort_all(void (*each) (HttpTransfer *transfer));
 extern int	plivo_otp_http_inflight(void);
+extern int	plivo_otp_http_inflight_of(int kind);
 extern void plivo_otp_http_free(HttpTransfer *transfer);
 
 /* ---- plivo_rest.c ---- */
@@ -87,8 +89,7 @@ typedef struct PlivoConfig
 /* Plivo accepts message_expiry from 5 to 10799 seconds. */
 #define PLIVO_MIN_MESSAGE_EXPIRY 5
 #define PLIVO_MAX_MESSAGE_EXPIRY 10799
-/* A call is placed only for a code with this much life left (seconds). */
-#define PLIVO_MIN_CALL_LIFE 15
+/* A call is placed only for a code with plivo_otp_min_call_life() seconds left. */
 
 extern HttpTransfer *plivo_otp_message_request(const PlivoConfig *config, const pg_uuid_t *id,
 											   const char *e164, const char *sender,
@@ -143,6 +144,7 @@ extern void plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why,
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
 extern int	plivo_otp_queue_cancel_orphaned(TimestampTz now);
 extern int	plivo_otp_queue_wipe_expired_codes(TimestampTz now);
+extern void plivo_otp_queue_wipe_locked_codes(void);
 extern int	plivo_otp_queue_wipe_call_bodies(TimestampTz now);
 extern void plivo_otp_queue_find_stale(MemoryContext context);
 extern int	plivo_otp_queue_stale_left(void);

@@ -5,10 +5,11 @@
  *	  with the same code, placed by the dispatcher's one-second tick.
  *
  * With plivo_otp.voice_fallback_after > 0, a code is called once when it is
- * pending with its seal, has more than ring_timeout + FALLBACK_MARGIN_SECS
- * of life left, none of its SMS was delivered, one was reported
- * undelivered, failed or rejected or was accepted more than
- * voice_fallback_after ago, and it has no call yet (an application that
+ * pending with its seal, has more than plivo_otp_min_call_life()
+ * (ring_timeout + PLIVO_OTP_CALL_LIFE_MARGIN) of life left, none of its
+ * SMS was delivered, its latest SMS was reported undelivered, failed or
+ * rejected or was accepted more than voice_fallback_after ago, and it has
+ * no call yet (an application that
  * called by otp_resend gets no second one).  The call is a messages row
  * (channel voice, origin fallback: the unique index messages_one_fallback
  * allows one per code) that the claim then sends like any other.
@@ -42,8 +43,6 @@
 #include "dispatcher.h"
 
 #define FALLBACK_BATCH 20
-/* Life a code must have beyond ring_timeout for a call to be worth placing. */
-#define FALLBACK_MARGIN_SECS 15
 
 /*
  * The codes due for a call, found through their SMS that Plivo accepted and
@@ -222,7 +221,7 @@ fallback_work(void *arg)
 	int			n;
 	Candidate  *c;
 
-	args[0] = TimestampTzGetDatum(now + (int64) (plivo_otp_ring_timeout + FALLBACK_MARGIN_SECS) * USECS_PER_SEC);
+	args[0] = TimestampTzGetDatum(now + (int64) plivo_otp_min_call_life() * USECS_PER_SEC);
 	args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_voice_fallback_after * USECS_PER_SEC);
 	n = plivo_otp_exec(&find_candidates, args, NULL, false, 0);
 	c = palloc0(Max(n, 1) * sizeof(Candidate));
@@ -246,7 +245,7 @@ fallback_work(void *arg)
 }
 
 /*
- * The dispatcher's hook, once a second inside its periodic unit of work:
+ * The dispatcher's hook, once a second in a unit of work of its own:
  * queue the voice fallbacks that are due, if the fallback is on.  Its
  * failure is logged and leaves the rest of the unit alone.
  */

@@ -311,6 +311,17 @@ plivo_otp_http_inflight(void)
 	return running;
 }
 
+/* Running transfers of one kind (HttpTransfer.kind); at most max_inflight to count. */
+int
+plivo_otp_http_inflight_of(int kind)
+{
+	int			n = 0;
+
+	for (HttpTransfer *t = active; t != NULL; t = t->next)
+		n += t->kind == kind;
+	return n;
+}
+
 void
 plivo_otp_http_free(HttpTransfer *t)
 {

@@ -16,7 +16,7 @@
  *									   jitter (Retry-After honoured), until
  *									   the code is about to expire -> expired,
  *									   never late (an SMS needs 5 s of life
- *									   left, a call PLIVO_MIN_CALL_LIFE)
+ *									   left, a call plivo_otp_min_call_life())
  *	500, 502, 504 and other 5xx, a failure after the request left (timeout,
  *	connection dropped), a 2xx without a UUID, or a stop while a request
  *	was in flight: Plivo may have taken it
@@ -129,7 +129,7 @@ retry_or_expire(InflightMessage *m, int http_status, const char *error, long ret
 		delay *= 0.5 + 0.5 * pg_prng_double(&pg_global_prng_state);
 	}
 	if (m->expires_at - now <= (int64) (delay * USECS_PER_SEC) +
-		(m->voice ? PLIVO_MIN_CALL_LIFE : PLIVO_MIN_MESSAGE_EXPIRY) * USECS_PER_SEC)
+		(int64) (m->voice ? plivo_otp_min_call_life() : PLIVO_MIN_MESSAGE_EXPIRY) * USECS_PER_SEC)
 	{
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_EXPIRED, NULL, http_status,
 							  psprintf("code expired while retrying: %s", error), 0);

@@ -136,7 +136,11 @@ static PlivoOtpStatement expire_unsendable = {
 	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
-/* Codes that expired can no longer be re-delivered: wipe their seal. */
+/*
+ * Codes that expired, or have too little life left to be delivered again
+ * ($1 = now + plivo_otp_min_redelivery_life()), can no longer be
+ * re-delivered: wipe their seal.
+ */
 static PlivoOtpStatement wipe_expired_codes = {
 	"UPDATE plivo_otp.verifications v SET code_sealed = NULL"
 	" FROM (SELECT id FROM plivo_otp.verifications"
@@ -144,6 +148,25 @@ static PlivoOtpStatement wipe_expired_codes = {
 	"       LIMIT 1000 FOR UPDATE SKIP LOCKED) e"
 	" WHERE v.id = e.id",
 	1, {TIMESTAMPTZOID}
+};
+
+/*
+ * Codes the ledger noted as locked by their failures ($1): wipe their seal,
+ * and return the ids still sealed that someone holds locked (the caller
+ * notes them again for a later tick).  The SELECT sees the rows as before
+ * the UPDATE, so the wiped ones are taken out by name.
+ */
+static PlivoOtpStatement wipe_locked_codes = {
+	"WITH wiped AS ("
+	" UPDATE plivo_otp.verifications v SET code_sealed = NULL"
+	" FROM (SELECT id FROM plivo_otp.verifications"
+	"       WHERE id = ANY ($1) AND code_sealed IS NOT NULL"
+	"       FOR UPDATE SKIP LOCKED) l"
+	" WHERE v.id = l.id RETURNING v.id)"
+	" SELECT id FROM plivo_otp.verifications"
+	" WHERE id = ANY ($1) AND code_sealed IS NOT NULL"
+	" AND id NOT IN (SELECT id FROM wiped)",
+	1, {UUIDARRAYOID}
 };
 
 /*
@@ -442,7 +465,10 @@ plivo_otp_queue_recover_stale(TimestampTz now)
 	return r.marked;
 }
 
-/* Wipe the seal of expired codes (a batch; rows an application holds wait); returns how many. */
+/*
+ * Wipe the seal of codes that expired or can no longer be re-delivered (a
+ * batch; rows an application holds wait); returns how many.
+ */
 int
 plivo_otp_queue_wipe_expired_codes(TimestampTz now)
 {
@@ -450,8 +476,45 @@ plivo_otp_queue_wipe_expired_codes(TimestampTz now)
 
 	if (!plivo_otp_schema_is_v2())
 		return 0;
-	args[0] = TimestampTzGetDatum(now);
+	args[0] = TimestampTzGetDatum(now + (int64) plivo_otp_min_redelivery_life() * USECS_PER_SEC);
 	return plivo_otp_exec(&wipe_expired_codes, args, NULL, false, 0);
+}
+
+/* How many locked codes one tick takes from the ledger. */
+#define LOCKED_BATCH 64
+
+/*
+ * Wipe the seal of the codes the ledger noted as locked by their failures
+ * (rolled back or not); ids someone holds locked are noted again.
+ */
+void
+plivo_otp_queue_wipe_locked_codes(void)
+{
+	pg_uuid_t	ids[LOCKED_BATCH];
+	int			n;
+	Datum		args[1];
+	bool		isnull;
+	int			left;
+
+	if (!plivo_otp_schema_is_v2())
+		return;
+	n = plivo_otp_ledger_take_locked(ids, LOCKED_BATCH);
+	if (n == 0)
+		return;
+	args[0] = uuid_array(ids, n);
+	PG_TRY();
+	{
+		left = plivo_otp_exec(&wipe_locked_codes, args, NULL, false, 0);
+	}
+	PG_CATCH();
+	{
+		for (int i = 0; i < n; i++)
+			plivo_otp_ledger_note_locked(&ids[i]);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	for (int i = 0; i < left; i++)
+		plivo_otp_ledger_note_locked(DatumGetUUIDP(plivo_otp_get(i, 1, &isnull)));
 }
 
 /* Wipe the bodies of calls whose code expired or is no longer pending (a batch); returns how many. */

@@ -17,6 +17,13 @@
  * attempt; only a crash or a failover loses the rolled-back failures of the
  * codes alive at that moment.
  *
+ * A failure that brings a code's count to its max_attempts also notes the
+ * code in a small ring of "locked" ids (same lock): the caller may roll
+ * back the row's max_attempts state and the seal wipe that goes with it, so
+ * the dispatcher's tick drains the ring and wipes those seals itself.  A
+ * full ring drops the oldest id (that code's seal then goes when it
+ * expires, or at its next refused attempt, which notes it again).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -38,10 +45,15 @@ typedef struct LedgerEntry
 	TimestampTz expires_at;
 } LedgerEntry;
 
+/* Codes locked by their failures, waiting for the dispatcher to wipe their seal. */
+#define LOCKED_RING_SIZE 256
+
 typedef struct LedgerShared
 {
-	LWLock	   *lock;			/* guards the hash and full_reported */
+	LWLock	   *lock;			/* guards the hash, full_reported and the ring */
 	bool		full_reported;
+	int			nlocked;		/* ids in locked[0 .. nlocked) */
+	pg_uuid_t	locked[LOCKED_RING_SIZE];
 } LedgerShared;
 
 static LedgerShared *shared = NULL;
@@ -73,6 +85,7 @@ plivo_otp_ledger_shmem_startup(void)
 	{
 		shared->lock = &(GetNamedLWLockTranche("plivo_otp ledger"))->lock;
 		shared->full_reported = false;
+		shared->nlocked = 0;
 	}
 	info.keysize = sizeof(pg_uuid_t);
 	info.entrysize = sizeof(LedgerEntry);
@@ -280,4 +293,53 @@ plivo_otp_ledger_add(const pg_uuid_t *id, TimestampTz expires_at, int failures)
 	total = (ledger_entry(id, expires_at)->failures += failures);
 	LWLockRelease(shared->lock);
 	return total;
+}
+
+/*
+ * Note that verification id is locked by its failures (its count reached
+ * max_attempts): the dispatcher wipes its seal (plivo_otp_ledger_take_locked).
+ * An id already noted is not noted twice; a full ring drops its oldest.
+ */
+void
+plivo_otp_ledger_note_locked(const pg_uuid_t *id)
+{
+	require_shared();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < shared->nlocked; i++)
+	{
+		if (memcmp(&shared->locked[i], id, sizeof(pg_uuid_t)) == 0)
+		{
+			LWLockRelease(shared->lock);
+			return;
+		}
+	}
+	if (shared->nlocked == LOCKED_RING_SIZE)
+	{
+		memmove(&shared->locked[0], &shared->locked[1],
+				(LOCKED_RING_SIZE - 1) * sizeof(pg_uuid_t));
+		shared->nlocked--;
+	}
+	shared->locked[shared->nlocked++] = *id;
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * Move up to max noted ids into ids (the caller's array) and forget them;
+ * returns how many.  Ids whose seal could not be wiped yet are noted again
+ * by the caller.
+ */
+int
+plivo_otp_ledger_take_locked(pg_uuid_t *ids, int max)
+{
+	int			n;
+
+	require_shared();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	n = Min(shared->nlocked, max);
+	memcpy(ids, shared->locked, n * sizeof(pg_uuid_t));
+	memmove(&shared->locked[0], &shared->locked[n],
+			(shared->nlocked - n) * sizeof(pg_uuid_t));
+	shared->nlocked -= n;
+	LWLockRelease(shared->lock);
+	return n;
 }

@@ -65,11 +65,23 @@ static int	nreserved = 0;
 static int	reserved_room = 0;
 static bool callbacks_registered = false;
 
-/* Every message counts (re-deliveries too); Unix seconds, converted below. */
+/*
+ * Every message counts (re-deliveries too), but a voice fallback the
+ * dispatcher refused (never sent, and given back when refused); Unix
+ * seconds, converted below.
+ */
+#define SENDS_LAST_HOUR(filter) \
+	"SELECT floor(extract(epoch FROM created_at))::int8, count(*)::int4" \
+	" FROM plivo_otp.messages WHERE created_at > $1" filter " GROUP BY 1"
+
 static PlivoOtpStatement sends_last_hour = {
-	"SELECT floor(extract(epoch FROM created_at))::int8, count(*)::int4"
-	" FROM plivo_otp.messages WHERE created_at > $1 GROUP BY 1",
+	SENDS_LAST_HOUR(" AND NOT (origin = 'fallback' AND dispatch_state = 'canceled')"),
 	1, {TIMESTAMPTZOID}
+};
+
+/* 0.1.0's table, while an upgrade is pending: no origin. */
+static PlivoOtpStatement sends_last_hour_v1 = {
+	SENDS_LAST_HOUR(""), 1, {TIMESTAMPTZOID}
 };
 
 /* Unix seconds to PostgreSQL's (since 2000-01-01), as second_of() counts. */
@@ -188,7 +200,8 @@ load_once(TimestampTz now)
 	if (budget->loaded || !can_load())
 		return;
 	args[0] = TimestampTzGetDatum(now - (int64) WINDOW_SECS * USECS_PER_SEC);
-	n = plivo_otp_exec_latest(&sends_last_hour, args, NULL, 0);
+	n = plivo_otp_exec_latest(plivo_otp_schema_is_v2() ? &sends_last_hour : &sends_last_hour_v1,
+							  args, NULL, 0);
 	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
 	if (!budget->loaded)
 	{
