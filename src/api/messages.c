@@ -7,7 +7,8 @@
  * No phone number and no body leaves: a row says which channel, where it
  * came from (send, redeliver, resend, fallback), our dispatch state,
  * Plivo's delivery status and the meaning of its error code for its
- * channel (PLIVO_OTP_ERROR_TEXT).  An unknown id gives no row.
+ * channel (PLIVO_OTP_ERROR_TEXT), and for an SMS its encoding (gsm7 or
+ * ucs2) and segments.  An unknown id gives no row.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,12 +23,12 @@
 
 PG_FUNCTION_INFO_V1(plivo_otp_messages);
 
-#define MESSAGES_COLUMNS 13
+#define MESSAGES_COLUMNS 15
 
 static PlivoOtpStatement list_messages = {
 	"SELECT m.id, m.channel, m.origin, m.dispatch_state, m.delivery_status,"
 	"  m.provider_uuid, m.error_code, " PLIVO_OTP_ERROR_TEXT("m") ", m.tries,"
-	"  m.created_at, m.accepted_at, m.answered_at, m.updated_at"
+	"  m.created_at, m.accepted_at, m.answered_at, m.updated_at, m.encoding, m.segments"
 	" FROM plivo_otp.messages m WHERE m.verification_id = $1"
 	" ORDER BY m.created_at, m.id",
 	1, {UUIDOID}

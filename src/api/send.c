@@ -79,10 +79,10 @@ static PlivoOtpStatement cancel_pending_v1 = {
 static PlivoOtpStatement insert_verification = {
 	"INSERT INTO plivo_otp.verifications"
 	" (id, phone, purpose, channel, code_digest, max_attempts, idempotency_key,"
-	"  created_at, expires_at, updated_at, code_sealed)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10)",
-	10, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID}
+	"  created_at, expires_at, updated_at, code_sealed, locale)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10, $11)",
+	11, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, TEXTOID}
 };
 
 static PlivoOtpStatement insert_verification_v1 = {
@@ -103,6 +103,7 @@ typedef struct SendRequest
 	char	   *idempotency_key;	/* NULL when none */
 	char	   *caller_key;		/* NULL when none */
 	bytea	   *caller_digest;	/* its keyed hash: no caller key is stored */
+	char	   *locale;			/* canonical BCP 47 tag, NULL when none */
 	bool		v2;				/* the 0.2.0 schema is installed */
 } SendRequest;
 
@@ -163,6 +164,7 @@ read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
 	}
 
 	req->caller_digest = plivo_otp_caller_key_arg(fcinfo, 4, &req->caller_key);
+	req->locale = PG_NARGS() > 5 ? plivo_otp_locale_arg(fcinfo, 5) : NULL;
 
 	if (!plivo_otp_country_allowed(req->phone, plivo_otp_allowed_countries))
 	{
@@ -245,8 +247,8 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 				   TimestampTz now, TimestampTz expires_at)
 {
 	uint8		digest[PLIVO_OTP_DIGEST_LEN];
-	Datum		args[10];
-	char		nulls[10];
+	Datum		args[11];
+	char		nulls[11];
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
@@ -271,6 +273,8 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 	if (req->v2)
 	{
 		args[9] = PointerGetDatum(plivo_otp_seal(PLIVO_OTP_KEY_CODE_SEAL, id, code));
+		args[10] = req->locale ? CStringGetTextDatum(req->locale) : (Datum) 0;
+		nulls[10] = req->locale ? ' ' : 'n';
 		plivo_otp_exec(&insert_verification, args, nulls, false, 0);
 	}
 	else
@@ -292,6 +296,7 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 		.expires_at = expires_at,
 		.caller_digest = req->caller_digest,
 		.idempotency_key = req->idempotency_key,
+		.locale = req->locale,
 		.v2 = req->v2
 	};
 	pg_uuid_t	message_id;
