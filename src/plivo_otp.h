@@ -391,6 +391,7 @@ extern const char *plivo_otp_open_live_code(const pg_uuid_t *id, int attempts,
 
 /* ---- api/args.c: arguments shared by the SQL functions ---- */
 extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);
+extern bool plivo_otp_valid_purpose(const char *purpose);
 extern char *plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno);
 extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
 extern char *plivo_otp_locale_arg(FunctionCallInfo fcinfo, int argno);

@@ -46,12 +46,23 @@ plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out)
 	pfree(input);
 }
 
+/* 1 to MAX_PURPOSE_LEN letters, digits, '_', '-', '.' or ':' (templates.purpose too). */
+bool
+plivo_otp_valid_purpose(const char *purpose)
+{
+	int			len = strlen(purpose);
+
+	for (const char *p = purpose; *p; p++)
+		if (!isalnum((unsigned char) *p) && *p != '_' && *p != '-' && *p != '.' && *p != ':')
+			return false;
+	return len >= 1 && len <= MAX_PURPOSE_LEN;
+}
+
 /* Purpose argument argno: 1 to 64 letters, digits, '_', '-', '.' or ':'. */
 char *
 plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
 {
 	char	   *purpose;
-	int			len;
 
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
@@ -60,15 +71,7 @@ plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
 				 errhint("Omit the argument to use the purpose 'default'."),
 				 errhidestmt(true)));
 	purpose = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	len = strlen(purpose);
-	for (int i = 0; i < len; i++)
-	{
-		char		c = purpose[i];
-
-		if (!isalnum((unsigned char) c) && c != '_' && c != '-' && c != '.' && c != ':')
-			len = -1;
-	}
-	if (len < 1 || len > MAX_PURPOSE_LEN)
+	if (!plivo_otp_valid_purpose(purpose))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid purpose"),

@@ -15,8 +15,6 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
-
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -25,8 +23,6 @@
 
 PG_FUNCTION_INFO_V1(plivo_otp_template_check);
 PG_FUNCTION_INFO_V1(plivo_otp_sms_segments_sql);
-
-#define MAX_PURPOSE_LEN 64
 
 static const char *
 text_arg(FunctionCallInfo fcinfo, int argno)
@@ -44,18 +40,6 @@ refuse(int sqlstate, const char *message, const char *detail, const char *hint)
 			 errhint("%s", hint)));
 }
 
-/* A purpose as otp_send takes it (api/args.c), or 'default'. */
-static bool
-valid_purpose(const char *purpose)
-{
-	int			len = strlen(purpose);
-
-	for (const char *p = purpose; *p; p++)
-		if (!isalnum((unsigned char) *p) && *p != '_' && *p != '-' && *p != '.' && *p != ':')
-			return false;
-	return len >= 1 && len <= MAX_PURPOSE_LEN;
-}
-
 /* template_check(purpose, channel, locale, body, voice_language, voice_name) returns the locale. */
 Datum
 plivo_otp_template_check(PG_FUNCTION_ARGS)
@@ -70,7 +54,7 @@ plivo_otp_template_check(PG_FUNCTION_ARGS)
 	char	   *detail;
 	PlivoOtpTemplateProblem problem;
 
-	if (purpose == NULL || !valid_purpose(purpose))
+	if (purpose == NULL || !plivo_otp_valid_purpose(purpose))
 		refuse(ERRCODE_INVALID_PARAMETER_VALUE, "invalid template purpose",
 			   "A purpose is 1 to 64 letters, digits, '_', '-', '.' or ':'.",
 			   "Use the purpose otp_send is given, such as 'login', or 'default' for every purpose.");
