@@ -25,6 +25,7 @@ OBJS = \
 	src/common/url.o \
 	src/common/states.o \
 	src/common/errors.o \
+	src/common/segments.o \
 	src/common/templates.o \
 	src/common/outbound.o \
 	src/common/senders.o \
@@ -47,6 +48,7 @@ OBJS = \
 	src/api/status.o \
 	src/api/resend.o \
 	src/api/messages.o \
+	src/api/templates_sql.o \
 	src/api/stats.o \
 	src/api/callback.o \
 	src/api/senders_trigger.o \
@@ -69,7 +71,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone numbers send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks voice_callbacks redeliver voice senders upgrade
+	settings privileges signature callbacks voice_callbacks redeliver voice senders templates upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)

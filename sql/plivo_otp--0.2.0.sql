@@ -204,15 +204,16 @@ CREATE FUNCTION plivo_otp.otp_send(phone text,
 								   channel text DEFAULT 'sms',
 								   purpose text DEFAULT 'default',
 								   idempotency_key text DEFAULT NULL,
-								   caller_key text DEFAULT NULL)
+								   caller_key text DEFAULT NULL,
+								   locale text DEFAULT NULL)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'plivo_otp_send'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text, text) IS
-'issue a code to a phone number (or re-deliver its live code); it is delivered only if the calling transaction commits';
+COMMENT ON FUNCTION plivo_otp.otp_send(text, text, text, text, text, text) IS
+'issue a code to a phone number (or re-deliver its live code), in the template of its locale and purpose; it is delivered only if the calling transaction commits';
 -- Issues codes and costs money: only roles granted the API.
-REVOKE ALL ON FUNCTION plivo_otp.otp_send(text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plivo_otp.otp_send(text, text, text, text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION plivo_otp.otp_check(phone text, code text, purpose text DEFAULT 'default')
 RETURNS text
@@ -277,7 +278,7 @@ CREATE FUNCTION plivo_otp.otp_messages(verification_id uuid,
 	OUT delivery_status text, OUT provider_uuid text, OUT error_code text,
 	OUT error_text text, OUT tries integer, OUT created_at timestamptz,
 	OUT accepted_at timestamptz, OUT answered_at timestamptz, OUT updated_at timestamptz,
-	OUT sender text)
+	OUT sender text, OUT encoding text, OUT segments integer)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'plivo_otp_messages'
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER
@@ -322,13 +323,14 @@ COMMENT ON VIEW plivo_otp.dispatcher_stats IS 'one row: the state of the outboun
 -- Monitoring: what the SQL API did since the counters started.
 CREATE FUNCTION plivo_otp.api_stats(
 	OUT sends bigint, OUT refused_sends bigint, OUT approved bigint,
-	OUT failed_checks bigint, OUT since timestamptz, OUT sends_last_hour bigint)
+	OUT failed_checks bigint, OUT since timestamptz, OUT sends_last_hour bigint,
+	OUT sms_segments bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'plivo_otp_api_stats'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION plivo_otp.api_stats() IS
-'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started; sends the global hourly cap counts now';
+'codes sent, sends refused by a limit, approved verifications and failed checks since the counters started; sends the global hourly cap counts now; SMS segments queued';
 -- Counts activity across every application: monitoring roles only, once granted.
 REVOKE ALL ON FUNCTION plivo_otp.api_stats() FROM PUBLIC;
 
@@ -381,3 +383,78 @@ CREATE TRIGGER senders_check BEFORE INSERT OR UPDATE ON plivo_otp.senders
 -- The sender chosen when the message was queued; NULL on rows queued
 -- before (the dispatcher then uses the settings).
 ALTER TABLE plivo_otp.messages ADD COLUMN sender text;
+
+-- ==== issue 10, templates: texts by locale and purpose, SMS segments ====
+-- The administrator's templates (common/templates.c).  For a code in locale
+-- fr-FR and purpose login, the first of: (login, fr-FR), (default, fr-FR),
+-- (login, fr), (default, fr), (login, default), (default, default); then the
+-- settings plivo_otp.sms_template / voice_template.  Every row is checked
+-- by the trigger (plivo_otp.template_check): {code} present, no unknown
+-- placeholder, not too long, at most plivo_otp.max_segments SMS segments.
+CREATE TABLE plivo_otp.templates (
+	purpose			text NOT NULL DEFAULT 'default',	-- otp_send's purpose, or 'default' for every purpose
+	locale			text NOT NULL DEFAULT 'default',	-- BCP 47 tag (fr-FR, fr), or 'default'
+	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	body			text NOT NULL,		-- {code}, {minutes}, {app}
+	voice_language	text,				-- a call's Speak language; NULL: plivo_otp.voice_language
+	voice_name		text,				-- a call's Speak voice; NULL: plivo_otp.voice_name
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (purpose, locale, channel)
+);
+-- Only the extension owner writes templates (they reach every phone).
+REVOKE ALL ON TABLE plivo_otp.templates FROM PUBLIC;
+COMMENT ON TABLE plivo_otp.templates IS 'texts of the SMS and calls by purpose, locale and channel; checked on write';
+-- pg_dump keeps the administrator's rows.
+SELECT pg_catalog.pg_extension_config_dump('plivo_otp.templates', '');
+
+CREATE FUNCTION plivo_otp.template_check(purpose text, channel text, locale text, body text,
+										 voice_language text, voice_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'plivo_otp_template_check'
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.template_check(text, text, text, text, text, text) IS
+'refuse a template Plivo could not deliver (no {code}, unknown placeholder, too long, too many segments); returns the locale in canonical case';
+-- Called by the templates' trigger, as the extension owner.
+REVOKE ALL ON FUNCTION plivo_otp.template_check(text, text, text, text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION plivo_otp.templates_check_row()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.locale := plivo_otp.template_check(NEW.purpose, NEW.channel, NEW.locale, NEW.body,
+										   NEW.voice_language, NEW.voice_name);
+	NEW.updated_at := now();
+	IF TG_OP = 'UPDATE' THEN
+		NEW.created_at := OLD.created_at;
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION plivo_otp.templates_check_row() IS 'trigger: every row of plivo_otp.templates is checked when written';
+-- A trigger function: nobody calls it.
+REVOKE ALL ON FUNCTION plivo_otp.templates_check_row() FROM PUBLIC;
+CREATE TRIGGER templates_check_row BEFORE INSERT OR UPDATE ON plivo_otp.templates
+	FOR EACH ROW EXECUTE FUNCTION plivo_otp.templates_check_row();
+
+CREATE FUNCTION plivo_otp.sms_segments(body text,
+	OUT encoding text, OUT segments integer, OUT characters integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'plivo_otp_sms_segments_sql'
+LANGUAGE C IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.sms_segments(text) IS
+'how Plivo counts an SMS text: gsm7 (160, then 153 per segment; an extension character counts two) or ucs2 (70, then 67)';
+-- A tool for administrators: grant it as wanted.
+REVOKE ALL ON FUNCTION plivo_otp.sms_segments(text) FROM PUBLIC;
+
+-- The locale otp_send was given (resends and fallbacks use it); each SMS's
+-- encoding and segments; a call's Speak language and voice, from its template.
+ALTER TABLE plivo_otp.verifications ADD COLUMN locale text;
+ALTER TABLE plivo_otp.messages ADD COLUMN encoding text CHECK (encoding IN ('gsm7', 'ucs2'));
+ALTER TABLE plivo_otp.messages ADD COLUMN segments integer CHECK (segments > 0);
+ALTER TABLE plivo_otp.messages ADD COLUMN voice_language text;
+ALTER TABLE plivo_otp.messages ADD COLUMN voice_name text;

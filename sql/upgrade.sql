@@ -50,8 +50,13 @@ SELECT extversion FROM pg_extension WHERE extname = 'plivo_otp';
 SELECT plivo_otp.otp_send('+15005559001') AS vid \gset
 SELECT test.learn_code(:'vid') AS code \gset
 
+-- The SMS template this installation set is carried into plivo_otp.templates;
+-- the voice template is the built-in one, so it is not.
+SET plivo_otp.sms_template = 'Old {code} template';
 ALTER EXTENSION plivo_otp UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'plivo_otp';
+RESET plivo_otp.sms_template;
+SELECT purpose, locale, channel, body FROM plivo_otp.templates;
 
 -- The queued message is still queued and sealed; the code still verifies.
 SELECT dispatch_state, body IS NOT NULL AS sealed

@@ -57,6 +57,8 @@ extern char *plivo_otp_api_url;
 extern char *plivo_otp_public_url;
 extern char *plivo_otp_sms_template;
 extern char *plivo_otp_voice_template;
+extern char *plivo_otp_app_name;
+extern int	plivo_otp_max_segments;
 extern char *plivo_otp_voice_sender;
 extern char *plivo_otp_voice_language;
 extern char *plivo_otp_voice_name;
@@ -89,10 +91,50 @@ extern int	plivo_otp_listen_port;
 extern int	plivo_otp_listen_max_connections;
 extern int	plivo_otp_listen_max_connections_per_address;
 extern void plivo_otp_define_settings(void);
+extern bool plivo_otp_valid_voice_name(const char *v);
+extern bool plivo_otp_valid_voice_language(const char *v);
+
+/* ---- common/segments.c: an SMS's encoding and segments, as Plivo counts them ---- */
+#define PLIVO_OTP_SMS_MAX_GSM7	1600	/* longest text Plivo takes, GSM-7 characters */
+#define PLIVO_OTP_SMS_MAX_UCS2	737		/* the same in UCS-2 */
+
+typedef struct PlivoOtpSmsSegments
+{
+	bool		ucs2;			/* else GSM-7 */
+	int			characters;		/* GSM-7 septets (an extension character is 2) or UTF-16 units */
+	int			segments;
+} PlivoOtpSmsSegments;
+
+extern void plivo_otp_sms_segments(const char *text, PlivoOtpSmsSegments *out);
 
 /* ---- common/templates.c: the texts sent, rendered from the templates ---- */
-extern char *plivo_otp_render_sms(const char *code, int ttl_seconds);
-extern char *plivo_otp_render_voice(const char *code, int ttl_seconds);
+#define PLIVO_OTP_MAX_LOCALE_LEN	35		/* a BCP 47 tag such as fr-FR */
+#define PLIVO_OTP_TEMPLATE_MAX_BYTES 8000	/* a template's own text */
+#define PLIVO_OTP_VOICE_MAX_BYTES	4000	/* a call's rendered sentence: its script stays far under Plivo's 100 KB */
+
+typedef struct PlivoOtpTemplate
+{
+	const char *body;
+	const char *voice_language; /* NULL: plivo_otp.voice_language */
+	const char *voice_name;		/* NULL: plivo_otp.voice_name */
+} PlivoOtpTemplate;
+
+typedef enum PlivoOtpTemplateProblem
+{
+	PLIVO_OTP_TEMPLATE_OK,
+	PLIVO_OTP_TEMPLATE_NO_CODE,
+	PLIVO_OTP_TEMPLATE_UNKNOWN_PLACEHOLDER,
+	PLIVO_OTP_TEMPLATE_TOO_LONG,
+	PLIVO_OTP_TEMPLATE_TOO_MANY_SEGMENTS
+} PlivoOtpTemplateProblem;
+
+extern char *plivo_otp_render(const char *channel, const char *template,
+							  const char *code, int ttl_seconds);
+extern void plivo_otp_choose_template(const pg_uuid_t *verification_id, const char *channel,
+									  const char *locale, bool v2, PlivoOtpTemplate *t);
+extern bool plivo_otp_canonical_locale(const char *in, char *out);
+extern PlivoOtpTemplateProblem plivo_otp_check_template(const char *channel, const char *body,
+														char **detail);
 extern const char *plivo_otp_voice_caller_id(void);
 
 /* ---- common/senders.c: who a message goes out from (plivo_otp.senders, else the settings) ---- */
@@ -114,6 +156,7 @@ typedef struct PlivoOtpOutbound
 	TimestampTz expires_at;		/* the code's */
 	bytea	   *caller_digest;	/* keyed hash of a caller key, or NULL */
 	const char *idempotency_key;	/* or NULL */
+	const char *locale;			/* canonical BCP 47 tag, or NULL for the verification's */
 	bool		v2;				/* the 0.2.0 schema is installed */
 } PlivoOtpOutbound;
 
@@ -303,6 +346,7 @@ typedef enum PlivoOtpCounter
 	PLIVO_OTP_COUNTER_REFUSED,
 	PLIVO_OTP_COUNTER_EXPIRED,
 	PLIVO_OTP_COUNTER_UNKNOWN,
+	PLIVO_OTP_COUNTER_SMS_SEGMENTS,	/* segments of the SMS queued */
 	PLIVO_OTP_NUM_COUNTERS
 } PlivoOtpCounter;
 
@@ -370,8 +414,10 @@ extern const char *plivo_otp_open_live_code(const pg_uuid_t *id, int attempts,
 
 /* ---- api/args.c: arguments shared by the SQL functions ---- */
 extern void plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out);
+extern bool plivo_otp_valid_purpose(const char *purpose);
 extern char *plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno);
 extern char *plivo_otp_channel_arg(FunctionCallInfo fcinfo, int argno);
+extern char *plivo_otp_locale_arg(FunctionCallInfo fcinfo, int argno);
 extern bytea *plivo_otp_caller_key_arg(FunctionCallInfo fcinfo, int argno, char **key);
 
 

@@ -2,7 +2,7 @@
  *
  * args.c
  *	  Checks of the arguments every SQL function shares: phone numbers,
- *	  purposes, channels and caller keys, refused with SQLSTATE 22023 and a
+ *	  purposes, channels, caller keys and locales, refused with SQLSTATE 22023 and a
  *	  hint.
  *
  * Errors that concern a phone number or a code hide the statement from the
@@ -46,12 +46,23 @@ plivo_otp_phone_arg(FunctionCallInfo fcinfo, int argno, char *out)
 	pfree(input);
 }
 
+/* 1 to MAX_PURPOSE_LEN letters, digits, '_', '-', '.' or ':' (templates.purpose too). */
+bool
+plivo_otp_valid_purpose(const char *purpose)
+{
+	int			len = strlen(purpose);
+
+	for (const char *p = purpose; *p; p++)
+		if (!isalnum((unsigned char) *p) && *p != '_' && *p != '-' && *p != '.' && *p != ':')
+			return false;
+	return len >= 1 && len <= MAX_PURPOSE_LEN;
+}
+
 /* Purpose argument argno: 1 to 64 letters, digits, '_', '-', '.' or ':'. */
 char *
 plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
 {
 	char	   *purpose;
-	int			len;
 
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
@@ -60,15 +71,7 @@ plivo_otp_purpose_arg(FunctionCallInfo fcinfo, int argno)
 				 errhint("Omit the argument to use the purpose 'default'."),
 				 errhidestmt(true)));
 	purpose = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	len = strlen(purpose);
-	for (int i = 0; i < len; i++)
-	{
-		char		c = purpose[i];
-
-		if (!isalnum((unsigned char) c) && c != '_' && c != '-' && c != '.' && c != ':')
-			len = -1;
-	}
-	if (len < 1 || len > MAX_PURPOSE_LEN)
+	if (!plivo_otp_valid_purpose(purpose))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid purpose"),
@@ -129,4 +132,30 @@ plivo_otp_caller_key_arg(FunctionCallInfo fcinfo, int argno, char **key)
 	SET_VARSIZE(digest, VARHDRSZ + PLIVO_OTP_DIGEST_LEN);
 	plivo_otp_keyed_hash(PLIVO_OTP_KEY_CALLER, *key, strlen(*key), (uint8 *) VARDATA(digest));
 	return digest;
+}
+
+/*
+ * The BCP 47 locale of argument argno (fr-FR, fr), in its canonical case,
+ * or NULL when the argument is NULL or 'default' (the default templates).
+ */
+char *
+plivo_otp_locale_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *locale;
+	char	   *out;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	locale = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(locale, "default") == 0)
+		return NULL;
+	out = palloc0(PLIVO_OTP_MAX_LOCALE_LEN + 1);
+	if (!plivo_otp_canonical_locale(locale, out))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid locale"),
+				 errdetail("A locale is a BCP 47 language tag of at most %d characters.", PLIVO_OTP_MAX_LOCALE_LEN),
+				 errhint("Use a tag such as 'fr-FR' or 'fr', or pass NULL for the default templates."),
+				 errhidestmt(true)));
+	return out;
 }

@@ -7,8 +7,9 @@
  * No phone number and no body leaves: a row says which channel, where it
  * came from (send, redeliver, resend, fallback), our dispatch state,
  * Plivo's delivery status and the meaning of its error code for its
- * channel (PLIVO_OTP_ERROR_TEXT), and the sender it went out from
- * (common/senders.c).  An unknown id gives no row.
+ * channel (PLIVO_OTP_ERROR_TEXT), the sender it went out from
+ * (common/senders.c), and for an SMS its encoding (gsm7 or ucs2) and
+ * segments.  An unknown id gives no row.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,12 +24,12 @@
 
 PG_FUNCTION_INFO_V1(plivo_otp_messages);
 
-#define MESSAGES_COLUMNS 14
+#define MESSAGES_COLUMNS 16
 
 static PlivoOtpStatement list_messages = {
 	"SELECT m.id, m.channel, m.origin, m.dispatch_state, m.delivery_status,"
 	"  m.provider_uuid, m.error_code, " PLIVO_OTP_ERROR_TEXT("m") ", m.tries,"
-	"  m.created_at, m.accepted_at, m.answered_at, m.updated_at, m.sender"
+	"  m.created_at, m.accepted_at, m.answered_at, m.updated_at, m.sender, m.encoding, m.segments"
 	" FROM plivo_otp.messages m WHERE m.verification_id = $1"
 	" ORDER BY m.created_at, m.id",
 	1, {UUIDOID}

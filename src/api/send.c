@@ -79,10 +79,10 @@ static PlivoOtpStatement cancel_pending_v1 = {
 static PlivoOtpStatement insert_verification = {
 	"INSERT INTO plivo_otp.verifications"
 	" (id, phone, purpose, channel, code_digest, max_attempts, idempotency_key,"
-	"  created_at, expires_at, updated_at, code_sealed, region, number_type)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10, $11, $12)",
-	12, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, TEXTOID, TEXTOID}
+	"  created_at, expires_at, updated_at, code_sealed, region, number_type, locale)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10, $11, $12, $13)",
+	13, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, TEXTOID, TEXTOID, TEXTOID}
 };
 
 static PlivoOtpStatement insert_verification_v1 = {
@@ -104,6 +104,7 @@ typedef struct SendRequest
 	char	   *caller_key;		/* NULL when none */
 	bytea	   *caller_digest;	/* its keyed hash: no caller key is stored */
 	PlivoOtpPhoneInfo number;	/* its region and type (libphonenumber) */
+	char	   *locale;			/* canonical BCP 47 tag, NULL when none */
 	bool		v2;				/* the 0.2.0 schema is installed */
 } SendRequest;
 
@@ -164,6 +165,7 @@ read_send_args(FunctionCallInfo fcinfo, SendRequest *req)
 	}
 
 	req->caller_digest = plivo_otp_caller_key_arg(fcinfo, 4, &req->caller_key);
+	req->locale = PG_NARGS() > 5 ? plivo_otp_locale_arg(fcinfo, 5) : NULL;
 
 	plivo_otp_check_destination(req->phone, &req->number);
 	plivo_otp_check_channel_for_number(req->phone, req->channel, &req->number);
@@ -237,8 +239,8 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 				   TimestampTz now, TimestampTz expires_at)
 {
 	uint8		digest[PLIVO_OTP_DIGEST_LEN];
-	Datum		args[12];
-	char		nulls[12];
+	Datum		args[13];
+	char		nulls[13];
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
@@ -267,6 +269,8 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 		args[10] = req->number.region[0] ? CStringGetTextDatum(req->number.region) : (Datum) 0;
 		nulls[10] = req->number.region[0] ? ' ' : 'n';
 		args[11] = CStringGetTextDatum(plivo_otp_number_type_name(req->number.type));
+		args[12] = req->locale ? CStringGetTextDatum(req->locale) : (Datum) 0;
+		nulls[12] = req->locale ? ' ' : 'n';
 		plivo_otp_exec(&insert_verification, args, nulls, false, 0);
 	}
 	else
@@ -288,6 +292,7 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 		.expires_at = expires_at,
 		.caller_digest = req->caller_digest,
 		.idempotency_key = req->idempotency_key,
+		.locale = req->locale,
 		.v2 = req->v2
 	};
 	pg_uuid_t	message_id;

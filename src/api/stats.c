@@ -20,7 +20,7 @@ PG_FUNCTION_INFO_V1(plivo_otp_dispatcher_stats);
 PG_FUNCTION_INFO_V1(plivo_otp_api_stats);
 
 #define STATS_COLUMNS 11
-#define API_STATS_COLUMNS 6
+#define API_STATS_COLUMNS 7
 
 static PlivoOtpStatement queue_state = {
 	"SELECT count(*), $1 - min(next_try_at) FILTER (WHERE next_try_at <= $1)"
@@ -70,7 +70,8 @@ plivo_otp_dispatcher_stats(PG_FUNCTION_ARGS)
 
 /*
  * Sends, refused sends, approvals and failed checks since counters_since,
- * and the sends the global hourly cap counts now.
+ * the sends the global hourly cap counts now, and the SMS segments queued
+ * (common/outbound.c: what the texts are billed as).
  */
 Datum
 plivo_otp_api_stats(PG_FUNCTION_ARGS)
@@ -92,5 +93,6 @@ plivo_otp_api_stats(PG_FUNCTION_ARGS)
 	plivo_otp_spi_connect();
 	values[5] = Int64GetDatum(plivo_otp_budget_count(GetCurrentTimestamp()));
 	SPI_finish();
+	values[6] = Int64GetDatum((int64) snap.counters[PLIVO_OTP_COUNTER_SMS_SEGMENTS]);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

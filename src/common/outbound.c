@@ -7,8 +7,12 @@
  * Used by otp_send, otp_resend and the dispatcher's voice fallback, inside
  * their transaction (SPI connected).  An SMS row holds the SMS text; a call
  * row holds the sentence the call speaks (it stays sealed until the call
- * fetched its script, or the code expired) and the digest of its
- * answer-URL token (crypto/answer_token.c).  The caller wakes the
+ * fetched its script, or the code expired), the digest of its answer-URL
+ * token (crypto/answer_token.c) and the template's Speak language and
+ * voice, if it has them.  The text comes from the template chosen for the
+ * verification's locale and purpose (common/templates.c); an SMS row
+ * records its encoding and segments (common/segments.c), counted in
+ * api_stats.  The caller wakes the
  * dispatcher at commit (plivo_otp_wake_at_commit) when it is not the
  * dispatcher itself.  The sender is chosen here (common/senders.c) and
  * recorded on the row: the dispatcher sends from it.
@@ -27,10 +31,10 @@ static PlivoOtpStatement insert_message = {
 	"INSERT INTO plivo_otp.messages"
 	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
 	"  created_at, updated_at, caller_key_digest, idempotency_key, origin, answer_token_digest,"
-	"  sender)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9, $10, $11, $12)",
-	12, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID, TEXTOID}
+	"  sender, encoding, segments, voice_language, voice_name)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+	16, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID}
 };
 
 /* 0.1.0's table, while an upgrade is pending: SMS only, no origin. */
@@ -53,8 +57,10 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 	int			ttl = (int) ((m->expires_at - m->now) / USECS_PER_SEC);
 	char	   *text;
 	char	   *sender;
-	Datum		args[12];
-	char		nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	PlivoOtpTemplate template;
+	PlivoOtpSmsSegments seg = {0};
+	Datum		args[16];
+	char		nulls[16];
 
 	if (voice && !m->v2)
 		ereport(ERROR,
@@ -78,8 +84,12 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 				 errhint("Ask the administrator to set plivo_otp.voice_sender to a Plivo number, or to add a row for calls to plivo_otp.senders."),
 				 errhidestmt(true)));
 
+	memset(nulls, ' ', sizeof(nulls));
 	plivo_otp_random_uuid(message_id);
-	text = voice ? plivo_otp_render_voice(m->code, ttl) : plivo_otp_render_sms(m->code, ttl);
+	plivo_otp_choose_template(m->verification_id, m->channel, m->locale, m->v2, &template);
+	text = plivo_otp_render(m->channel, template.body, m->code, ttl);
+	if (!voice)
+		plivo_otp_sms_segments(text, &seg);
 
 	args[0] = UUIDPGetDatum(message_id);
 	args[1] = UUIDPGetDatum(m->verification_id);
@@ -111,5 +121,15 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 	}
 	args[11] = sender ? CStringGetTextDatum(sender) : (Datum) 0;
 	nulls[11] = sender ? ' ' : 'n';
+	args[12] = voice ? (Datum) 0 : CStringGetTextDatum(seg.ucs2 ? "ucs2" : "gsm7");
+	nulls[12] = voice ? 'n' : ' ';
+	args[13] = voice ? (Datum) 0 : Int32GetDatum(seg.segments);
+	nulls[13] = voice ? 'n' : ' ';
+	args[14] = template.voice_language ? CStringGetTextDatum(template.voice_language) : (Datum) 0;
+	nulls[14] = template.voice_language ? ' ' : 'n';
+	args[15] = template.voice_name ? CStringGetTextDatum(template.voice_name) : (Datum) 0;
+	nulls[15] = template.voice_name ? ' ' : 'n';
 	plivo_otp_exec(&insert_message, args, nulls, false, 0);
+	if (!voice)
+		plivo_otp_count(PLIVO_OTP_COUNTER_SMS_SEGMENTS, seg.segments);
 }

@@ -33,6 +33,8 @@ char	   *plivo_otp_api_url = NULL;
 char	   *plivo_otp_public_url = NULL;
 char	   *plivo_otp_sms_template = NULL;
 char	   *plivo_otp_voice_template = NULL;
+char	   *plivo_otp_app_name = NULL;
+int			plivo_otp_max_segments = 1;
 char	   *plivo_otp_voice_sender = NULL;
 char	   *plivo_otp_voice_language = NULL;
 char	   *plivo_otp_voice_name = NULL;
@@ -84,58 +86,94 @@ check_code_ttl(int *newval, void **extra, GucSource source)
 	return true;
 }
 
+/* The checks of a template in plivo_otp.templates (common/templates.c), and 1000 bytes at most. */
 static bool
-check_template(char **newval, void **extra, GucSource source)
+check_template_text(const char *channel, char **newval)
 {
-	if (*newval == NULL || strstr(*newval, "{code}") == NULL)
-	{
-		GUC_check_errdetail("The template must contain the placeholder {code}.");
+	char	   *detail;
+
+	if (*newval == NULL)
 		return false;
-	}
 	if (strlen(*newval) > 1000)
 	{
 		GUC_check_errdetail("The template may be at most 1000 bytes long.");
+		return false;
+	}
+	if (plivo_otp_check_template(channel, *newval, &detail) != PLIVO_OTP_TEMPLATE_OK)
+	{
+		GUC_check_errdetail("%s", detail);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_sms_template(char **newval, void **extra, GucSource source)
+{
+	return check_template_text("sms", newval);
+}
+
+static bool
+check_voice_template(char **newval, void **extra, GucSource source)
+{
+	return check_template_text("voice", newval);
+}
+
+static bool
+check_app_name(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && strlen(*newval) > 40)
+	{
+		GUC_check_errdetail("The application name may be at most 40 bytes long.");
 		return false;
 	}
 	return true;
 }
 
 /* A Speak voice Plivo accepts: WOMAN, MAN or an Amazon Polly voice (Polly.Name). */
-static bool
-check_voice_name(char **newval, void **extra, GucSource source)
+bool
+plivo_otp_valid_voice_name(const char *v)
 {
-	const char *v = *newval;
-
 	if (v != NULL && (strcmp(v, "WOMAN") == 0 || strcmp(v, "MAN") == 0))
 		return true;
 	if (v != NULL && strncmp(v, "Polly.", 6) == 0 && v[6] != '\0' && strlen(v) <= 40)
 	{
 		for (const char *p = v + 6; *p; p++)
 			if (!isalnum((unsigned char) *p) && *p != '-')
-				goto bad;
+				return false;
 		return true;
 	}
-bad:
+	return false;
+}
+
+static bool
+check_voice_name(char **newval, void **extra, GucSource source)
+{
+	if (plivo_otp_valid_voice_name(*newval))
+		return true;
 	GUC_check_errdetail("Give WOMAN, MAN or an Amazon Polly voice such as Polly.Joanna.");
 	return false;
 }
 
 /* A language tag such as en-US or fr-FR (letters, digits and hyphens). */
-static bool
-check_voice_language(char **newval, void **extra, GucSource source)
+bool
+plivo_otp_valid_voice_language(const char *v)
 {
-	const char *v = *newval;
 	int			n = 0;
 
 	for (const char *p = v ? v : ""; *p; p++, n++)
 		if (!isalnum((unsigned char) *p) && *p != '-')
 			n = 100;
-	if (n < 2 || n > 20)
-	{
-		GUC_check_errdetail("Give a language tag such as en-US, en-GB or fr-FR.");
-		return false;
-	}
-	return true;
+	return n >= 2 && n <= 20;
+}
+
+static bool
+check_voice_language(char **newval, void **extra, GucSource source)
+{
+	if (plivo_otp_valid_voice_language(*newval))
+		return true;
+	GUC_check_errdetail("Give a language tag such as en-US, en-GB or fr-FR.");
+	return false;
 }
 
 /* Empty, or a number a call can come from: country code and number, '+' optional. */
@@ -440,16 +478,26 @@ plivo_otp_define_settings(void)
 							 "Off: otp_send and otp_resend refuse channel sms to a fixed-line number (the SMS would be billed and never arrive) and hint at voice.",
 							 &plivo_otp_allow_sms_to_fixed_line, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("plivo_otp.app_name",
+							   "Name of the application, put in the texts by the placeholder {app}.",
+							   "Empty (the default) puts nothing in its place.",
+							   &plivo_otp_app_name, "",
+							   PGC_SUSET, 0, check_app_name, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.max_segments",
+							"Most SMS segments a template may render to; each segment is billed.",
+							"Checked when a template is stored in plivo_otp.templates or set in plivo_otp.sms_template.",
+							&plivo_otp_max_segments, 1, 1, 10,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.sms_template",
-							   "Text of the SMS; {code} is replaced by the code, {minutes} by its lifetime.",
+							   "Text of the SMS when plivo_otp.templates has none; {code} is replaced by the code, {minutes} by its lifetime, {app} by plivo_otp.app_name.",
 							   NULL, &plivo_otp_sms_template,
 							   "Your verification code is {code}. It expires in {minutes} minutes.",
-							   PGC_SUSET, 0, check_template, NULL, NULL);
+							   PGC_SUSET, 0, check_sms_template, NULL, NULL);
 	DefineCustomStringVariable("plivo_otp.voice_template",
-							   "Sentence a call speaks; {code} is replaced by the code read digit by digit, {minutes} by its lifetime.",
+							   "Sentence a call speaks when plivo_otp.templates has none; {code} is replaced by the code read digit by digit, {minutes} by its lifetime, {app} by plivo_otp.app_name.",
 							   NULL, &plivo_otp_voice_template,
 							   "Your verification code is {code}.",
-							   PGC_SUSET, 0, check_template, NULL, NULL);
+							   PGC_SUSET, 0, check_voice_template, NULL, NULL);
 
 	MarkGUCPrefixReserved("plivo_otp");
 }

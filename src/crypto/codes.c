@@ -29,6 +29,7 @@
 
 #include "lib/stringinfo.h"
 #include "port/pg_bswap.h"
+#include "utils/builtins.h"
 
 #include "plivo_otp.h"
 
@@ -227,4 +228,24 @@ plivo_otp_format_uuid(const pg_uuid_t *id, char *out)
 		*p++ = hex[id->data[i] & 0x0F];
 	}
 	*p = '\0';
+}
+
+/*
+ * For tests only, not part of the SQL API: the text a queued message's body
+ * (sealed under its id) holds, so tests see the template rendered.  A test
+ * binds it (CREATE FUNCTION ... AS 'plivo_otp', 'plivo_otp_open_body_sql'),
+ * which only a superuser can do, as it does for signature_valid; a
+ * superuser can read the key file anyway.
+ */
+PG_FUNCTION_INFO_V1(plivo_otp_open_body_sql);
+
+Datum
+plivo_otp_open_body_sql(PG_FUNCTION_ARGS)
+{
+	char	   *text = plivo_otp_unseal(PLIVO_OTP_KEY_QUEUE_BODY, PG_GETARG_UUID_P(0),
+										PG_GETARG_BYTEA_PP(1));
+
+	if (text == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(text));
 }

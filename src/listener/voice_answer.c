@@ -16,6 +16,8 @@
  *	  once.
  * Serving wipes the body, sets answered_at and records an 'in-progress'
  * event for the call (delivery.c), so otp_status shows it was answered.
+ * The script speaks in the message's language and voice (its template's,
+ * common/templates.c), else plivo_otp.voice_language / voice_name.
  * Anything else gets the no-code answer and records only the nonces.  The
  * reason is logged at DEBUG1 only; neither the token nor the script is
  * ever logged.
@@ -48,7 +50,8 @@
 /* The call a token's digest names, locked, with what the answer depends on. */
 static PlivoOtpStatement lock_call = {
 	"SELECT m.id, m.dispatch_state, m.provider_uuid, m.body,"
-	"  v.state = 'pending' AND v.expires_at > $2 AND m.expires_at > $2"
+	"  v.state = 'pending' AND v.expires_at > $2 AND m.expires_at > $2,"
+	"  m.voice_language, m.voice_name"
 	" FROM plivo_otp.messages m JOIN plivo_otp.verifications v ON v.id = m.verification_id"
 	" WHERE m.answer_token_digest = $1 AND m.channel = 'voice'"
 	" FOR UPDATE OF m SKIP LOCKED",
@@ -97,20 +100,26 @@ append_xml_escaped(StringInfo buf, const char *s)
 	}
 }
 
-/* The call's Plivo XML, speaking sentence (palloc'd; the caller wipes it). */
+/*
+ * The call's Plivo XML, speaking sentence in language with voice (the
+ * template's, or NULL for the settings'); palloc'd, the caller wipes it.
+ */
 static char *
-build_script(const char *sentence)
+build_script(const char *sentence, const char *language, const char *voice)
 {
 	StringInfoData buf;
 
+	if (language == NULL)
+		language = plivo_otp_voice_language;
+	if (voice == NULL)
+		voice = plivo_otp_voice_name;
 	/* Room for all of it at once: a buffer that grew would leave copies behind. */
 	initStringInfo(&buf);
-	enlargeStringInfo(&buf, 6 * (strlen(sentence) + strlen(plivo_otp_voice_name) +
-								 strlen(plivo_otp_voice_language)) + 128);
+	enlargeStringInfo(&buf, 6 * (strlen(sentence) + strlen(voice) + strlen(language)) + 128);
 	appendStringInfoString(&buf, "<Response><Wait length=\"1\"/><Speak voice=\"");
-	append_xml_escaped(&buf, plivo_otp_voice_name);
+	append_xml_escaped(&buf, voice);
 	appendStringInfoString(&buf, "\" language=\"");
-	append_xml_escaped(&buf, plivo_otp_voice_language);
+	append_xml_escaped(&buf, language);
 	appendStringInfo(&buf, "\" loop=\"%d\">", plivo_otp_voice_loop);
 	append_xml_escaped(&buf, sentence);
 	appendStringInfoString(&buf, "</Speak><Hangup/></Response>");
@@ -158,6 +167,8 @@ plivo_otp_voice_answer(const PlivoParam *params, int nparams, const char *nonce,
 	bool		live;
 	bytea	   *sealed;
 	char	   *sentence;
+	char	   *language;
+	char	   *voice;
 
 	*xml = NULL;
 	/* 0.1.0's tables, while an upgrade is pending, have no calls. */
@@ -179,6 +190,8 @@ plivo_otp_voice_answer(const PlivoParam *params, int nparams, const char *nonce,
 	(void) plivo_otp_get(0, 4, &isnull);
 	sealed = isnull ? NULL : DatumGetByteaPCopy(plivo_otp_get(0, 4, &isnull));
 	live = DatumGetBool(plivo_otp_get(0, 5, &isnull));
+	language = plivo_otp_get_text(0, 6);
+	voice = plivo_otp_get_text(0, 7);
 
 	if (!live)
 		return no_code(nonce, other_nonce, "the code is no longer pending");
@@ -215,7 +228,7 @@ plivo_otp_voice_answer(const PlivoParam *params, int nparams, const char *nonce,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("plivo_otp listener: a call's sentence does not open with the key file"),
 				 errhint("Check that plivo_otp.key_file is the key the codes were made with.")));
-	*xml = build_script(sentence);
+	*xml = build_script(sentence, language, voice);
 	explicit_bzero(sentence, strlen(sentence));
 
 	args[0] = UUIDPGetDatum(&id);
