@@ -131,6 +131,15 @@ sub code_from_text
 	return $text =~ /code is (\d+)/ ? $1 : undef;
 }
 
+# A latency bound of $secs for a plain build, scaled for an instrumented one
+# (test/run.sh's sanitize suite sets PLIVO_OTP_TEST_SLOWDOWN).
+push @EXPORT, qw(latency_bound);
+sub latency_bound
+{
+	my ($secs) = @_;
+	return $secs * ($ENV{PLIVO_OTP_TEST_SLOWDOWN} || 1);
+}
+
 # Poll a sub until it returns true, for at most $secs seconds.
 sub wait_until
 {

@@ -67,7 +67,7 @@ for my $i (1 .. 5)
 	my $r = $plivo->requests_to($phone)->[0];
 	push @lat, $r ? $r->{time} - $before_commit : 99;
 }
-cmp_ok(max(@lat), '<', 0.3, 'each committed send reached Plivo within 300 ms of COMMIT ('
+cmp_ok(max(@lat), '<', latency_bound(0.3), 'each committed send reached Plivo within 300 ms of COMMIT ('
 	  . join(', ', map { sprintf('%.0f ms', $_ * 1000) } @lat) . ')');
 
 # ---------------------------------------------------------------------------
