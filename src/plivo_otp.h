@@ -135,20 +135,21 @@ extern void plivo_otp_choose_template(const pg_uuid_t *verification_id, const ch
 extern bool plivo_otp_canonical_locale(const char *in, char *out);
 extern PlivoOtpTemplateProblem plivo_otp_check_template(const char *channel, const char *body,
 														char **detail);
-extern const char *plivo_otp_voice_caller_id(void);
 
 /* ---- common/senders.c: who a message goes out from (plivo_otp.senders, else the settings) ---- */
 extern const char *plivo_otp_sender_problem(const char *channel, const char *sender,
 											const char **hint);
 extern bool plivo_otp_valid_sender_prefix(const char *prefix);
 extern char *plivo_otp_table_sender(const char *channel, const char *e164, const char *region);
-extern char *plivo_otp_choose_sender(const char *channel, const char *e164);
+extern char *plivo_otp_choose_sender(const char *channel, const char *e164, const char *region);
+extern const char *plivo_otp_voice_caller_id(void);
 
 /* ---- common/outbound.c: queue a message carrying a code ---- */
 typedef struct PlivoOtpOutbound
 {
 	const pg_uuid_t *verification_id;
 	const char *phone;			/* E.164 */
+	const char *region;			/* its ISO region as phone_info gave it, or NULL: looked up */
 	const char *channel;		/* "sms" or "voice" */
 	const char *origin;			/* "send", "redeliver", "fallback" or "resend" */
 	const char *code;

@@ -164,6 +164,7 @@ resend_code(PG_FUNCTION_ARGS)
 			.verification_id = id,
 			.phone = phone,
 			.channel = channel,
+			.region = number.region,
 			.origin = "resend",
 			.code = code,
 			.now = now,

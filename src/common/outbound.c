@@ -75,7 +75,7 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 	 * then do.  A call needs a number: with only a sender ID configured,
 	 * none could be placed.
 	 */
-	sender = m->v2 ? plivo_otp_choose_sender(m->channel, m->phone) : NULL;
+	sender = m->v2 ? plivo_otp_choose_sender(m->channel, m->phone, m->region) : NULL;
 	if (voice && sender == NULL && plivo_otp_sender[0] != '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

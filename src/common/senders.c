@@ -170,14 +170,18 @@ plivo_otp_table_sender(const char *channel, const char *e164, const char *region
  * connected.
  */
 char *
-plivo_otp_choose_sender(const char *channel, const char *e164)
+plivo_otp_choose_sender(const char *channel, const char *e164, const char *region)
 {
 	PlivoOtpPhoneInfo info;
 	char	   *sender;
 	const char *fallback;
 
-	plivo_otp_phone_info(e164, &info);
-	sender = plivo_otp_table_sender(channel, e164, info.region);
+	if (region == NULL)
+	{
+		plivo_otp_phone_info(e164, &info);
+		region = info.region;
+	}
+	sender = plivo_otp_table_sender(channel, e164, region);
 	if (sender)
 		return sender;
 	if (strcmp(channel, "voice") == 0)
@@ -185,4 +189,18 @@ plivo_otp_choose_sender(const char *channel, const char *e164)
 	else
 		fallback = plivo_otp_sender[0] != '\0' ? plivo_otp_sender : NULL;
 	return fallback ? pstrdup(fallback) : NULL;
+}
+
+/*
+ * The number calls are placed from: plivo_otp.voice_sender, or else
+ * plivo_otp.sender when it is a number (a call cannot come from an
+ * alphanumeric sender ID).  NULL when neither is.
+ */
+const char *
+plivo_otp_voice_caller_id(void)
+{
+	const char *id = plivo_otp_voice_sender[0] != '\0' ? plivo_otp_voice_sender : plivo_otp_sender;
+	const char *hint;
+
+	return plivo_otp_sender_problem("voice", id, &hint) == NULL ? id : NULL;
 }

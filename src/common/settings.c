@@ -181,15 +181,11 @@ static bool
 check_voice_sender(char **newval, void **extra, GucSource source)
 {
 	const char *v = *newval ? *newval : "";
-	const char *p = v[0] == '+' ? v + 1 : v;
-	int			n = 0;
+	const char *hint;
 
 	if (v[0] == '\0')
 		return true;
-	for (; *p; p++, n++)
-		if (!isdigit((unsigned char) *p))
-			n = 100;
-	if (n < 3 || n > 15)
+	if (plivo_otp_sender_problem("voice", v, &hint) != NULL)
 	{
 		GUC_check_errdetail("A call is placed from a number: give it with its country code, such as +14155550100.");
 		return false;

@@ -4,8 +4,8 @@
  *	  The texts a code is delivered in: the SMS, and the sentence a call
  *	  speaks, rendered from a template ({code}, {minutes} and {app}) chosen
  *	  in plivo_otp.templates by locale and purpose, or from the settings
- *	  plivo_otp.sms_template / plivo_otp.voice_template; the check every
- *	  template passes; and the caller ID a call is placed from.
+ *	  plivo_otp.sms_template / plivo_otp.voice_template; and the check every
+ *	  template passes.  (The caller ID a call comes from is in senders.c.)
  *
  * Used where a message is queued: otp_send, otp_resend and the
  * dispatcher's voice fallback.  The choice, for a verification's locale
@@ -289,18 +289,4 @@ plivo_otp_check_template(const char *channel, const char *body, char **detail)
 		return PLIVO_OTP_TEMPLATE_TOO_MANY_SEGMENTS;
 	}
 	return PLIVO_OTP_TEMPLATE_OK;
-}
-
-/*
- * The number calls are placed from: plivo_otp.voice_sender, or else
- * plivo_otp.sender when it is a number (a call cannot come from an
- * alphanumeric sender ID).  NULL when neither is.
- */
-const char *
-plivo_otp_voice_caller_id(void)
-{
-	const char *id = plivo_otp_voice_sender[0] != '\0' ? plivo_otp_voice_sender : plivo_otp_sender;
-	const char *hint;
-
-	return plivo_otp_sender_problem("voice", id, &hint) == NULL ? id : NULL;
 }

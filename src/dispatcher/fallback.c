@@ -164,7 +164,7 @@ fallback_one(void *arg)
 		return;
 
 	why = plivo_otp_open_live_code(&c->id, c->attempts, c->max_attempts, c->sealed, code);
-	if (why == NULL && plivo_otp_choose_sender("voice", c->phone) == NULL)
+	if (why == NULL && plivo_otp_choose_sender("voice", c->phone, NULL) == NULL)
 		why = "no number to call from (no row of plivo_otp.senders for calls to it, and no voice caller ID in the settings)";
 	if (why)
 	{
