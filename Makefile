@@ -97,3 +97,11 @@ ISOLATION_TESTDB = contrib_regression
 # The examples/ scripts, each run as a regression test (sql/example_*.sql
 # includes it), after the REGRESS list above.
 REGRESS += example_login
+
+# make docs: render the state machines' diagram, docs/states.png, from its
+# Graphviz source docs/states.dot (Debian package graphviz).  Both are
+# committed; the README shows the PNG.
+docs: docs/states.png
+docs/states.png: docs/states.dot
+	dot -Tpng -Gdpi=80 -o $@ $<
+.PHONY: docs
