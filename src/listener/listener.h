@@ -8,7 +8,8 @@
  *	  server.c			the HTTP server (libmicrohttpd) and its routes
  *	  connections.c		each request's deadline, room under a flood
  *	  callback_auth.c	which signature a callback must carry (plain C)
- *	  delivery.c		callbacks become delivery events and states
+ *	  delivery.c		callbacks become delivery events and states (a batch
+ *						in three statements)
  *	  voice_answer.c	a call's answer URL: its script, once, or a hang-up
  *
  *-------------------------------------------------------------------------
@@ -69,6 +70,7 @@ typedef struct CallbackRequest
 	char	   *nonce;
 	char	   *other_nonce;	/* V2's, when V3 verified and V2 came too */
 	bool		body_signed;	/* V3 verified (V2 does not cover the body) */
+	bool		batched;		/* decided by its batch's statements (listener.c) */
 	struct CallbackRequest *next_ready;
 } CallbackRequest;
 
@@ -100,6 +102,20 @@ extern void plivo_otp_server_undecide_script(CallbackRequest *req);
 extern void plivo_otp_server_resume(CallbackRequest *req);
 extern void plivo_otp_server_hold(CallbackRequest *req);
 extern bool plivo_otp_server_hold_over(const CallbackRequest *req);
+
+/* ---- delivery.c (in the listener's transaction, SPI connected) ---- */
+typedef struct PlivoBatchItem
+{
+	const PlivoParam *params;
+	int			nparams;
+	const char *nonce;
+	const char *other_nonce;	/* or NULL */
+	bool		body_signed;
+	bool		done;			/* out: recorded (or refused) by the batch */
+	PlivoIngestResult result;	/* out, when done */
+} PlivoBatchItem;
+
+extern void plivo_otp_ingest_batch(PlivoBatchItem *items, int n);
 
 /* ---- voice_answer.c (in the listener's transaction, SPI connected) ---- */
 typedef enum PlivoVoiceAnswer
