@@ -222,6 +222,43 @@ record_batch(void *arg)
 	}
 }
 
+/* The last batch: how many requests it answered, and how long its transaction took. */
+static int	last_batch_size = 0;
+static int64 last_batch_us = 0;
+
+/*
+ * The clients answered by the last batch usually send their next callback
+ * at once, and the first of them to arrive wakes the loop: recorded alone,
+ * it would have its own commit, and the rest would wait for that commit's
+ * flush and then have one of their own.  So when fewer callbacks are ready
+ * than the last batch answered, wait for the others for at most half the
+ * time the last batch's transaction took (its flush, mostly), never more
+ * than GATHER_MAX_US: a batch then costs one flush however many join it,
+ * and a client that does not come back costs the others at most that.
+ */
+#define GATHER_MAX_US 2000
+
+static void
+gather_batch(void)
+{
+	int			ready = plivo_otp_server_ready_count();
+	int64		budget = Min(last_batch_us / 2, GATHER_MAX_US);
+	int64		start;
+
+	if (ready == 0 || ready >= last_batch_size || budget <= 0)
+		return;
+	start = plivo_otp_listener_now_us();
+	while (ready < last_batch_size)
+	{
+		int64		left = budget - (plivo_otp_listener_now_us() - start);
+
+		if (left <= 0 || !plivo_otp_server_wait_us((long) left))
+			break;
+		plivo_otp_server_run();
+		ready = plivo_otp_server_ready_count();
+	}
+}
+
 /*
  * Record the ready callbacks in one transaction, then resume their
  * connections with the answer.  Runs outside libmicrohttpd's callbacks.
@@ -232,10 +269,13 @@ record_ready(void)
 {
 	CallbackRequest *batch = plivo_otp_server_take_ready();
 	bool		committed;
+	int64		start = plivo_otp_listener_now_us();
 
 	if (batch == NULL)
 		return false;
 	committed = plivo_otp_run_work("recording Plivo callbacks", record_batch, batch);
+	last_batch_us = plivo_otp_listener_now_us() - start;
+	last_batch_size = 0;
 	for (CallbackRequest *req = batch, *next; req; req = next)
 	{
 		next = req->next_ready;
@@ -246,7 +286,10 @@ record_ready(void)
 		if (req->hold)
 			plivo_otp_server_hold(req);
 		else
+		{
 			plivo_otp_server_resume(req);
+			last_batch_size++;
+		}
 	}
 	return true;
 }
@@ -379,6 +422,7 @@ plivo_otp_listener_main(Datum main_arg)
 
 		/* Accept, read and judge; then record the batch and answer it. */
 		plivo_otp_server_run();
+		gather_batch();
 		if (record_ready())
 			plivo_otp_server_run();	/* send the answers */
 	}

@@ -92,6 +92,8 @@ extern void plivo_otp_server_run(void);
 extern long plivo_otp_server_timeout_ms(void);
 extern const char *plivo_otp_server_first_path(void);
 extern CallbackRequest *plivo_otp_server_take_ready(void);
+extern int	plivo_otp_server_ready_count(void);
+extern bool plivo_otp_server_wait_us(long timeout_us);
 extern void plivo_otp_server_decide(CallbackRequest *req, unsigned int status,
 									const char *text);
 extern void plivo_otp_server_decide_no_code(CallbackRequest *req);
@@ -138,5 +140,6 @@ extern void plivo_otp_connection_request_arrived(struct MHD_Connection *conn);
 extern void plivo_otp_connection_request_over(struct MHD_Connection *conn);
 extern int	plivo_otp_connections_enforce(long *next_ms);
 extern int64 plivo_otp_listener_now_ms(void);
+extern int64 plivo_otp_listener_now_us(void);
 
 #endif							/* PLIVO_OTP_LISTENER_H */
