@@ -55,10 +55,17 @@ static int	cut_count = 0;
 int64
 plivo_otp_listener_now_ms(void)
 {
+	return plivo_otp_listener_now_us() / 1000;
+}
+
+/* Microseconds of the monotonic clock. */
+int64
+plivo_otp_listener_now_us(void)
+{
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void

@@ -70,7 +70,7 @@
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
-#include "plivo_otp.h"
+#include "listener.h"
 
 /* An event for a message UUID not recorded within this long is dropped. */
 #define WAITING_EVENT_SECS 300
@@ -227,6 +227,42 @@ static PlivoOtpStatement drop_unknown_waiting = {
 	1, {TIMESTAMPTZOID}
 };
 
+/*
+ * A batch of V3-signed message-status callbacks (plivo_otp_ingest_batch):
+ * one statement each for the nonces, the events and applying them,
+ * whatever the batch's size.  Each takes arrays and looks rows up by
+ * their unique keys, so no plan depends on the tables' statistics.
+ *
+ * The nonces: $1 lists every nonce of the batch; a row per position that
+ * is the first of its nonce and inserted it (a nonce seen before, or
+ * earlier in the batch, returns nothing).
+ */
+static PlivoOtpStatement record_batch_nonces = {
+	"WITH c AS (SELECT n, i FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS c (n, i)),"
+	" ins AS (INSERT INTO plivo_otp.callback_nonces (nonce, seen_at)"
+	"  SELECT n, $2 FROM c ORDER BY i ON CONFLICT DO NOTHING RETURNING nonce)"
+	" SELECT pg_catalog.min(c.i) FROM c JOIN ins ON ins.nonce = c.n GROUP BY c.n",
+	2, {TEXTARRAYOID, TIMESTAMPTZOID}
+};
+
+/* The events, in arrival order; one stored before (or twice here) is kept once. */
+static PlivoOtpStatement record_batch_events = {
+	"INSERT INTO plivo_otp.delivery_events"
+	" (provider_uuid, status, sequence, error_code, params, received_at)"
+	" SELECT u, s, q, nullif(c, ''), p::jsonb, $6"
+	" FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]),"
+	"  pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::text[]))"
+	"  WITH ORDINALITY AS x (u, s, q, c, p, i)"
+	" ORDER BY i"
+	" ON CONFLICT (provider_uuid, status, sequence) DO NOTHING",
+	6, {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID}
+};
+
+static PlivoOtpStatement apply_waiting_for_uuids = {
+	APPLY_WAITING(" AND e.provider_uuid = ANY ($2)"),
+	2, {TIMESTAMPTZOID, TEXTARRAYOID}
+};
+
 /* uuid: one message's events; NULL: every waiting event. */
 static int
 apply_waiting_events(const char *uuid)
@@ -258,6 +294,50 @@ params_json(const PlivoParam *params, int nparams)
 	}
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
+}
+
+/* The fields of a message-status callback that its event keeps. */
+typedef struct MessageCallback
+{
+	const char *uuid;			/* MessageUUID */
+	const char *status;
+	int64		sequence;		/* -1 when absent or not a number */
+	const char *error_code;		/* "" when absent */
+} MessageCallback;
+
+/* A call's hang-up callback: a CallStatus and no MessageUUID. */
+static bool
+is_call_callback(const PlivoParam *params, int nparams)
+{
+	const char *uuid = plivo_otp_find_param(params, nparams, "MessageUUID", false);
+
+	return (uuid == NULL || uuid[0] == '\0') &&
+		plivo_otp_find_param(params, nparams, "CallStatus", false) != NULL;
+}
+
+/* Read a message-status callback into *cb; false if it is incomplete. */
+static bool
+read_message_callback(const PlivoParam *params, int nparams, MessageCallback *cb)
+{
+	const char *sequence_text = plivo_otp_find_param(params, nparams, "Sequence", false);
+	const char *error_code = plivo_otp_find_param(params, nparams, "ErrorCode", false);
+
+	cb->uuid = plivo_otp_find_param(params, nparams, "MessageUUID", false);
+	cb->status = plivo_otp_find_param(params, nparams, "Status", false);
+	cb->sequence = -1;
+	cb->error_code = error_code ? error_code : "";
+	if (cb->uuid == NULL || cb->uuid[0] == '\0' || cb->status == NULL ||
+		cb->status[0] == '\0' || strlen(cb->uuid) > 64 || strlen(cb->status) > 32)
+		return false;
+	if (sequence_text)
+	{
+		char	   *end;
+		long long	v = strtoll(sequence_text, &end, 10);
+
+		if (*sequence_text != '\0' && *end == '\0' && v >= 0)
+			cb->sequence = v;
+	}
+	return true;
 }
 
 /*
@@ -382,29 +462,17 @@ PlivoIngestResult
 plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *nonce,
 						  const char *other_nonce, bool body_signed, const char *token)
 {
-	const char *uuid = plivo_otp_find_param(params, nparams, "MessageUUID", false);
-	const char *status = plivo_otp_find_param(params, nparams, "Status", false);
-	const char *sequence_text = plivo_otp_find_param(params, nparams, "Sequence", false);
-	const char *error_code = plivo_otp_find_param(params, nparams, "ErrorCode", false);
+	MessageCallback cb;
 	TimestampTz now = GetCurrentTimestamp();
-	int64		sequence = -1;
 	bool		held = false;
+	const char *uuid;
 	Datum		args[6];
 
-	if ((uuid == NULL || uuid[0] == '\0') &&
-		plivo_otp_find_param(params, nparams, "CallStatus", false) != NULL)
+	if (is_call_callback(params, nparams))
 		return ingest_call_callback(params, nparams, nonce, other_nonce, body_signed, token);
-	if (uuid == NULL || uuid[0] == '\0' || status == NULL || status[0] == '\0' ||
-		strlen(uuid) > 64 || strlen(status) > 32)
+	if (!read_message_callback(params, nparams, &cb))
 		return PLIVO_INGEST_INCOMPLETE;
-	if (sequence_text)
-	{
-		char	   *end;
-		long long	v = strtoll(sequence_text, &end, 10);
-
-		if (*sequence_text != '\0' && *end == '\0' && v >= 0)
-			sequence = v;
-	}
+	uuid = cb.uuid;
 
 	if (!body_signed)
 	{
@@ -419,9 +487,9 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 		return PLIVO_INGEST_REPLAYED;
 
 	args[0] = CStringGetTextDatum(held ? psprintf(HELD_PREFIX "%s", token) : uuid);
-	args[1] = CStringGetTextDatum(status);
-	args[2] = Int64GetDatum(sequence);
-	args[3] = CStringGetTextDatum(error_code ? error_code : "");
+	args[1] = CStringGetTextDatum(cb.status);
+	args[2] = Int64GetDatum(cb.sequence);
+	args[3] = CStringGetTextDatum(cb.error_code);
 	args[4] = CStringGetTextDatum(params_json(params, nparams));
 	args[5] = TimestampTzGetDatum(now);
 	if (plivo_otp_exec(&record_event, args, NULL, false, 0) == 0)
@@ -431,6 +499,155 @@ plivo_otp_ingest_callback(const PlivoParam *params, int nparams, const char *non
 	if (!held)
 		apply_waiting_events(uuid);
 	return PLIVO_INGEST_RECORDED;
+}
+
+/*
+ * Execute one of the batch statements with its generic plan, prepared
+ * once: their plans are index lookups by unique keys whatever the arrays
+ * hold, and a custom plan for each batch would cost more than the batch.
+ */
+static int
+exec_batch_statement(PlivoOtpStatement *stmt, Datum *args)
+{
+	if (stmt->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, stmt->argtypes,
+											  CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL)
+			elog(ERROR, "plivo_otp: SPI_prepare_cursor failed: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "plivo_otp: SPI_keepplan failed");
+		stmt->plan = plan;
+	}
+	return plivo_otp_exec(stmt, args, NULL, false, 0);
+}
+
+/* A text[] of n C strings. */
+static Datum
+text_array(const char **strings, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(strings[i]);
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Record the nonces of the batch's items whose result is still RECORDED
+ * (rule 1); an item not all of whose nonces were new, seen before or
+ * earlier in the batch, becomes REPLAYED.
+ */
+static void
+record_nonces_of_batch(PlivoBatchItem *items, int n, TimestampTz now)
+{
+	const char **nonces = palloc(sizeof(char *) * n * 2);
+	int		   *first = palloc(sizeof(int) * n);	/* position of items[i].nonce */
+	bool	   *won;
+	int			npos = 0;
+	int			rows;
+	Datum		args[2];
+
+	for (int i = 0; i < n; i++)
+	{
+		if (!items[i].done || items[i].result != PLIVO_INGEST_RECORDED)
+			continue;
+		first[i] = npos;
+		nonces[npos++] = items[i].nonce;
+		if (items[i].other_nonce)
+			nonces[npos++] = items[i].other_nonce;
+	}
+	if (npos == 0)
+		return;
+	args[0] = text_array(nonces, npos);
+	args[1] = TimestampTzGetDatum(now);
+	rows = exec_batch_statement(&record_batch_nonces, args);
+	won = palloc0(sizeof(bool) * npos);
+	for (int r = 0; r < rows; r++)
+	{
+		bool		isnull;
+		int64		pos = DatumGetInt64(plivo_otp_get(r, 1, &isnull));
+
+		if (!isnull && pos >= 1 && pos <= npos)
+			won[pos - 1] = true;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		if (!items[i].done || items[i].result != PLIVO_INGEST_RECORDED)
+			continue;
+		if (!won[first[i]] || (items[i].other_nonce && !won[first[i] + 1]))
+			items[i].result = PLIVO_INGEST_REPLAYED;
+	}
+}
+
+/*
+ * Record a batch of authenticated callbacks in the caller's transaction
+ * (SPI connected) with at most three statements, whatever its size: the
+ * rules above for each item, as plivo_otp_ingest_callback would apply them
+ * one after the other in the items' order.  Only V3-signed message-status
+ * callbacks are taken (the common case); every other item is left with
+ * done false, for the caller to record with plivo_otp_ingest_callback.  An
+ * item taken gets done and its result, where PLIVO_INGEST_RECORDED also
+ * covers an event stored before (both are answered alike).  After an ERROR
+ * the results mean nothing: the caller rolls back and records the items
+ * one by one.
+ */
+void
+plivo_otp_ingest_batch(PlivoBatchItem *items, int n)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			room = Max(n, 1);
+	const char **uuids = palloc(sizeof(char *) * room);
+	const char **statuses = palloc(sizeof(char *) * room);
+	const char **codes = palloc(sizeof(char *) * room);
+	const char **params = palloc(sizeof(char *) * room);
+	Datum	   *sequences = palloc(sizeof(Datum) * room);
+	MessageCallback *cbs = palloc(sizeof(MessageCallback) * room);
+	int			stored = 0;
+	Datum		uuid_array;
+	Datum		args[6];
+
+	for (int i = 0; i < n; i++)
+	{
+		PlivoBatchItem *item = &items[i];
+
+		item->done = item->body_signed && item->nonce != NULL &&
+			!is_call_callback(item->params, item->nparams);
+		if (item->done)
+			item->result = read_message_callback(item->params, item->nparams, &cbs[i]) ?
+				PLIVO_INGEST_RECORDED : PLIVO_INGEST_INCOMPLETE;
+	}
+	record_nonces_of_batch(items, n, now);
+
+	/* Rules 2 and 3: store the events, then apply them. */
+	for (int i = 0; i < n; i++)
+	{
+		if (!items[i].done || items[i].result != PLIVO_INGEST_RECORDED)
+			continue;
+		uuids[stored] = cbs[i].uuid;
+		statuses[stored] = cbs[i].status;
+		codes[stored] = cbs[i].error_code;
+		params[stored] = params_json(items[i].params, items[i].nparams);
+		sequences[stored] = Int64GetDatum(cbs[i].sequence);
+		stored++;
+	}
+	if (stored == 0)
+		return;
+	uuid_array = text_array(uuids, stored);
+	args[0] = uuid_array;
+	args[1] = text_array(statuses, stored);
+	args[2] = PointerGetDatum(construct_array(sequences, stored, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = text_array(codes, stored);
+	args[4] = text_array(params, stored);
+	args[5] = TimestampTzGetDatum(now);
+	(void) exec_batch_statement(&record_batch_events, args);
+
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[1] = uuid_array;
+	(void) exec_batch_statement(&apply_waiting_for_uuids, args);
 }
 
 /*

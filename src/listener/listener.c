@@ -12,9 +12,14 @@
  * accepts, reads and judges requests and suspends each authentic callback.
  *
  * After that, the suspended callbacks are recorded together in one short
- * transaction (a subtransaction each, so one bad row cannot fail the
- * batch), and only after that transaction has committed are their
- * connections resumed and answered 200.  A callback therefore never gets a
+ * transaction, and only after that transaction has committed are their
+ * connections resumed and answered 200.  The V3-signed status callbacks,
+ * nearly all of them, take three statements together whatever their number
+ * (delivery.c: the nonces, the events, applying them) in one
+ * subtransaction; should that fail, each is recorded again in a
+ * subtransaction of its own, as every other request is, so that one bad
+ * callback cannot fail the others.  One commit and its flush serve the
+ * whole batch.  A callback therefore never gets a
  * 200 for an event that was not stored; Plivo retries anything else.  A
  * call's answer is decided in the same transaction (voice_answer.c): its
  * script is sent only once the wipe of its body has committed; an answer
@@ -80,20 +85,11 @@ answer_call(CallbackRequest *req)
 	}
 }
 
-/* Record one callback (a subtransaction of the batch); decide its answer. */
+/* The answer to a callback that was ingested with result. */
 static void
-record_callback(void *arg)
+decide_ingested(CallbackRequest *req, PlivoIngestResult result)
 {
-	CallbackRequest *req = (CallbackRequest *) arg;
-
-	if (req->route->kind == ROUTE_VOICE_ANSWER)
-	{
-		answer_call(req);
-		return;
-	}
-	switch (plivo_otp_ingest_callback(req->params, req->nparams, req->nonce,
-									  req->other_nonce, req->body_signed,
-									  req->token[0] ? req->token : NULL))
+	switch (result)
 	{
 		case PLIVO_INGEST_RECORDED:
 		case PLIVO_INGEST_DUPLICATE:
@@ -128,16 +124,138 @@ record_callback(void *arg)
 	}
 }
 
+/* Record one callback (a subtransaction of the batch); decide its answer. */
+static void
+record_callback(void *arg)
+{
+	CallbackRequest *req = (CallbackRequest *) arg;
+
+	if (req->route->kind == ROUTE_VOICE_ANSWER)
+	{
+		answer_call(req);
+		return;
+	}
+	decide_ingested(req, plivo_otp_ingest_callback(req->params, req->nparams, req->nonce,
+												   req->other_nonce, req->body_signed,
+												   req->token[0] ? req->token : NULL));
+}
+
+/* The callbacks of a batch that plivo_otp_ingest_batch may take. */
+typedef struct SignedBatch
+{
+	PlivoBatchItem *items;
+	CallbackRequest **reqs;
+	int			n;
+} SignedBatch;
+
+/* The unit of work of record_signed (a subtransaction of the batch). */
+static void
+ingest_signed(void *arg)
+{
+	SignedBatch *b = (SignedBatch *) arg;
+
+	plivo_otp_ingest_batch(b->items, b->n);
+}
+
+/*
+ * Record the batch's V3-signed status callbacks together, in one
+ * subtransaction of a few statements (delivery.c), and decide their
+ * answers.  If that fails, nothing of it stays and none is decided: the
+ * caller then records each one in a subtransaction of its own, so one bad
+ * callback costs the others nothing but time.
+ */
+static void
+record_signed(CallbackRequest *batch)
+{
+	SignedBatch b = {NULL, NULL, 0};
+	int			room = 0;
+
+	for (CallbackRequest *req = batch; req; req = req->next_ready)
+		if (req->route->kind == ROUTE_SMS_STATUS && req->body_signed)
+			room++;
+	if (room == 0)
+		return;
+	b.items = palloc0(sizeof(PlivoBatchItem) * room);
+	b.reqs = palloc(sizeof(CallbackRequest *) * room);
+	for (CallbackRequest *req = batch; req; req = req->next_ready)
+	{
+		PlivoBatchItem *item = &b.items[b.n];
+
+		if (req->route->kind != ROUTE_SMS_STATUS || !req->body_signed)
+			continue;
+		item->params = req->params;
+		item->nparams = req->nparams;
+		item->nonce = req->nonce;
+		item->other_nonce = req->other_nonce;
+		item->body_signed = true;
+		b.reqs[b.n++] = req;
+	}
+	if (!plivo_otp_run_subtransaction(ingest_signed, &b))
+		return;
+	for (int i = 0; i < b.n; i++)
+		if (b.items[i].done)
+		{
+			decide_ingested(b.reqs[i], b.items[i].result);
+			b.reqs[i]->batched = true;
+		}
+}
+
 /* The unit of work of record_ready: every callback of the batch. */
 static void
 record_batch(void *arg)
 {
-	for (CallbackRequest *req = (CallbackRequest *) arg; req; req = req->next_ready)
+	CallbackRequest *batch = (CallbackRequest *) arg;
+
+	for (CallbackRequest *req = batch; req; req = req->next_ready)
 	{
 		req->hold = false;
+		req->batched = false;
+	}
+	record_signed(batch);
+	for (CallbackRequest *req = batch; req; req = req->next_ready)
+	{
+		if (req->batched)
+			continue;
 		if (!plivo_otp_run_subtransaction(record_callback, req))
 			plivo_otp_server_decide_failed(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
 										   "could not record\n");
+	}
+}
+
+/* The last batch: how many requests it answered, and how long its transaction took. */
+static int	last_batch_size = 0;
+static int64 last_batch_us = 0;
+
+/*
+ * The clients answered by the last batch usually send their next callback
+ * at once, and the first of them to arrive wakes the loop: recorded alone,
+ * it would have its own commit, and the rest would wait for that commit's
+ * flush and then have one of their own.  So when fewer callbacks are ready
+ * than the last batch answered, wait for the others for at most half the
+ * time the last batch's transaction took (its flush, mostly), never more
+ * than GATHER_MAX_US: a batch then costs one flush however many join it,
+ * and a client that does not come back costs the others at most that.
+ */
+#define GATHER_MAX_US 2000
+
+static void
+gather_batch(void)
+{
+	int			ready = plivo_otp_server_ready_count();
+	int64		budget = Min(last_batch_us / 2, GATHER_MAX_US);
+	int64		start;
+
+	if (ready == 0 || ready >= last_batch_size || budget <= 0)
+		return;
+	start = plivo_otp_listener_now_us();
+	while (ready < last_batch_size)
+	{
+		int64		left = budget - (plivo_otp_listener_now_us() - start);
+
+		if (left <= 0 || !plivo_otp_server_wait_us((long) left))
+			break;
+		plivo_otp_server_run();
+		ready = plivo_otp_server_ready_count();
 	}
 }
 
@@ -151,10 +269,13 @@ record_ready(void)
 {
 	CallbackRequest *batch = plivo_otp_server_take_ready();
 	bool		committed;
+	int64		start = plivo_otp_listener_now_us();
 
 	if (batch == NULL)
 		return false;
 	committed = plivo_otp_run_work("recording Plivo callbacks", record_batch, batch);
+	last_batch_us = plivo_otp_listener_now_us() - start;
+	last_batch_size = 0;
 	for (CallbackRequest *req = batch, *next; req; req = next)
 	{
 		next = req->next_ready;
@@ -165,7 +286,10 @@ record_ready(void)
 		if (req->hold)
 			plivo_otp_server_hold(req);
 		else
+		{
 			plivo_otp_server_resume(req);
+			last_batch_size++;
+		}
 	}
 	return true;
 }
@@ -298,6 +422,7 @@ plivo_otp_listener_main(Datum main_arg)
 
 		/* Accept, read and judge; then record the batch and answer it. */
 		plivo_otp_server_run();
+		gather_batch();
 		if (record_ready())
 			plivo_otp_server_run();	/* send the answers */
 	}

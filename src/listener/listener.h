@@ -8,7 +8,8 @@
  *	  server.c			the HTTP server (libmicrohttpd) and its routes
  *	  connections.c		each request's deadline, room under a flood
  *	  callback_auth.c	which signature a callback must carry (plain C)
- *	  delivery.c		callbacks become delivery events and states
+ *	  delivery.c		callbacks become delivery events and states (a batch
+ *						in three statements)
  *	  voice_answer.c	a call's answer URL: its script, once, or a hang-up
  *
  *-------------------------------------------------------------------------
@@ -69,6 +70,7 @@ typedef struct CallbackRequest
 	char	   *nonce;
 	char	   *other_nonce;	/* V2's, when V3 verified and V2 came too */
 	bool		body_signed;	/* V3 verified (V2 does not cover the body) */
+	bool		batched;		/* decided by its batch's statements (listener.c) */
 	struct CallbackRequest *next_ready;
 } CallbackRequest;
 
@@ -90,6 +92,8 @@ extern void plivo_otp_server_run(void);
 extern long plivo_otp_server_timeout_ms(void);
 extern const char *plivo_otp_server_first_path(void);
 extern CallbackRequest *plivo_otp_server_take_ready(void);
+extern int	plivo_otp_server_ready_count(void);
+extern bool plivo_otp_server_wait_us(long timeout_us);
 extern void plivo_otp_server_decide(CallbackRequest *req, unsigned int status,
 									const char *text);
 extern void plivo_otp_server_decide_no_code(CallbackRequest *req);
@@ -100,6 +104,20 @@ extern void plivo_otp_server_undecide_script(CallbackRequest *req);
 extern void plivo_otp_server_resume(CallbackRequest *req);
 extern void plivo_otp_server_hold(CallbackRequest *req);
 extern bool plivo_otp_server_hold_over(const CallbackRequest *req);
+
+/* ---- delivery.c (in the listener's transaction, SPI connected) ---- */
+typedef struct PlivoBatchItem
+{
+	const PlivoParam *params;
+	int			nparams;
+	const char *nonce;
+	const char *other_nonce;	/* or NULL */
+	bool		body_signed;
+	bool		done;			/* out: recorded (or refused) by the batch */
+	PlivoIngestResult result;	/* out, when done */
+} PlivoBatchItem;
+
+extern void plivo_otp_ingest_batch(PlivoBatchItem *items, int n);
 
 /* ---- voice_answer.c (in the listener's transaction, SPI connected) ---- */
 typedef enum PlivoVoiceAnswer
@@ -122,5 +140,6 @@ extern void plivo_otp_connection_request_arrived(struct MHD_Connection *conn);
 extern void plivo_otp_connection_request_over(struct MHD_Connection *conn);
 extern int	plivo_otp_connections_enforce(long *next_ms);
 extern int64 plivo_otp_listener_now_ms(void);
+extern int64 plivo_otp_listener_now_us(void);
 
 #endif							/* PLIVO_OTP_LISTENER_H */

@@ -45,6 +45,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -705,6 +706,35 @@ const char *
 plivo_otp_server_first_path(void)
 {
 	return routes[0].path;
+}
+
+/* How many authentic callbacks wait to be recorded (not counting held ones). */
+int
+plivo_otp_server_ready_count(void)
+{
+	int			n = 0;
+
+	for (const CallbackRequest *req = ready; req; req = req->next_ready)
+		n++;
+	return n;
+}
+
+/*
+ * Wait at most timeout_us for libmicrohttpd's epoll descriptor to become
+ * readable (plain poll(2): WaitEventSetWait counts only milliseconds).
+ */
+bool
+plivo_otp_server_wait_us(long timeout_us)
+{
+	struct pollfd pfd;
+	struct timespec ts;
+
+	pfd.fd = plivo_otp_server_epoll_fd();
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	ts.tv_sec = timeout_us / 1000000;
+	ts.tv_nsec = (timeout_us % 1000000) * 1000;
+	return ppoll(&pfd, 1, &ts, NULL) > 0;
 }
 
 /*
