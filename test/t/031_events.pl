@@ -108,7 +108,7 @@ is(sql("SELECT state FROM plivo_otp.otp_status('$v4')"), 'expired', 'otp_status 
 is(sql("SELECT plivo_otp.otp_check('$p4', '0000')"), 'expired', 'otp_check answers expired');
 my ($ok, $out, $err) = $node->psql('postgres', "SELECT plivo_otp.otp_resend('$v4')");
 like($err, qr/code not re-delivered: the code expired/, 'otp_resend refuses it as expired');
-my $v4b = sql("SELECT plivo_otp.otp_send('$p4')");
+my $v4b = sql("SET plivo_otp.resend_interval = 0; SELECT plivo_otp.otp_send('$p4')");
 isnt($v4b, $v4, 'a new send to the number issues a new code');
 is(sql("SELECT state FROM plivo_otp.verifications WHERE id = '$v4'"), 'expired', 'the old one stays expired');
 
@@ -149,7 +149,9 @@ cmp_ok(scalar @all, '>=', 15, scalar(@all) . ' events received');
 is(scalar @bad, 0, 'every payload holds only ids and state words (no number, no code)');
 my $raw = slurp_file($events_file);
 unlike($raw, qr/415555/, 'no phone number digits in any payload');
-unlike(slurp_file($node->logfile), qr/ERROR|terminated by signal/, 'no error, no crash');
+my @errors = grep { /ERROR|terminated by signal/ && !/code not re-delivered: the code expired/ }
+  split /\n/, slurp_file($node->logfile);
+is(join("\n", @errors), '', 'no other error, no crash');
 
 $node->stop;
 done_testing();
