@@ -31,13 +31,12 @@
 #define EXPIRY_BATCH 1000
 #define EXPIRY_BUDGET_MS 50
 
+/* In the order of the index of pending codes by expiry, changed by primary key. */
 #define MARK_EXPIRED(wipe) \
-	"UPDATE plivo_otp.verifications v SET state = 'expired', updated_at = $1" wipe \
-	" FROM (SELECT id FROM plivo_otp.verifications" \
-	"       WHERE state = 'pending' AND expires_at <= $1" \
-	"       ORDER BY expires_at LIMIT " CppAsString2(EXPIRY_BATCH) \
-	"       FOR UPDATE SKIP LOCKED) e" \
-	" WHERE v.id = e.id"
+	"UPDATE plivo_otp.verifications SET state = 'expired', updated_at = $1" wipe \
+	" WHERE id = ANY (ARRAY(SELECT id FROM plivo_otp.verifications" \
+	"  WHERE state = 'pending' AND expires_at <= $1" \
+	"  ORDER BY expires_at LIMIT " CppAsString2(EXPIRY_BATCH) " FOR UPDATE SKIP LOCKED))"
 
 static PlivoOtpStatement mark_expired = {
 	MARK_EXPIRED(", code_sealed = NULL"), 1, {TIMESTAMPTZOID}
