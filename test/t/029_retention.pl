@@ -159,7 +159,14 @@ $pid = dispatcher_pid($node);
 sql("SELECT pg_terminate_backend($pid)");
 wait_until(10, sub { my $p = dispatcher_pid($node); $p ne '' && $p ne $pid });
 my $t1 = time;
-ok(wait_until(60, sub { sql($left_sql) == 0 }), 'the minute at 1,000 codes/s is purged: ' . sql($left_sql) . ' left');
+# (Polled once a second, with index probes only: counting the backlog over
+# and over would slow the purge it measures.)
+my $any_left = q{SELECT EXISTS (SELECT 1 FROM plivo_otp.verifications WHERE created_at < now() - interval '7 days')
+	OR EXISTS (SELECT 1 FROM plivo_otp.messages WHERE created_at < now() - interval '7 days')
+	OR EXISTS (SELECT 1 FROM plivo_otp.delivery_events WHERE received_at < now() - interval '7 days')
+	OR EXISTS (SELECT 1 FROM plivo_otp.callback_nonces WHERE seen_at < now() - interval '2 days')};
+while (sql($any_left) eq 't' && time - $t1 < latency_bound(120)) { Time::HiRes::sleep(1); }
+ok(sql($any_left) eq 'f', 'the minute at 1,000 codes/s is purged: ' . sql($left_sql) . ' left');
 my $took = time - $t1;
 my $rows = 8 * 10 * $per_sec;
 diag(sprintf('%d rows loaded in %.1f s (%d left when loading ended); purged in %.1f s after a dispatcher start: %.0f rows/s',
