@@ -68,17 +68,13 @@
  * keeps the planner from turning it into a join of whole tables).
  */
 
-/*
- * The batch of verifications whose time is up: the oldest old ones with no
- * message in flight, locked (messages purge, then verifications purge take
- * the same batch).
- */
+/* The batch of verifications whose time is up: the oldest old ones with no message in flight. */
 #define OLDEST_VERIFICATIONS \
 	"SELECT v.id FROM plivo_otp.verifications v" \
 	" WHERE " OLD_VERIFICATION("v") \
 	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages s" \
 	"   WHERE s.verification_id = v.id AND s.dispatch_state = 'sending' OFFSET 0)" \
-	" ORDER BY v.created_at LIMIT " CppAsString2(PURGE_BATCH) " FOR UPDATE OF v SKIP LOCKED"
+	" ORDER BY v.created_at LIMIT " CppAsString2(PURGE_BATCH)
 
 /* The messages of the batch. */
 static PlivoOtpStatement purge_messages = {
@@ -89,12 +85,17 @@ static PlivoOtpStatement purge_messages = {
 	1, {TIMESTAMPTZOID}
 };
 
-/* Then the verifications of the batch whose messages are gone. */
+/*
+ * Then the oldest old verifications with no message left: the batch whose
+ * messages just went (those with a message still in flight or locked keep
+ * it, and stay at the front until it is gone).
+ */
 static PlivoOtpStatement purge_verifications = {
 	"DELETE FROM plivo_otp.verifications WHERE id = ANY (ARRAY("
-	" SELECT old.id FROM (" OLDEST_VERIFICATIONS ") old"
-	" WHERE NOT EXISTS (SELECT 1 FROM plivo_otp.messages m WHERE m.verification_id = old.id"
-	"   OFFSET 0)))",
+	" SELECT v.id FROM plivo_otp.verifications v"
+	" WHERE " OLD_VERIFICATION("v")
+	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages m WHERE m.verification_id = v.id OFFSET 0)"
+	" ORDER BY v.created_at LIMIT " CppAsString2(PURGE_BATCH) " FOR UPDATE SKIP LOCKED))",
 	1, {TIMESTAMPTZOID}
 };
 
@@ -184,56 +185,83 @@ redact_cutoff(TimestampTz now)
 	return now - secs * USECS_PER_SEC;
 }
 
-/* A unit of work: one batch of each table not yet caught up (arg: bool[PURGE_TABLES]). */
+/* Where a turn's purge is: which tables are caught up, which one is next. */
+typedef struct PurgeTurn
+{
+	bool		caught_up[PURGE_TABLES];
+	int			table;
+} PurgeTurn;
+
+/* A unit of work: one batch of turn->table. */
 static void
 purge_batch_work(void *arg)
 {
-	bool	   *caught_up = (bool *) arg;
+	PurgeTurn  *turn = (PurgeTurn *) arg;
+	int			i = turn->table;
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		retention = TimestampTzGetDatum(now - (int64) plivo_otp_retention * USECS_PER_SEC);
-	Datum		nonce_window = TimestampTzGetDatum(now - NONCE_WINDOW_SECS * USECS_PER_SEC);
-	Datum		redact = TimestampTzGetDatum(redact_cutoff(now));
-	bool		redacting = plivo_otp_redact_after > 0 && plivo_otp_schema_is_v2();
+	Datum		cutoff;
 	int			n;
 
-	for (int i = 0; i < PURGE_TABLES; i++)
-	{
-		Datum	   *cutoff = i == PURGE_NONCES ? &nonce_window :
-			i >= REDACT_VERIFICATIONS ? &redact : &retention;
+	if (i == PURGE_NONCES)
+		cutoff = TimestampTzGetDatum(now - NONCE_WINDOW_SECS * USECS_PER_SEC);
+	else if (i >= REDACT_VERIFICATIONS)
+		cutoff = TimestampTzGetDatum(redact_cutoff(now));
+	else
+		cutoff = TimestampTzGetDatum(now - (int64) plivo_otp_retention * USECS_PER_SEC);
 
-		if (i >= REDACT_VERIFICATIONS && !redacting)
-			caught_up[i] = true;
-		if (caught_up[i])
-			continue;
-		n = plivo_otp_exec(purge_statements[i], cutoff, NULL, false, 0);
-		/* A batch of verifications may keep some (messages locked): only none left is done. */
-		if (i == PURGE_MESSAGES || i == PURGE_VERIFICATIONS ? n == 0 : n < PURGE_BATCH)
-			caught_up[i] = i != PURGE_VERIFICATIONS || caught_up[PURGE_MESSAGES];
+	/* (0.1.0's tables, while an upgrade is pending, have no plivo_otp.phone_masked) */
+	if (i >= REDACT_VERIFICATIONS && !plivo_otp_schema_is_v2())
+	{
+		turn->caught_up[i] = true;
+		return;
 	}
+	n = plivo_otp_exec(purge_statements[i], &cutoff, NULL, false, 0);
+	/* A batch of verifications may keep some (messages locked): only none left is done. */
+	if (i == PURGE_MESSAGES || i == PURGE_VERIFICATIONS ? n == 0 : n < PURGE_BATCH)
+		turn->caught_up[i] = i != PURGE_VERIFICATIONS || turn->caught_up[PURGE_MESSAGES];
 }
 
 /*
- * Purge in batches until every table is caught up or budget_ms have gone
- * by.  True if rows remain (come back on the next turn); false when caught
- * up, or when a batch failed (it is logged; try again later).
+ * Purge (and redact) in batches, one table's batch per unit of work, until
+ * every table is caught up or budget_ms have gone by: no more than one
+ * batch's time is ever taken past the budget.  A turn goes on from the
+ * table where the last one stopped, so every table gets its batches
+ * whatever the budget.  True if rows remain (come back on the next turn);
+ * false when caught up, or when a batch failed (it is logged; try again
+ * later).
  */
 bool
 plivo_otp_purge_old_rows(int budget_ms)
 {
-	bool		caught_up[PURGE_TABLES] = {false};
+	static int	next_table = 0;
+	PurgeTurn	turn = {{false}, 0};
 	TimestampTz deadline = GetCurrentTimestamp() + (int64) budget_ms * 1000;
+
+	for (int i = REDACT_VERIFICATIONS; i < PURGE_TABLES; i++)
+		turn.caught_up[i] = plivo_otp_redact_after <= 0;
 
 	for (;;)
 	{
 		bool		all = true;
 
-		if (!plivo_otp_run_work("purging old rows", purge_batch_work, caught_up))
-			return false;
+		for (int k = 0; k < PURGE_TABLES; k++)
+		{
+			int			i = (next_table + k) % PURGE_TABLES;
+
+			if (turn.caught_up[i])
+				continue;
+			turn.table = i;
+			if (!plivo_otp_run_work("purging old rows", purge_batch_work, &turn))
+				return false;
+			if (GetCurrentTimestamp() >= deadline)
+			{
+				next_table = (i + 1) % PURGE_TABLES;
+				return true;
+			}
+		}
 		for (int i = 0; i < PURGE_TABLES; i++)
-			all &= caught_up[i];
+			all &= turn.caught_up[i];
 		if (all)
 			return false;
-		if (GetCurrentTimestamp() >= deadline)
-			return true;
 	}
 }

@@ -124,6 +124,23 @@ is(wait_events($v5, 'message_accepted,message_delivered,message_failed'),
 my ($failed) = grep { $_->{event} eq 'message_failed' } @{ events() };
 is($failed->{state}, 'undelivered', 'its state is Plivo\'s word');
 
+# Plivo refuses a message (400), or answers ambiguously (500): message_refused,
+# message_unknown.
+$plivo->behave(mode => '400', count => 1);
+my $v9 = sql("SELECT plivo_otp.otp_send('" . phone_n(9) . "')");
+is(wait_events($v9, 'message_refused'), 'message_refused', 'a 400 from Plivo: message_refused');
+$plivo->behave(mode => '500', count => 1);
+my $v10 = sql("SELECT plivo_otp.otp_send('" . phone_n(10) . "')");
+is(wait_events($v10, 'message_unknown'), 'message_unknown', 'a 500 from Plivo: message_unknown');
+
+# A message that could not go before its code expired (Plivo down): message_expired.
+$plivo->behave(mode => '503');
+my $v11 = sql("SELECT plivo_otp.otp_send('" . phone_n(11) . "')");
+sql("UPDATE plivo_otp.verifications SET expires_at = now() + interval '2 seconds' WHERE id = '$v11'");
+is(wait_events($v11, 'message_expired,code_expired'), 'message_expired,code_expired',
+	'a message still queued when its code expires: message_expired, then code_expired');
+$plivo->reset;
+
 # Canceled, with plivo_otp.events off for one session (nothing), then on.
 my $v7 = sql("SELECT plivo_otp.otp_send('" . phone_n(7) . "')");
 wait_events($v7, 'message_accepted,message_delivered');
@@ -145,7 +162,7 @@ my @bad = grep {
 	  || (exists $e->{message_id} && $e->{message_id} !~ /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
 	  || grep({ ($e->{$_} // '') !~ /^[a-z_-]+$/ } qw(event state channel))
 } @all;
-cmp_ok(scalar @all, '>=', 15, scalar(@all) . ' events received');
+cmp_ok(scalar @all, '>=', 20, scalar(@all) . ' events received');
 is(scalar @bad, 0, 'every payload holds only ids and state words (no number, no code)');
 my $raw = slurp_file($events_file);
 unlike($raw, qr/415555/, 'no phone number digits in any payload');
