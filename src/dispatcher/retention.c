@@ -6,9 +6,9 @@
  *	  than a day; and, with plivo_otp.redact_after, replacing the phone
  *	  numbers of finished rows older than that with their masked form.
  *
- * Rows are deleted in batches of PURGE_BATCH per table, one short
- * transaction per batch, until every table is caught up or the turn's time
- * budget is spent; the dispatcher then comes back on its next turn, so a
+ * Rows are deleted in batches of PURGE_BATCH, one table's batch per short
+ * transaction, until every table is caught up or the turn's time budget is
+ * spent; the dispatcher then comes back on its next turn, so a
  * backlog of any size drains within seconds while sending goes on between
  * batches.  Rows someone holds locked are skipped (SKIP LOCKED) and purged
  * later.  A verification goes only once its messages are gone, and one
@@ -68,20 +68,17 @@
  * keeps the planner from turning it into a join of whole tables).
  */
 
-/* The batch of verifications whose time is up: the oldest old ones with no message in flight. */
-#define OLDEST_VERIFICATIONS \
-	"SELECT v.id FROM plivo_otp.verifications v" \
-	" WHERE " OLD_VERIFICATION("v") \
-	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages s" \
-	"   WHERE s.verification_id = v.id AND s.dispatch_state = 'sending' OFFSET 0)" \
-	" ORDER BY v.created_at LIMIT " CppAsString2(PURGE_BATCH)
-
-/* The messages of the batch. */
+/*
+ * The messages of the oldest old verifications, but those in flight (their
+ * outcome is yet to be recorded: the verification keeps them, and stays).
+ */
 static PlivoOtpStatement purge_messages = {
 	"DELETE FROM plivo_otp.messages WHERE id = ANY (ARRAY("
-	" SELECT m.id FROM (" OLDEST_VERIFICATIONS ") old,"
+	" SELECT m.id FROM ("
+	"  SELECT v.id FROM plivo_otp.verifications v WHERE " OLD_VERIFICATION("v")
+	"  ORDER BY v.created_at LIMIT " CppAsString2(PURGE_BATCH) ") old,"
 	" LATERAL (SELECT m.id FROM plivo_otp.messages m WHERE m.verification_id = old.id"
-	"   OFFSET 0 FOR UPDATE SKIP LOCKED) m))",
+	"   AND m.dispatch_state <> 'sending' OFFSET 0 FOR UPDATE SKIP LOCKED) m))",
 	1, {TIMESTAMPTZOID}
 };
 
@@ -221,6 +218,18 @@ purge_batch_work(void *arg)
 		turn->caught_up[i] = i != PURGE_VERIFICATIONS || turn->caught_up[PURGE_MESSAGES];
 }
 
+/* Is every table caught up with purging?  (Redaction waits: why mask rows about to go.) */
+static bool
+purged(const PurgeTurn *turn)
+{
+	for (int i = 0; i < REDACT_VERIFICATIONS; i++)
+	{
+		if (!turn->caught_up[i])
+			return false;
+	}
+	return true;
+}
+
 /*
  * Purge (and redact) in batches, one table's batch per unit of work, until
  * every table is caught up or budget_ms have gone by: no more than one
@@ -248,7 +257,7 @@ plivo_otp_purge_old_rows(int budget_ms)
 		{
 			int			i = (next_table + k) % PURGE_TABLES;
 
-			if (turn.caught_up[i])
+			if (turn.caught_up[i] || (i >= REDACT_VERIFICATIONS && !purged(&turn)))
 				continue;
 			turn.table = i;
 			if (!plivo_otp_run_work("purging old rows", purge_batch_work, &turn))
