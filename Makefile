@@ -52,6 +52,8 @@ OBJS = \
 	src/api/stats.o \
 	src/api/callback.o \
 	src/api/senders_trigger.o \
+	src/api/events.o \
+	src/api/phone_masked.o \
 	src/dispatcher/http.o \
 	src/dispatcher/plivo_rest.o \
 	src/dispatcher/plivo_response.o \
@@ -59,6 +61,7 @@ OBJS = \
 	src/dispatcher/outcome.o \
 	src/dispatcher/rate_limit.o \
 	src/dispatcher/retention.o \
+	src/dispatcher/expiry.o \
 	src/dispatcher/fallback.o \
 	src/dispatcher/dispatcher.o \
 	src/listener/callback_auth.o \

@@ -302,3 +302,53 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+-- ==== issue 12, Events: NOTIFY plivo_otp_events, code expiry, redaction ====
+-- NOTIFY plivo_otp_events with a JSON payload when a message is accepted,
+-- refused, expired, canceled or left unknown, when Plivo reports a final
+-- delivery status, and when a code is approved, expires, locks or is
+-- canceled (src/api/events.c).  The trigger runs in the transaction that
+-- makes the change, so a listener never sees one that rolled back; its
+-- WHEN clause fires it only on a real change to one of those states.
+CREATE FUNCTION plivo_otp.events_notify() RETURNS trigger
+AS 'MODULE_PATHNAME', 'plivo_otp_events_notify'
+LANGUAGE C;
+COMMENT ON FUNCTION plivo_otp.events_notify() IS
+'trigger of plivo_otp.messages and plivo_otp.verifications: NOTIFY plivo_otp_events of a state change (JSON: verification_id, message_id, event, state, channel; never a number or a code)';
+-- A trigger function: nobody calls it.
+REVOKE ALL ON FUNCTION plivo_otp.events_notify() FROM PUBLIC;
+CREATE TRIGGER messages_events AFTER UPDATE OF dispatch_state, delivery_status ON plivo_otp.messages
+	FOR EACH ROW
+	WHEN ((OLD.dispatch_state IS DISTINCT FROM NEW.dispatch_state
+		   AND NEW.dispatch_state IN ('accepted', 'refused', 'expired', 'unknown', 'canceled'))
+		  OR (OLD.delivery_status IS DISTINCT FROM NEW.delivery_status
+			  AND NEW.delivery_status IN ('delivered', 'undelivered', 'failed', 'rejected',
+										  'completed', 'busy', 'timeout', 'no-answer', 'canceled')))
+	EXECUTE FUNCTION plivo_otp.events_notify('message');
+CREATE TRIGGER verifications_events AFTER UPDATE OF state ON plivo_otp.verifications
+	FOR EACH ROW
+	WHEN (OLD.state IS DISTINCT FROM NEW.state AND NEW.state <> 'pending')
+	EXECUTE FUNCTION plivo_otp.events_notify('verification');
+
+-- Codes past their expiry are marked 'expired' by the dispatcher every
+-- second (src/dispatcher/expiry.c), in batches from this index.
+CREATE INDEX verifications_pending_expiry ON plivo_otp.verifications (expires_at)
+	WHERE state = 'pending';
+
+-- plivo_otp.redact_after (src/dispatcher/retention.c): numbers of finished
+-- rows are replaced by their masked form; these indexes hold the rows whose
+-- number is not masked yet, so each batch finds them without a scan.
+CREATE FUNCTION plivo_otp.phone_masked(phone text) RETURNS text
+AS 'MODULE_PATHNAME', 'plivo_otp_phone_masked'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION plivo_otp.phone_masked(text) IS
+'a phone number as the logs and otp_status show it ("+14155550199" -> "+1415*****99"); masking twice changes nothing';
+-- Used by the dispatcher's redaction: grant it as wanted.
+REVOKE ALL ON FUNCTION plivo_otp.phone_masked(text) FROM PUBLIC;
+CREATE INDEX verifications_unredacted ON plivo_otp.verifications (created_at)
+	WHERE strpos(phone, '*') = 0;
+CREATE INDEX messages_unredacted ON plivo_otp.messages (created_at)
+	WHERE strpos(phone, '*') = 0;
+CREATE INDEX delivery_events_unredacted ON plivo_otp.delivery_events (received_at)
+	WHERE strpos(params ->> 'To', '*') = 0;

@@ -86,6 +86,8 @@ extern int	plivo_otp_max_inflight;
 extern int	plivo_otp_max_requests_per_second;
 extern int	plivo_otp_request_timeout;
 extern int	plivo_otp_retention;
+extern int	plivo_otp_redact_after;
+extern bool plivo_otp_events;
 extern char *plivo_otp_listen_address;
 extern int	plivo_otp_listen_port;
 extern int	plivo_otp_listen_max_connections;
@@ -434,6 +436,9 @@ extern bytea *plivo_otp_caller_key_arg(FunctionCallInfo fcinfo, int argno, char 
  * forgotten, a V2 request can no longer change even that message.
  */
 #define PLIVO_OTP_NONCE_WINDOW_SECS (24 * 3600)
+
+/* api/events.c: the channel of NOTIFY plivo_otp_events (state changes as JSON). */
+#define PLIVO_OTP_EVENTS_CHANNEL "plivo_otp_events"
 
 typedef enum PlivoIngestResult
 {

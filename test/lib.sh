@@ -9,7 +9,7 @@ PG_BINDIR=/usr/lib/postgresql/15/bin
 export PG_CONFIG=$PG_BINDIR/pg_config
 # The package suite (test/package.sh) also needs debhelper and pg_buildext.
 PACKAGE_PACKAGES="debhelper dpkg-dev postgresql-server-dev-all"
-PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libphonenumber-dev libipc-run-perl python3 procps clang-14 libclang-rt-14-dev"
+PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libphonenumber-dev libipc-run-perl python3 python3-psycopg procps clang-14 libclang-rt-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 

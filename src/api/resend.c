@@ -89,10 +89,11 @@ open_code(const pg_uuid_t *id, const char *channel, TimestampTz now, char *code,
 		unknown_verification();
 	state = plivo_otp_get_text(0, 1);
 	*expires_at = DatumGetTimestampTz(plivo_otp_get(0, 2, &isnull));
-	if (strcmp(state, "pending") != 0)
+	/* (a code past its expiry is 'expired' once the dispatcher marked it) */
+	if (strcmp(state, "pending") != 0 && strcmp(state, "expired") != 0)
 		refuse_resend(psprintf("code not re-delivered: the verification is %s", state),
 					  "Only a pending code can be delivered again.");
-	if (*expires_at <= now)
+	if (strcmp(state, "expired") == 0 || *expires_at <= now)
 		refuse_resend("code not re-delivered: the code expired",
 					  "Only a pending code can be delivered again.");
 	if (*expires_at <= now + (int64) life * USECS_PER_SEC)

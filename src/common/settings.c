@@ -62,6 +62,8 @@ int			plivo_otp_max_inflight = 10;
 int			plivo_otp_max_requests_per_second = 5;
 int			plivo_otp_request_timeout = 10000;
 int			plivo_otp_retention = 7 * 24 * 3600;
+int			plivo_otp_redact_after = 0;
+bool		plivo_otp_events = true;
 char	   *plivo_otp_listen_address = NULL;
 int			plivo_otp_listen_port = 0;
 int			plivo_otp_listen_max_connections = 200;
@@ -417,6 +419,16 @@ plivo_otp_define_settings(void)
 							"How long finished verifications and their messages are kept.", NULL,
 							&plivo_otp_retention, 7 * 24 * 3600, 3600, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("plivo_otp.redact_after",
+							"How long finished verifications and messages keep the full phone number; 0 keeps it until they are purged.",
+							"Older finished rows get the masked number (as otp_status shows it); never sooner than plivo_otp.number_window and resend_interval, so the per-number limits still count them.",
+							&plivo_otp_redact_after, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("plivo_otp.events",
+							 "Send NOTIFY plivo_otp_events when a message or a code changes state.",
+							 "Off: no notification (PostgreSQL serialises the commits of notifying transactions).",
+							 &plivo_otp_events, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	/* Policy and templates: superuser-only, so an application cannot SET past them. */
 	DefineCustomIntVariable("plivo_otp.code_length",

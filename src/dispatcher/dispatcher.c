@@ -696,6 +696,7 @@ run_timers(TimestampTz now)
 		recovered = plivo_otp_run_work("finding messages left in flight", find_stale_work, NULL);
 	if (now >= next_expire_at)
 	{
+		plivo_otp_mark_expired_codes();
 		plivo_otp_run_work("wiping sealed codes", wipe_work, NULL);
 		plivo_otp_run_work("expiring unsendable messages", expire_work, NULL);
 		plivo_otp_run_work_within("queueing voice fallbacks", fallback_work, NULL,

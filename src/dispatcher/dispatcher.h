@@ -9,7 +9,8 @@
  *	  outcome.c		what a finished request means, and recording it
  *	  rate_limit.c	the token buckets of max_requests_per_second and
  *					max_calls_per_second
- *	  retention.c	purging old rows
+ *	  retention.c	purging old rows, redacting numbers
+ *	  expiry.c		marking codes past their expiry 'expired'
  *	  fallback.c	the voice fallback: a call for a code whose SMS did not arrive
  *	  http.c		concurrent requests with libcurl's multi interface
  *	  plivo_rest.c	Plivo's REST API: the requests
@@ -194,6 +195,9 @@ extern long plivo_otp_rate_wait_ms(PlivoOtpRateKind kind, TimestampTz now);
 
 /* ---- retention.c ---- */
 extern bool plivo_otp_purge_old_rows(int budget_ms);
+
+/* ---- expiry.c ---- */
+extern void plivo_otp_mark_expired_codes(void);
 
 /* ---- fallback.c ---- */
 extern void plivo_otp_queue_voice_fallbacks(TimestampTz now);
