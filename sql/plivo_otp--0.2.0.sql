@@ -458,3 +458,12 @@ ALTER TABLE plivo_otp.messages ADD COLUMN encoding text CHECK (encoding IN ('gsm
 ALTER TABLE plivo_otp.messages ADD COLUMN segments integer CHECK (segments > 0);
 ALTER TABLE plivo_otp.messages ADD COLUMN voice_language text;
 ALTER TABLE plivo_otp.messages ADD COLUMN voice_name text;
+
+-- Performance: dispatcher (issue 11).  Each kind of message (SMS, calls) is
+-- claimed in the order of its own partial index, (next_try_at, id): a claim
+-- reads only the rows it takes, starting where the previous claim stopped,
+-- whatever the length of the queue or of the history.
+CREATE INDEX messages_due_sms ON plivo_otp.messages (next_try_at, id)
+	WHERE dispatch_state = 'pending' AND channel = 'sms';
+CREATE INDEX messages_due_voice ON plivo_otp.messages (next_try_at, id)
+	WHERE dispatch_state = 'pending' AND channel = 'voice';
