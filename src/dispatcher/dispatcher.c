@@ -16,7 +16,9 @@
  *				latch, so no wake-up is lost whatever the wait returned;
  *	interrupts	SIGTERM (stop at once), SIGHUP (reload the settings);
  *	drive		let libcurl make progress, judge finished requests
- *				(outcome.c) and record their outcomes;
+ *				(outcome.c); their outcomes are recorded by the claim
+ *				below (one statement, in its transaction: one commit per
+ *				turn), or on their own when the turn claims nothing;
  *	timers		find rows left in flight (once), then every second, each
  *				in a unit of work of its own: wipe the seals of codes that
  *				can no longer be re-delivered (expired, too little life
@@ -27,8 +29,10 @@
  *				no longer pending and apply late callbacks; queue voice
  *				fallbacks (fallback.c, at most FALLBACK_BUDGET_MS);
  *	claim		when woken, when a row is due or at the backstop: due
- *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
- *				(queue.c); then start their requests (an SMS: Send
+ *				rows FOR UPDATE SKIP LOCKED, in the order of each kind's
+ *				index from where the previous claim stopped (claim_from),
+ *				mark them 'sending', commit (queue.c); then start their
+ *				requests (an SMS: Send
  *				Message; a call: Make Call), at most max_inflight at once
  *				in all, SMS at most max_requests_per_second and calls at
  *				most max_calls_per_second (rate_limit.c; each kind is due,

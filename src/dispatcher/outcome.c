@@ -37,12 +37,16 @@
  * (queue.c, wipe_call_bodies), so a sealed code never outlives its use.
  *
  * Outcomes wait in a list (their own memory context) until they are
- * recorded, each in a subtransaction of its batch, so one row that cannot
- * take its outcome never holds up the others.  An outcome whose row someone
- * holds locked waits for a later turn; one whose row fails otherwise is
+ * recorded: all of them with one statement (queue.c, store_outcomes: the
+ * arrays of ids, states, ... unnested), inside the unit of work that also
+ * claims the next rows, so that a loop turn commits once.  An outcome whose
+ * row someone holds locked waits for a later turn.  If the statement fails
+ * (a row's trigger or constraint refuses its outcome), that batch is
+ * recorded again one outcome per subtransaction, so one row that cannot
+ * take its outcome never holds up the others; the one that fails is
  * logged and its row made 'unknown' with the reason (or, if even that
- * fails, left for the next dispatcher's recovery).  If the batch's
- * transaction fails, its outcomes stay and are recorded on a later turn.
+ * fails, left for the next dispatcher's recovery).  If the unit of work
+ * fails, its outcomes stay and are recorded on a later turn.
  *
  *-------------------------------------------------------------------------
  */

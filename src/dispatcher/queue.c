@@ -10,11 +10,18 @@
  * Every function runs inside a unit of work of common/worker.c (a short
  * transaction, SPI connected).  No statement here waits on a row lock that
  * someone else holds: rows are claimed, expired, canceled and recovered FOR
- * UPDATE SKIP LOCKED (a held row is left for a later turn), and an outcome
- * locks its row FOR UPDATE NOWAIT (a held row fails at once with
- * lock_not_available, and the outcome waits for a later turn).  Only a row
- * still 'sending' takes an outcome: a row canceled or re-queued meanwhile
- * keeps what it was given.
+ * UPDATE SKIP LOCKED (a held row is left for a later turn); a batch of
+ * outcomes skips the rows someone holds and names them, so their outcomes
+ * wait for a later turn, and a single outcome (the fallback when a batch
+ * fails) locks its row FOR UPDATE NOWAIT (a held row fails at once with
+ * lock_not_available, and the outcome waits).  Only a row still 'sending'
+ * takes an outcome: a row canceled or re-queued meanwhile keeps what it
+ * was given.
+ *
+ * The statements the dispatcher runs on every turn and every second have
+ * plans that cannot depend on the statistics (exec_index_ordered): a claim
+ * costs what it takes, an outcome what it updates, whatever the length of
+ * the queue or of the history.
  *
  * The claim tolerates whatever the table's constraints allow: a NULL,
  * garbage or huge body, a number that is not E.164, a past or infinite
