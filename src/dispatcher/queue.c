@@ -302,8 +302,9 @@ static int	nstale = 0;
  * a plan chosen on them can turn a claim into a scan of the whole queue or
  * of the history.  Every one of them has an index path that reads only the
  * rows it touches (the partial indexes of the pending rows, the primary
- * keys); forbidding the others (sequential and bitmap scans, sorts, hash and
- * merge joins) leaves it as the only plan, and the generic plan is kept:
+ * keys); forbidding the others (sequential and bitmap scans, sorts of the
+ * rows read, hash and merge joins) leaves it as the only plan (a sort of
+ * the few rows a claim took, of both kinds, remains), and the generic plan is kept:
  * planned once, not on every turn.  The settings are the statement's alone:
  * they go back to what they were as it returns (or when its transaction or
  * subtransaction aborts).
@@ -312,8 +313,10 @@ static int
 exec_index_ordered(PlivoOtpStatement *stmt, Datum *args, const char *nulls, long count)
 {
 	static const char *const off[] = {
-		"enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_hashjoin",
-		"enable_mergejoin", "enable_material"
+		"enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort",
+		"enable_hashjoin", "enable_mergejoin", "enable_material",
+		/* (a path that is the only one left costs a disable_cost: no JIT for it) */
+		"jit"
 	};
 	int			level = NewGUCNestLevel();
 	int			n;
