@@ -75,7 +75,7 @@ my @claims = plans_of(qr/WITH sms AS \(/);
 ok(@claims > 0, 'the claims were explained (' . scalar(@claims) . ')');
 is(scalar(grep { !/Index Scan using messages_due_sms on messages/ || !/Index Scan using messages_due_voice on messages/ } @claims),
 	0, "every claim reads each kind's partial index");
-is(scalar(grep { /Index Cond: .*ROW\(m\.next_try_at, m\.id\) >= ROW/s } @claims), scalar @claims,
+is(scalar(grep { /Index Cond: .*ROW\((?:m\.)?next_try_at, (?:m\.)?id\) >= ROW/s } @claims), scalar @claims,
 	'from a position (where the previous claim stopped)');
 # (Only the few rows taken, of both kinds, are put in order: "Sort Key: sms.next_try_at".)
 is(scalar(grep { /Seq Scan|Bitmap|Incremental Sort|Sort Key: m|Hash/ } @claims), 0,
