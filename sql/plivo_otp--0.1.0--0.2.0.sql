@@ -352,3 +352,12 @@ CREATE INDEX messages_unredacted ON plivo_otp.messages (created_at)
 	WHERE strpos(phone, '*') = 0;
 CREATE INDEX delivery_events_unredacted ON plivo_otp.delivery_events (received_at)
 	WHERE strpos(params ->> 'To', '*') = 0;
+
+-- Performance: dispatcher (issue 11).  Each kind of message (SMS, calls) is
+-- claimed in the order of its own partial index, (next_try_at, id): a claim
+-- reads only the rows it takes, starting where the previous claim stopped,
+-- whatever the length of the queue or of the history.
+CREATE INDEX messages_due_sms ON plivo_otp.messages (next_try_at, id)
+	WHERE dispatch_state = 'pending' AND channel = 'sms';
+CREATE INDEX messages_due_voice ON plivo_otp.messages (next_try_at, id)
+	WHERE dispatch_state = 'pending' AND channel = 'voice';

@@ -16,7 +16,9 @@
  *				latch, so no wake-up is lost whatever the wait returned;
  *	interrupts	SIGTERM (stop at once), SIGHUP (reload the settings);
  *	drive		let libcurl make progress, judge finished requests
- *				(outcome.c) and record their outcomes;
+ *				(outcome.c); their outcomes are recorded by the claim
+ *				below (one statement, in its transaction: one commit per
+ *				turn), or on their own when the turn claims nothing;
  *	timers		find rows left in flight (once), then every second, each
  *				in a unit of work of its own: wipe the seals of codes that
  *				can no longer be re-delivered (expired, too little life
@@ -27,8 +29,10 @@
  *				no longer pending and apply late callbacks; queue voice
  *				fallbacks (fallback.c, at most FALLBACK_BUDGET_MS);
  *	claim		when woken, when a row is due or at the backstop: due
- *				rows FOR UPDATE SKIP LOCKED, mark them 'sending', commit
- *				(queue.c); then start their requests (an SMS: Send
+ *				rows FOR UPDATE SKIP LOCKED, in the order of each kind's
+ *				index from where the previous claim stopped (claim_from),
+ *				mark them 'sending', commit (queue.c); then start their
+ *				requests (an SMS: Send
  *				Message; a call: Make Call), at most max_inflight at once
  *				in all, SMS at most max_requests_per_second and calls at
  *				most max_calls_per_second (rate_limit.c; each kind is due,
@@ -87,6 +91,8 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 #define FALLBACK_BUDGET_MS 500
 /* Due rows that could not be claimed (locked by someone) are looked at again this soon. */
 #define LOCKED_RETRY_MS 250
+/* A claim reads each kind from its first pending row at least this often (see claim_from). */
+#define RESCAN_EVERY_MS 1000
 /* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
 #define ERROR_PAUSE_MS 100
 
@@ -102,6 +108,20 @@ static TimestampTz next_due[PLIVO_OTP_NUM_RATES];
 static TimestampTz next_expire_at = 0;
 static TimestampTz next_purge_at = 0;
 static TimestampTz next_backstop_at = 0;	/* claim at least this often */
+
+/*
+ * Where the next claim of each kind starts reading its index: just after
+ * the last row the previous claim took, while that claim filled up (a
+ * backlog is being drained); from the first pending row (not set) after a
+ * claim that did not, after one that rolled back, and every
+ * RESCAN_EVERY_MS.  So a claim during a backlog never walks the index
+ * entries of the rows earlier claims took (dead until VACUUM removes them),
+ * and a row that is due but behind the mark (one that was locked when the
+ * claim passed it, or committed with an earlier next_try_at than the rows
+ * already claimed) waits at most RESCAN_EVERY_MS.
+ */
+static QueueKey claim_from[PLIVO_OTP_NUM_RATES];
+static TimestampTz next_rescan_at = 0;
 
 static uint64 seen_wakeups = 0;	/* the wake-up counter when last looked at */
 static uint64 wakeups_now = 0;	/* ... and as read after this turn's wait */
@@ -175,6 +195,7 @@ load_dispatch_config(void)
 				 errdetail_internal("%s", why),
 				 errhint("Queued messages wait until it is configured, or expire.")));
 	plivo_otp_rate_reset(GetCurrentTimestamp());
+	plivo_otp_http_configure(plivo_otp_max_inflight);
 }
 
 /*
@@ -305,27 +326,38 @@ kind_room(int kind)
 	return Max(Min(room, own), 0);
 }
 
-/* How many rows a claim may take: of each kind, and in all. */
+/* How many rows a claim may take: of each kind, and in all; and what it found. */
 typedef struct ClaimLimits
 {
 	int			of_kind[PLIVO_OTP_NUM_RATES];
 	int			room;
+	TimestampTz retry;			/* the earliest retry of the outcomes recorded */
+	QueueKey	from[PLIVO_OTP_NUM_RATES];	/* claim_from once the claim commits */
 } ClaimLimits;
 
-/* The claim's unit of work; arg points to its ClaimLimits. */
+/*
+ * The claim's unit of work (one transaction, one commit per turn): first
+ * the outcomes waiting (one statement), then the due rows there is room
+ * for; arg points to its ClaimLimits.
+ */
 static void
 claim_work(void *arg)
 {
 	ClaimLimits *limits = (ClaimLimits *) arg;
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now;
 	ClaimedMessage *rows;
-	int			n = plivo_otp_queue_claim(now, limits->of_kind, limits->room, &rows);
-	int			claimed[PLIVO_OTP_NUM_RATES] = {0};
+	QueueKey	last[PLIVO_OTP_NUM_RATES];
+	int			claimed[PLIVO_OTP_NUM_RATES];
+	bool		look[PLIVO_OTP_NUM_RATES] = {0};	/* kinds whose earliest row is wanted */
+	bool		short_claim = false;
+	int			n;
 	ErrorData  *error;
 
+	plivo_otp_record_outcomes_here(&limits->retry);
+	now = GetCurrentTimestamp();
+	n = plivo_otp_queue_claim(now, limits->of_kind, limits->room, claim_from, last, claimed, &rows);
 	for (int i = 0; i < n; i++)
 	{
-		claimed[PLIVO_OTP_RATE_OF(rows[i].voice)]++;
 		/* A row that cannot even be prepared must not fail the others. */
 		if (!plivo_otp_try_subtransaction(prepare_transfer, &rows[i], &error))
 			plivo_otp_add_outcome(&rows[i].id, PLIVO_OTP_DISPATCH_REFUSED, NULL, 0,
@@ -334,16 +366,48 @@ claim_work(void *arg)
 	}
 
 	/*
-	 * When is the next row of each kind due?  (Soon, if due rows of a kind
-	 * were left although it had room: locked by someone.)  A kind that had
-	 * no token stays due: compute_timeout waits for its token.
+	 * A kind whose claim filled up (or took what room there was) may have
+	 * more rows due: it is due again at once, and its next claim starts
+	 * after the last row taken.  A kind that took fewer than it could has
+	 * no more due rows, or only rows someone holds locked (looked at again
+	 * soon): the earliest of its pending rows says when it is due, and its
+	 * next claim reads from the beginning.  A kind that could take nothing
+	 * (no token, no slot) stays as it was.
 	 */
-	plivo_otp_queue_earliest_due(next_due);
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
-		if (claimed[kind] < limits->of_kind[kind] && n < limits->room &&
-			next_due[kind] != 0 && next_due[kind] <= now)
-			next_due[kind] = now + LOCKED_RETRY_MS * 1000;
+		limits->from[kind] = claim_from[kind];
+		if (limits->of_kind[kind] <= 0)
+			continue;
+		if (claimed[kind] < limits->of_kind[kind] && n < limits->room)
+		{
+			/* (Read from the mark: rows behind it may be due; at once from the beginning.) */
+			if (claim_from[kind].set)
+				next_due[kind] = now;
+			else
+				short_claim = look[kind] = true;
+			limits->from[kind].set = false;
+		}
+		else
+		{
+			if (last[kind].set)
+				limits->from[kind] = last[kind];
+			next_due[kind] = now;
+		}
+	}
+	if (short_claim)
+	{
+		TimestampTz due[PLIVO_OTP_NUM_RATES];
+
+		plivo_otp_queue_earliest_due(due);
+		for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+		{
+			if (!look[kind])
+				continue;
+			next_due[kind] = due[kind];
+			if (due[kind] != 0 && due[kind] <= now)
+				next_due[kind] = now + LOCKED_RETRY_MS * 1000;
+		}
 	}
 }
 
@@ -397,12 +461,13 @@ start_claimed(void)
 }
 
 /*
- * The claim step: as many due rows as there is room for (max_inflight in
- * all, and of each kind as many as its bucket has tokens), then their
- * requests.  Without room nothing is claimed and next_due stays: the rows
- * go when a request finishes or a token comes (compute_timeout).
+ * The claim step: the outcomes waiting, and as many due rows as there is
+ * room for (max_inflight in all, and of each kind as many as its bucket has
+ * tokens), in one unit of work; then their requests.  Without room nothing
+ * is claimed and next_due stays: the rows go when a request finishes or a
+ * token comes (compute_timeout).  False if no unit of work ran.
  */
-static void
+static bool
 claim_and_start(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
@@ -411,9 +476,10 @@ claim_and_start(void)
 	int			outcomes_before;
 	ListCell   *lc;
 
+	memset(&limits, 0, sizeof(limits));
 	limits.room = plivo_otp_max_inflight - plivo_otp_http_inflight();
 	if (limits.room <= 0)
-		return;
+		return false;
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
 		int			tokens = plivo_otp_rate_available(kind, now);	/* (Min evaluates twice) */
@@ -423,22 +489,35 @@ claim_and_start(void)
 		any |= limits.of_kind[kind] > 0;
 	}
 	if (!any)
-		return;
+		return false;
+	if (now >= next_rescan_at)
+	{
+		memset(claim_from, 0, sizeof(claim_from));
+		next_rescan_at = now + RESCAN_EVERY_MS * 1000;
+	}
 	to_start = NIL;
 	outcomes_before = plivo_otp_outcomes_waiting();
 	if (plivo_otp_run_work("claiming due messages", claim_work, &limits))
+	{
+		plivo_otp_outcomes_settle(true);
+		memcpy(claim_from, limits.from, sizeof(claim_from));
+		note_due(limits.retry);
 		start_claimed();
+	}
 	else
 	{
 		foreach(lc, to_start)
 			plivo_otp_free_transfer((HttpTransfer *) lfirst(lc));
 		/* Outcomes judged inside the rolled-back claim no longer apply. */
 		plivo_otp_outcomes_truncate(outcomes_before);
+		plivo_otp_outcomes_settle(false);
+		memset(claim_from, 0, sizeof(claim_from));
 		memset(next_due, 0, sizeof(next_due));	/* the backstop timer tries again */
 	}
 	list_free(to_start);
 	to_start = NIL;
 	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
+	return true;
 }
 
 /* Requests claimed but not started when an ERROR struck: back to the queue. */
@@ -550,7 +629,10 @@ fallback_work(void *arg)
 	plivo_otp_queue_voice_fallbacks(GetCurrentTimestamp());
 }
 
-/* Judge the requests that finished, and record their outcomes. */
+/*
+ * Judge the requests that finished; their outcomes are recorded by this
+ * turn's claim, or on their own when the turn claims nothing.
+ */
 static void
 collect_finished(void)
 {
@@ -562,7 +644,6 @@ collect_finished(void)
 		plivo_otp_free_transfer(t);
 	}
 	plivo_otp_set_dispatcher_inflight(plivo_otp_http_inflight());
-	record_outcomes();
 }
 
 static long
@@ -758,10 +839,10 @@ run_turn(WaitEventSet *wait_set)
 	if (should_claim(now))
 	{
 		next_backstop_at = now + BACKSTOP_MS * 1000;
-		claim_and_start();
-		/* Rows found expired or unsendable while claiming. */
-		record_outcomes();
+		(void) claim_and_start();
 	}
+	/* What no claim recorded: the turn claimed nothing, or found rows unsendable. */
+	record_outcomes();
 	run_purge(now);
 }
 

@@ -55,6 +55,8 @@ typedef struct HttpTransfer
 } HttpTransfer;
 
 extern void plivo_otp_http_init(void);
+extern void plivo_otp_http_configure(int max_inflight);
+extern CURL *plivo_otp_http_easy(void);
 extern int	plivo_otp_http_epoll_fd(void);
 extern long plivo_otp_http_timeout_ms(void);
 extern bool plivo_otp_http_start(HttpTransfer *transfer);
@@ -134,12 +136,24 @@ typedef struct Outcome
 	int			http_status;	/* 0 for none */
 	char	   *error;
 	TimestampTz next_try_at;	/* for pending */
+	bool		recorded;		/* by the open unit of work (outcome.c) */
 } Outcome;
 
+/* A position in a kind's claim order (next_try_at, id); not set: the beginning. */
+typedef struct QueueKey
+{
+	bool		set;
+	TimestampTz next_try_at;
+	pg_uuid_t	id;
+} QueueKey;
+
 extern int	plivo_otp_queue_claim(TimestampTz now, const int *limits, int room,
+								  const QueueKey *from, QueueKey *last, int *claimed,
 								  ClaimedMessage **rows);
 extern void plivo_otp_queue_earliest_due(TimestampTz *due);
 extern void plivo_otp_queue_record(const Outcome *outcome, TimestampTz now);
+extern void plivo_otp_queue_record_batch(Outcome *const *outcomes, int n, TimestampTz now,
+										 bool *waiting);
 extern void plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why,
 										   TimestampTz now);
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
@@ -175,6 +189,8 @@ extern void plivo_otp_free_transfer(HttpTransfer *transfer);
 extern int	plivo_otp_outcomes_waiting(void);
 extern void plivo_otp_outcomes_truncate(int n);
 extern bool plivo_otp_record_outcomes(TimestampTz *next_due);
+extern void plivo_otp_record_outcomes_here(TimestampTz *next_due);
+extern void plivo_otp_outcomes_settle(bool committed);
 
 /* ---- rate_limit.c ---- */
 

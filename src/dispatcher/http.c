@@ -13,6 +13,15 @@
  * longjmp out of libcurl: they record what happened in plain C memory, and
  * the worker looks at it after the libcurl call has returned.
  *
+ * Connections are kept alive and reused: they live in the multi handle's
+ * cache (CURLMOPT_MAXCONNECTS, at least max_inflight of them, so a burst
+ * does not close what it opened), and over TLS a server that offers HTTP/2
+ * carries many requests on one connection (CURLPIPE_MULTIPLEX; each request
+ * waits for an existing connection to say whether it multiplexes before
+ * opening another, CURLOPT_PIPEWAIT in plivo_rest.c).  Easy handles are
+ * reused too (reset, kept in a small pool), so a request allocates little.
+ * Why reuse cannot send a message twice: see plivo_rest.c.
+ *
  * At process exit (whatever the reason) the running transfers, the multi
  * handle and the epoll descriptor are released and libcurl cleaned up.
  *
@@ -34,6 +43,12 @@ static long timer_ms = -1;		/* libcurl's requested wake-up, -1 for none */
 static TimestampTz timer_set_at = 0;
 static int	running = 0;
 static HttpTransfer *active = NULL;	/* running transfers, for abort_all */
+
+/* Easy handles kept for reuse (malloc'd by libcurl), at most pool_max. */
+#define POOL_LIMIT 1024
+static CURL *pool[POOL_LIMIT];
+static int	pooled = 0;
+static int	pool_max = 0;
 
 static void
 link_active(HttpTransfer *t)
@@ -157,6 +172,8 @@ http_cleanup(int code, Datum arg)
 		curl_easy_cleanup(t->easy);
 		t->easy = NULL;
 	}
+	while (pooled > 0)
+		curl_easy_cleanup(pool[--pooled]);
 	if (multi)
 		curl_multi_cleanup(multi);
 	multi = NULL;
@@ -179,8 +196,34 @@ plivo_otp_http_init(void)
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("plivo_otp dispatcher: could not create its HTTP event loop: %m")));
 	if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback) != CURLM_OK ||
-		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback) != CURLM_OK)
+		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback) != CURLM_OK ||
+		curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX) != CURLM_OK)
 		elog(ERROR, "plivo_otp: could not configure libcurl");
+	plivo_otp_http_configure(plivo_otp_max_inflight);
+}
+
+/*
+ * Size the connection cache and the pool of easy handles for up to
+ * max_inflight requests at once (at start and on SIGHUP).  libcurl's own
+ * default cache (four per easy handle added) shrinks and grows with the
+ * handles in use, closing connections a moment later needed again.
+ */
+void
+plivo_otp_http_configure(int max_inflight)
+{
+	(void) curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(max_inflight, 4));
+	pool_max = Min(max_inflight, POOL_LIMIT);
+	while (pooled > pool_max)
+		curl_easy_cleanup(pool[--pooled]);
+}
+
+/* An easy handle with default options, reused if one is kept; NULL if none can be made. */
+CURL *
+plivo_otp_http_easy(void)
+{
+	if (pooled > 0)
+		return pool[--pooled];
+	return curl_easy_init();
 }
 
 int
@@ -325,7 +368,13 @@ plivo_otp_http_inflight_of(int kind)
 void
 plivo_otp_http_free(HttpTransfer *t)
 {
-	if (t->easy)
+	if (t->easy && pooled < pool_max)
+	{
+		/* (Options go; connections, DNS and TLS sessions stay with the multi handle.) */
+		curl_easy_reset(t->easy);
+		pool[pooled++] = t->easy;
+	}
+	else if (t->easy)
 		curl_easy_cleanup(t->easy);
 	if (t->headers)
 		curl_slist_free_all(t->headers);

@@ -37,12 +37,16 @@
  * (queue.c, wipe_call_bodies), so a sealed code never outlives its use.
  *
  * Outcomes wait in a list (their own memory context) until they are
- * recorded, each in a subtransaction of its batch, so one row that cannot
- * take its outcome never holds up the others.  An outcome whose row someone
- * holds locked waits for a later turn; one whose row fails otherwise is
+ * recorded: all of them with one statement (queue.c, store_outcomes: the
+ * arrays of ids, states, ... unnested), inside the unit of work that also
+ * claims the next rows, so that a loop turn commits once.  An outcome whose
+ * row someone holds locked waits for a later turn.  If the statement fails
+ * (a row's trigger or constraint refuses its outcome), that batch is
+ * recorded again one outcome per subtransaction, so one row that cannot
+ * take its outcome never holds up the others; the one that fails is
  * logged and its row made 'unknown' with the reason (or, if even that
- * fails, left for the next dispatcher's recovery).  If the batch's
- * transaction fails, its outcomes stay and are recorded on a later turn.
+ * fails, left for the next dispatcher's recovery).  If the unit of work
+ * fails, its outcomes stay and are recorded on a later turn.
  *
  *-------------------------------------------------------------------------
  */
@@ -58,9 +62,8 @@
 #include "dispatcher.h"
 
 #define MAX_BACKOFF_SECS 60
-/* Outcomes per transaction: each takes a subtransaction, and PostgreSQL
- * caches 64 subtransaction ids per backend before snapshots get slow. */
-#define RECORD_BATCH 50
+/* Outcomes per statement (see queue.c, store_outcomes). */
+#define RECORD_BATCH 1000
 /* Plivo's error text kept on the row, at most (bytes). */
 #define MAX_ERROR_TEXT 500
 #define MAX_UUID_LEN 64
@@ -289,18 +292,25 @@ plivo_otp_outcomes_truncate(int n)
 
 /* ---- recording ---- */
 
-/* The outcomes of one plivo_otp_record_outcomes call, in batches. */
+/* The outcomes being recorded by one unit of work. */
 typedef struct RecordBatch
 {
 	Outcome   **all;
-	bool	   *done;			/* recorded (or given up) by a committed batch */
-	int			from;			/* this batch: all[from .. to) */
+	bool	   *waiting;		/* all[i]'s row is held locked: a later turn */
+	int			from;			/* the statement's outcomes: all[from .. to) */
 	int			to;
 	TimestampTz now;
-	TimestampTz next_due;
-	Outcome    *current;		/* the row being recorded */
+	Outcome    *current;		/* the row being recorded one by one */
 	const char *why;			/* its failure, for record_failure */
 } RecordBatch;
+
+static void
+record_statement(void *arg)
+{
+	RecordBatch *b = (RecordBatch *) arg;
+
+	plivo_otp_queue_record_batch(b->all + b->from, b->to - b->from, b->now, b->waiting + b->from);
+}
 
 static void
 record_one(void *arg)
@@ -349,6 +359,29 @@ record_poisoned(RecordBatch *b, ErrorData *error)
 				 errhint("The next dispatcher to start marks it unknown.")));
 }
 
+/*
+ * The statement refused the batch all[from .. to) (a row's trigger or
+ * constraint): each outcome on its own, in a subtransaction of its own, so
+ * the one row that refuses its outcome holds up no other.  Marks
+ * waiting[i] for those whose row someone holds.
+ */
+static void
+record_one_by_one(RecordBatch *b)
+{
+	ErrorData  *error;
+
+	for (int i = b->from; i < b->to; i++)
+	{
+		b->current = b->all[i];
+		if (plivo_otp_try_subtransaction(record_one, b, &error))
+			continue;
+		if (transient(error))
+			b->waiting[i] = true;	/* someone holds the row: a later turn */
+		else
+			record_poisoned(b, error);
+	}
+}
+
 /* In a subtransaction of its own: a failure there undoes no outcome. */
 static void
 apply_waiting_events(void *arg)
@@ -356,31 +389,53 @@ apply_waiting_events(void *arg)
 	(void) plivo_otp_apply_waiting_events();
 }
 
-/* The unit of work: outcomes all[from .. to), each in its own subtransaction. */
-static void
-record_batch_work(void *arg)
+/*
+ * Inside a unit of work (the claim's, or one of its own): record every
+ * waiting outcome, RECORD_BATCH of them per statement, moving *next_due to
+ * the earliest retry; plivo_otp_outcomes_settle then forgets those recorded
+ * (or given up) if the unit commits.
+ */
+void
+plivo_otp_record_outcomes_here(TimestampTz *next_due)
 {
-	RecordBatch *b = (RecordBatch *) arg;
+	int			n = list_length(outcomes);
+	RecordBatch b = {0};
 	bool		accepted = false;
 	ErrorData  *error;
 
-	b->now = GetCurrentTimestamp();
-	for (int i = b->from; i < b->to; i++)
+	if (n == 0)
+		return;
+	b.all = palloc(n * sizeof(Outcome *));
+	b.waiting = palloc0(n * sizeof(bool));
+	b.now = GetCurrentTimestamp();
+	for (int i = 0; i < n; i++)
+		b.all[i] = list_nth(outcomes, i);
+	for (b.from = 0; b.from < n; b.from = b.to)
 	{
-		Outcome    *o = b->all[i];
-
-		b->current = o;
-		if (plivo_otp_try_subtransaction(record_one, b, &error))
+		b.to = Min(n, b.from + RECORD_BATCH);
+		if (!plivo_otp_try_subtransaction(record_statement, &b, &error))
 		{
-			if (o->next_try_at && (b->next_due == 0 || o->next_try_at < b->next_due))
-				b->next_due = o->next_try_at;
-			accepted |= o->provider_uuid != NULL;
+			if (transient(error))
+			{
+				for (int i = b.from; i < b.to; i++)
+					b.waiting[i] = true;
+				continue;
+			}
+			FreeErrorData(error);
+			memset(b.waiting + b.from, 0, (b.to - b.from) * sizeof(bool));
+			record_one_by_one(&b);
 		}
-		else if (transient(error))
-			continue;			/* someone holds the row: a later turn */
-		else
-			record_poisoned(b, error);
-		b->done[i] = true;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		Outcome    *o = b.all[i];
+
+		if (b.waiting[i])
+			continue;
+		o->recorded = true;
+		if (o->next_try_at && (*next_due == 0 || o->next_try_at < *next_due))
+			*next_due = o->next_try_at;
+		accepted |= o->provider_uuid != NULL;
 	}
 	/* Callbacks that beat this commit are waiting for these UUIDs. */
 	if (accepted)
@@ -398,41 +453,26 @@ free_outcome(Outcome *o)
 }
 
 /*
- * Record every waiting outcome, in batches of one transaction each, moving
- * *next_due to the earliest retry.  False if a batch failed: what it held
- * stays for the next turn, as do outcomes whose rows were locked.
+ * After the unit of work that recorded outcomes: if it committed, the
+ * recorded ones are forgotten; if not, they all wait for a later turn.
  */
-bool
-plivo_otp_record_outcomes(TimestampTz *next_due)
+void
+plivo_otp_outcomes_settle(bool committed)
 {
-	int			n = list_length(outcomes);
-	RecordBatch b = {0};
 	List	   *left = NIL;
-	bool		ok = true;
+	ListCell   *lc;
 
-	if (n == 0)
-		return true;
-	b.all = palloc(n * sizeof(Outcome *));
-	b.done = palloc0(n * sizeof(bool));
-	b.next_due = *next_due;
-	for (int i = 0; i < n; i++)
-		b.all[i] = list_nth(outcomes, i);
-	for (b.from = 0; b.from < n && ok; b.from += RECORD_BATCH)
+	foreach(lc, outcomes)
 	{
-		b.to = Min(n, b.from + RECORD_BATCH);
-		ok = plivo_otp_run_work("recording Plivo outcomes", record_batch_work, &b);
-		if (!ok)
-			memset(b.done + b.from, 0, (b.to - b.from) * sizeof(bool));	/* rolled back */
-	}
-	*next_due = b.next_due;
+		Outcome    *o = (Outcome *) lfirst(lc);
 
-	/* Keep what is left, in order; free the rest. */
-	for (int i = 0; i < n; i++)
-	{
-		if (b.done[i])
-			free_outcome(b.all[i]);
+		if (committed && o->recorded)
+			free_outcome(o);
 		else
-			left = lappend(left, b.all[i]);
+		{
+			o->recorded = false;
+			left = lappend(left, o);
+		}
 	}
 	list_free(outcomes);
 	outcomes = NIL;
@@ -445,5 +485,27 @@ plivo_otp_record_outcomes(TimestampTz *next_due)
 		outcomes = list_copy(left);
 		MemoryContextSwitchTo(old);
 	}
+}
+
+static void
+record_work(void *arg)
+{
+	plivo_otp_record_outcomes_here((TimestampTz *) arg);
+}
+
+/*
+ * Record every waiting outcome in a unit of work of its own, moving
+ * *next_due to the earliest retry.  False if it failed: they all stay for
+ * the next turn, as do outcomes whose rows were locked.
+ */
+bool
+plivo_otp_record_outcomes(TimestampTz *next_due)
+{
+	bool		ok;
+
+	if (outcomes == NIL)
+		return true;
+	ok = plivo_otp_run_work("recording Plivo outcomes", record_work, next_due);
+	plivo_otp_outcomes_settle(ok);
 	return ok;
 }

@@ -46,11 +46,19 @@ append_json_field(StringInfo buf, const char *name, const char *value)
 
 /*
  * libcurl reads the body through this callback, and there is deliberately
- * no seek callback: when a reused keep-alive connection closes without an
- * answer, libcurl would otherwise send the same POST again on a new
- * connection, by itself.  Unable to rewind, it fails the transfer instead,
- * and the dispatcher judges it as sent without an answer ('unknown'),
- * which keeps delivery at most once.
+ * no seek callback (and no CURLOPT_POSTFIELDS, which libcurl could resend
+ * from memory): connections are reused (keep-alive, HTTP/2 streams), and
+ * libcurl retries a request by itself on a fresh connection when a reused
+ * one dies before any answer (the far end closed it while idle, or an
+ * HTTP/2 server refused the stream or sent GOAWAY).  Whether the first
+ * attempt reached Plivo is exactly what nobody can know there: a server
+ * may close a connection after taking a request and before answering.
+ * Unable to rewind the body, libcurl fails the transfer instead of sending
+ * it again, and the dispatcher judges a request of which any byte left as
+ * sent without an answer ('unknown', never re-sent), one of which nothing
+ * left as not sent (pending again).  That keeps delivery at most once, at
+ * the price of an occasional 'unknown' on a connection that went stale;
+ * CURLOPT_MAXAGE_CONN below keeps those rare.
  */
 static size_t
 read_request_body(char *buf, size_t size, size_t nitems, void *userp)
@@ -84,7 +92,7 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	t->headers = t->headers ? curl_slist_append(t->headers, "Accept: application/json") : NULL;
 	t->headers = t->headers ? curl_slist_append(t->headers, "Expect:") : NULL;
-	t->easy = curl_easy_init();
+	t->easy = plivo_otp_http_easy();
 
 	ok = t->easy != NULL && t->headers != NULL &&
 		curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK &&
@@ -106,6 +114,10 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 		/* Reuse only fresh connections: a stale one that the far end closed
 		 * makes a request fail as 'unknown' (see read_request_body). */
 		curl_easy_setopt(t->easy, CURLOPT_MAXAGE_CONN, 20L) == CURLE_OK &&
+		/* HTTP/2 where the server offers it over TLS (HTTP/1.1 keep-alive otherwise);
+		 * wait for a connection being set up rather than open one more. */
+		curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_VERBOSE, 0L) == CURLE_OK;
 	pfree(url);
 	if (!ok)

@@ -10,11 +10,18 @@
  * Every function runs inside a unit of work of common/worker.c (a short
  * transaction, SPI connected).  No statement here waits on a row lock that
  * someone else holds: rows are claimed, expired, canceled and recovered FOR
- * UPDATE SKIP LOCKED (a held row is left for a later turn), and an outcome
- * locks its row FOR UPDATE NOWAIT (a held row fails at once with
- * lock_not_available, and the outcome waits for a later turn).  Only a row
- * still 'sending' takes an outcome: a row canceled or re-queued meanwhile
- * keeps what it was given.
+ * UPDATE SKIP LOCKED (a held row is left for a later turn); a batch of
+ * outcomes skips the rows someone holds and names them, so their outcomes
+ * wait for a later turn, and a single outcome (the fallback when a batch
+ * fails) locks its row FOR UPDATE NOWAIT (a held row fails at once with
+ * lock_not_available, and the outcome waits).  Only a row still 'sending'
+ * takes an outcome: a row canceled or re-queued meanwhile keeps what it
+ * was given.
+ *
+ * The statements the dispatcher runs on every turn and every second have
+ * plans that cannot depend on the statistics (exec_index_ordered): a claim
+ * costs what it takes, an outcome what it updates, whatever the length of
+ * the queue or of the history.
  *
  * The claim tolerates whatever the table's constraints allow: a NULL,
  * garbage or huge body, a number that is not E.164, a past or infinite
@@ -28,6 +35,8 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -39,45 +48,66 @@
  * them up to room (max_inflight's).  The expiry is the earlier of the
  * message's and its code's; tries stops at its maximum rather than
  * overflow; a body larger than any SMS is not fetched (only its size).
+ *
+ * Each kind is read in the order of its partial index (messages_due_sms,
+ * messages_due_voice: (next_try_at, id) of the pending rows), from the key
+ * where the previous claim of that kind stopped ($5/$6 for SMS, $7/$8 for
+ * calls; -infinity to start from the beginning): the index entries of
+ * the rows earlier claims took (dead, or not yet removed by VACUUM) are
+ * never walked again, and nothing is sorted, so a claim costs what it
+ * takes, whatever the length of the queue.  The plan is forced (see
+ * exec_index_ordered), so stale statistics after a bulk commit cannot
+ * turn it into a scan.  The keys of the last row claimed of each kind come
+ * back (next_try_at, id, in the order the rows were taken).
  */
-#define CLAIM_DUE_OF(name, channel_test, limit) \
+#define CLAIM_DUE_OF(name, channel, limit, from_at, from_id) \
 	name " AS (" \
 	" SELECT m.id, m.next_try_at, least(m.expires_at, v.expires_at) AS expires_at" \
 	" FROM plivo_otp.messages m" \
 	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'" \
-	" WHERE m.dispatch_state = 'pending' AND m.next_try_at <= $1 AND " channel_test \
-	" ORDER BY m.next_try_at LIMIT " limit " FOR UPDATE OF m SKIP LOCKED)"
+	" WHERE m.dispatch_state = 'pending' AND m.channel = '" channel "'" \
+	" AND m.next_try_at <= $1 AND (m.next_try_at, m.id) >= (" from_at ", " from_id ")" \
+	" ORDER BY m.next_try_at, m.id LIMIT " limit " FOR UPDATE OF m SKIP LOCKED)"
 
 #define CLAIM_DUE(sender) \
-	"WITH " CLAIM_DUE_OF("sms", "m.channel <> 'voice'", "$2") "," \
-	CLAIM_DUE_OF("calls", "m.channel = 'voice'", "$3") "," \
-	" due AS (SELECT * FROM sms UNION ALL SELECT * FROM calls ORDER BY next_try_at LIMIT $4)" \
+	"WITH " CLAIM_DUE_OF("sms", "sms", "$2", "$5", "$6") "," \
+	CLAIM_DUE_OF("calls", "voice", "$3", "$7", "$8") "," \
+	" due AS (SELECT * FROM sms UNION ALL SELECT * FROM calls ORDER BY next_try_at, id LIMIT $4)" \
 	" UPDATE plivo_otp.messages m SET dispatch_state = 'sending'," \
 	"  tries = CASE WHEN m.tries < 2147483647 THEN m.tries + 1 ELSE m.tries END," \
 	"  updated_at = $1" \
 	" FROM due WHERE m.id = due.id" \
 	" RETURNING m.id, m.phone," \
 	"  CASE WHEN octet_length(m.body) <= " CppAsString2(QUEUE_MAX_BODY) " THEN m.body END," \
-	"  octet_length(m.body), due.expires_at, m.tries, m.channel = 'voice', " sender
+	"  octet_length(m.body), due.expires_at, m.tries, m.channel = 'voice', " sender "," \
+	"  due.next_try_at"
+
+#define CLAIM_ARGS 8, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID, \
+	TIMESTAMPTZOID, UUIDOID, TIMESTAMPTZOID, UUIDOID}
 
 static PlivoOtpStatement claim_due = {
-	CLAIM_DUE("m.sender"),
-	4, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID}
+	CLAIM_DUE("m.sender"), CLAIM_ARGS
 };
 
 /* 0.1.0's table, while an upgrade is pending: no sender recorded. */
 static PlivoOtpStatement claim_due_v1 = {
-	CLAIM_DUE("NULL::text"),
-	4, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID}
+	CLAIM_DUE("NULL::text"), CLAIM_ARGS
 };
 
-/* Same rows as claim_due would take, so an unclaimable row cannot keep us spinning. */
+/*
+ * The earliest next_try_at of a claimable row of a kind: the same rows as
+ * claim_due would take, so an unclaimable row cannot keep us spinning; the
+ * first entry of the kind's partial index whose code is pending.  Run only
+ * after a claim that did not fill up (dispatcher.c).
+ */
+#define EARLIEST_OF(channel) \
+	"(SELECT m.next_try_at FROM plivo_otp.messages m" \
+	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'" \
+	" WHERE m.dispatch_state = 'pending' AND m.channel = '" channel "'" \
+	" ORDER BY m.next_try_at, m.id LIMIT 1)"
+
 static PlivoOtpStatement earliest_due = {
-	"SELECT min(m.next_try_at) FILTER (WHERE m.channel <> 'voice'),"
-	" min(m.next_try_at) FILTER (WHERE m.channel = 'voice')"
-	" FROM plivo_otp.messages m"
-	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'"
-	" WHERE m.dispatch_state = 'pending'",
+	"SELECT " EARLIEST_OF("sms") ", " EARLIEST_OF("voice"),
 	0, {0}
 };
 
@@ -109,6 +139,41 @@ static PlivoOtpStatement store_outcome = {
 static PlivoOtpStatement store_outcome_v1 = {
 	STORE_OUTCOME(""),
 	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/*
+ * A batch of outcomes in one statement: the arrays $1..$6 are the rows'
+ * ids, states, provider UUIDs, HTTP statuses, errors and retry times, $7
+ * is now.  Only a row still 'sending' takes its outcome; a row someone
+ * holds locked is skipped (never waited for) and its id returned, so that
+ * its outcome waits for a later turn; an outcome whose row is gone or no
+ * longer 'sending' is done.
+ */
+#define STORE_OUTCOMES(extra) \
+	"WITH o AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[]," \
+	"  $5::text[], $6::timestamptz[]) AS o(id, state, provider_uuid, http_status, error, next_try_at))," \
+	" target AS (SELECT m.id, m.dispatch_state AS was, o.state, o.provider_uuid, o.http_status," \
+	"  o.error, o.next_try_at FROM o JOIN plivo_otp.messages m ON m.id = o.id" \
+	"  FOR UPDATE OF m SKIP LOCKED)," \
+	" stored AS (UPDATE plivo_otp.messages m SET dispatch_state = t.state," \
+	"  provider_uuid = t.provider_uuid, http_status = t.http_status, last_error = t.error," \
+	"  next_try_at = coalesce(t.next_try_at, m.next_try_at), updated_at = $7," extra \
+	"  body = CASE WHEN " KEEPS_BODY("t.state") " THEN m.body END" \
+	"  FROM target t WHERE m.id = t.id AND t.was = 'sending' RETURNING m.id)" \
+	" SELECT o.id FROM o WHERE NOT EXISTS (SELECT 1 FROM target t WHERE t.id = o.id)" \
+	" AND EXISTS (SELECT 1 FROM plivo_otp.messages m WHERE m.id = o.id)"
+
+#define STORE_OUTCOMES_ARGS 7, {UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, \
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID}
+
+static PlivoOtpStatement store_outcomes = {
+	STORE_OUTCOMES(" accepted_at = CASE WHEN t.state = 'accepted' THEN $7 ELSE m.accepted_at END,"),
+	STORE_OUTCOMES_ARGS
+};
+
+/* 0.1.0's table, while an upgrade is pending: no accepted_at. */
+static PlivoOtpStatement store_outcomes_v1 = {
+	STORE_OUTCOMES(""), STORE_OUTCOMES_ARGS
 };
 
 /* When an outcome cannot be stored: the least that keeps the at-most-once rule. */
@@ -231,28 +296,89 @@ static pg_uuid_t *stale = NULL;
 static int	nstale = 0;
 
 /*
+ * Execute one of the statements above whose plan must not depend on the
+ * planner's luck: statistics are stale right after a bulk commit (an
+ * ANALYZE that saw a table of finished rows estimates no pending row), and
+ * a plan chosen on them can turn a claim into a scan of the whole queue or
+ * of the history.  Every one of them has an index path that reads only the
+ * rows it touches (the partial indexes of the pending rows, the primary
+ * keys); forbidding the others (sequential and bitmap scans, sorts of the
+ * rows read, hash and merge joins) leaves it as the only plan (a sort of
+ * the few rows a claim took, of both kinds, remains), and the generic plan is kept:
+ * planned once, not on every turn.  The settings are the statement's alone:
+ * they go back to what they were as it returns (or when its transaction or
+ * subtransaction aborts).
+ */
+static int
+exec_index_ordered(PlivoOtpStatement *stmt, Datum *args, const char *nulls, long count)
+{
+	static const char *const off[] = {
+		"enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort",
+		"enable_hashjoin", "enable_mergejoin", "enable_material",
+		/* (a path that is the only one left costs a disable_cost: no JIT for it) */
+		"jit"
+	};
+	int			level = NewGUCNestLevel();
+	int			n;
+
+	for (int i = 0; i < lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	n = plivo_otp_exec(stmt, args, nulls, false, count);
+	AtEOXact_GUC(true, level);
+	return n;
+}
+
+/* a < b in the order of the claim's indexes: (next_try_at, id) */
+static bool
+key_before(const QueueKey *a, TimestampTz at, const pg_uuid_t *id)
+{
+	if (a->next_try_at != at)
+		return a->next_try_at < at;
+	return memcmp(a->id.data, id->data, UUID_LEN) < 0;
+}
+
+/*
  * Claim due rows, at most limits[kind] of each kind (PlivoOtpRateKind) and
- * room in all: they are 'sending' once the unit of work commits.  *rows
- * (palloc'd in the current context) gets what sending them needs; returns
- * how many.
+ * room in all, each kind from the key from[kind] on (from the beginning
+ * when it is not set): they are 'sending' once the unit of work commits.
+ * last[kind] gets the key of the last row claimed of each kind (not set if
+ * none), claimed[kind] how many; *rows (palloc'd in the current context)
+ * gets what sending them needs; returns how many.
  */
 int
-plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, ClaimedMessage **rows)
+plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, const QueueKey *from,
+					  QueueKey *last, int *claimed, ClaimedMessage **rows)
 {
-	Datum		args[4];
+	Datum		args[8];
+	pg_uuid_t	nil;
 	bool		isnull;
 	int			n;
 
+	memset(&nil, 0, sizeof(nil));
 	args[0] = TimestampTzGetDatum(now);
 	args[1] = Int32GetDatum(limits[PLIVO_OTP_RATE_MESSAGES]);
 	args[2] = Int32GetDatum(limits[PLIVO_OTP_RATE_CALLS]);
 	args[3] = Int32GetDatum(room);
-	n = plivo_otp_exec(plivo_otp_schema_is_v2() ? &claim_due : &claim_due_v1, args, NULL, false, 0);
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+	{
+		const QueueKey *f = &from[kind];
+
+		args[4 + 2 * kind] = TimestampTzGetDatum(f->set ? f->next_try_at : DT_NOBEGIN);
+		args[5 + 2 * kind] = UUIDPGetDatum(f->set ? &f->id : &nil);
+		last[kind].set = false;
+		claimed[kind] = 0;
+	}
+	n = exec_index_ordered(plivo_otp_schema_is_v2() ? &claim_due : &claim_due_v1, args, NULL, 0);
 	*rows = n > 0 ? palloc(n * sizeof(ClaimedMessage)) : NULL;
 	for (int i = 0; i < n; i++)
 	{
 		ClaimedMessage *row = &(*rows)[i];
 		Datum		body = plivo_otp_get(i, 3, &isnull);
+		TimestampTz at;
+		QueueKey   *k;
 
 		row->body = isnull ? NULL : DatumGetByteaPCopy(body);
 		(void) plivo_otp_get(i, 4, &isnull);
@@ -263,6 +389,15 @@ plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, ClaimedMessa
 		row->tries = DatumGetInt32(plivo_otp_get(i, 6, &isnull));
 		row->voice = DatumGetBool(plivo_otp_get(i, 7, &isnull));
 		row->sender = plivo_otp_get_text(i, 8);
+		at = DatumGetTimestampTz(plivo_otp_get(i, 9, &isnull));
+		k = &last[PLIVO_OTP_RATE_OF(row->voice)];
+		claimed[PLIVO_OTP_RATE_OF(row->voice)]++;
+		if (!k->set || key_before(k, at, &row->id))
+		{
+			k->set = true;
+			k->next_try_at = at;
+			k->id = row->id;
+		}
 		plivo_otp_queue_forget_stale(&row->id);
 	}
 	return n;
@@ -277,7 +412,7 @@ plivo_otp_queue_earliest_due(TimestampTz *due)
 
 	/* Not read-only: read-only SPI keeps the unit's first snapshot, in which
 	 * the rows this claim just took are still pending and due. */
-	plivo_otp_exec(&earliest_due, NULL, NULL, false, 1);
+	exec_index_ordered(&earliest_due, NULL, NULL, 1);
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
 		d = plivo_otp_get(0, kind + 1, &isnull);
@@ -312,6 +447,72 @@ plivo_otp_queue_record(const Outcome *o, TimestampTz now)
 				   args, nulls, false, 0);
 }
 
+/* A one-dimensional array of n elements of type elemtype, with NULLs. */
+static Datum
+array_of(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+/*
+ * Store outcomes o[0 .. n) on their rows, those still 'sending', in one
+ * statement.  waiting[i] is set for an outcome whose row someone holds
+ * locked (it waits for a later turn); the others are done.  An outcome its
+ * row refuses (a trigger, a constraint) fails the whole statement: the
+ * caller then stores them one by one (plivo_otp_queue_record).
+ */
+void
+plivo_otp_queue_record_batch(Outcome *const *o, int n, TimestampTz now, bool *waiting)
+{
+	Datum	   *v = palloc(6 * n * sizeof(Datum));
+	bool	   *isnull = palloc0(6 * n * sizeof(bool));
+	Datum		args[7];
+	bool		null;
+	int			left;
+
+	for (int i = 0; i < n; i++)
+	{
+		v[i] = UUIDPGetDatum(&o[i]->id);
+		v[n + i] = CStringGetTextDatum(plivo_otp_dispatch_state_name(o[i]->state));
+		isnull[2 * n + i] = o[i]->provider_uuid == NULL;
+		v[2 * n + i] = o[i]->provider_uuid ? CStringGetTextDatum(o[i]->provider_uuid) : (Datum) 0;
+		isnull[3 * n + i] = o[i]->http_status == 0;
+		v[3 * n + i] = Int32GetDatum(o[i]->http_status);
+		isnull[4 * n + i] = o[i]->error == NULL;
+		v[4 * n + i] = o[i]->error ? CStringGetTextDatum(o[i]->error) : (Datum) 0;
+		isnull[5 * n + i] = o[i]->next_try_at == 0;
+		v[5 * n + i] = TimestampTzGetDatum(o[i]->next_try_at);
+		waiting[i] = false;
+	}
+	args[0] = array_of(v, isnull, n, UUIDOID);
+	args[1] = array_of(v + n, isnull + n, n, TEXTOID);
+	args[2] = array_of(v + 2 * n, isnull + 2 * n, n, TEXTOID);
+	args[3] = array_of(v + 3 * n, isnull + 3 * n, n, INT4OID);
+	args[4] = array_of(v + 4 * n, isnull + 4 * n, n, TEXTOID);
+	args[5] = array_of(v + 5 * n, isnull + 5 * n, n, TIMESTAMPTZOID);
+	args[6] = TimestampTzGetDatum(now);
+	left = exec_index_ordered(plivo_otp_schema_is_v2() ? &store_outcomes : &store_outcomes_v1,
+							  args, NULL, 0);
+	for (int r = 0; r < left; r++)
+	{
+		pg_uuid_t  *id = DatumGetUUIDP(plivo_otp_get(r, 1, &null));
+
+		for (int i = 0; i < n; i++)
+		{
+			if (memcmp(id, &o[i]->id, sizeof(pg_uuid_t)) == 0)
+				waiting[i] = true;
+		}
+	}
+}
+
 /* An outcome that could not be stored: the row becomes unknown, saying why. */
 void
 plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why, TimestampTz now)
@@ -332,7 +533,7 @@ plivo_otp_queue_expire_unsendable(TimestampTz now)
 
 	args[0] = TimestampTzGetDatum(now);
 	args[1] = TimestampTzGetDatum(now + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC);
-	return plivo_otp_exec(&expire_unsendable, args, NULL, false, 0);
+	return exec_index_ordered(&expire_unsendable, args, NULL, 0);
 }
 
 /* Cancel pending rows whose code is no longer pending; returns how many. */
@@ -342,7 +543,7 @@ plivo_otp_queue_cancel_orphaned(TimestampTz now)
 	Datum		args[1];
 
 	args[0] = TimestampTzGetDatum(now);
-	return plivo_otp_exec(&cancel_orphaned, args, NULL, false, 0);
+	return exec_index_ordered(&cancel_orphaned, args, NULL, 0);
 }
 
 /* ---- rows left in flight by a stopped dispatcher ---- */

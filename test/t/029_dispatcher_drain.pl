@@ -1,0 +1,115 @@
+# 029_dispatcher_drain.pl: a backlog committed at once drains with
+# statements whose plans cannot flip on stale statistics, and with few of
+# them.  The statistics are taken when the tables hold only finished rows
+# (as a production table that is mostly history), then 1,000 messages are
+# committed in one transaction with no ANALYZE since.  The claim reads each
+# kind's partial index of pending rows in order, from where the previous
+# claim stopped (no sequential or bitmap scan, no sort of all due rows); the
+# outcomes are recorded with one statement per batch (not one per message);
+# the earliest-due look-up runs only after a claim that did not fill up (not
+# after every claim); the one-second expiry statements never scan the
+# history.  Every message is sent exactly once.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+use PlivoOtpTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $messages = 1000;
+my $plivo = start_standin();
+my $node = new_node('drain',
+	conf => dispatcher_conf($plivo, max_requests_per_second => 10000, resend_interval => 0,
+		number_max_sends => 0, caller_max_sends => 0, global_max_sends_per_hour => 0)
+	  . "shared_preload_libraries = 'plivo_otp,pg_stat_statements,auto_explain'\n"
+	  # The dispatcher's statements run at the top level of its process: each
+	  # one's plan goes to the log (the SQL functions' own are nested: not).
+	  . "auto_explain.log_min_duration = 0\n"
+	  . "pg_stat_statements.track = all\n");
+
+sub sql { my ($text) = @_; return $node->safe_psql('postgres', $text); }
+
+# History: 20,000 finished rows, and statistics that saw nothing else.
+sql(q{
+	CREATE EXTENSION pg_stat_statements;
+	INSERT INTO plivo_otp.verifications (id, phone, purpose, channel, code_digest, state,
+		max_attempts, created_at, expires_at, updated_at)
+	SELECT gen_random_uuid(), '+1415' || (3000000 + g)::text, 'login', 'sms', sha256(g::text::bytea),
+		'approved', 5, now() - interval '1 hour', now() - interval '50 minutes', now() - interval '1 hour'
+	FROM generate_series(1, 20000) g;
+	INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, dispatch_state, tries,
+		next_try_at, expires_at, created_at, updated_at)
+	SELECT gen_random_uuid(), v.id, 'sms', v.phone, 'accepted', 1, v.created_at, v.expires_at,
+		v.created_at, v.created_at
+	FROM plivo_otp.verifications v;
+	ALTER TABLE plivo_otp.messages SET (autovacuum_enabled = off);
+	ALTER TABLE plivo_otp.verifications SET (autovacuum_enabled = off);
+	ANALYZE plivo_otp.messages;
+	ANALYZE plivo_otp.verifications;
+});
+is(sql("SELECT count(*) FROM pg_stats WHERE schemaname = 'plivo_otp' AND tablename = 'messages'"
+	  . " AND attname = 'dispatch_state' AND 'pending' = ANY (most_common_vals::text::text[])"),
+	'0', 'the statistics saw no pending row');
+sql('SELECT pg_stat_statements_reset()');
+my $offset = -s $node->logfile;
+
+# The backlog: committed at once.
+sql("SELECT count(plivo_otp.otp_send('+1415' || (2000000 + g)::text)) FROM generate_series(1, $messages) g");
+ok(wait_until(120, sub {
+	sql("SELECT count(*) FROM plivo_otp.messages WHERE dispatch_state = 'accepted' AND created_at > now() - interval '10 minutes'")
+	  == $messages }),
+	"the $messages messages are accepted");
+my @requests = grep { ($_->{path} // '') =~ m{/Message/$} } @{ $plivo->requests };
+my %dst;
+$dst{ $_->{json}{dst} }++ for @requests;
+is(scalar @requests, $messages, 'one request per message');
+is(scalar(grep { $dst{$_} == 1 } keys %dst), $messages, 'each number got exactly one');
+
+# The plans the dispatcher ran (auto_explain): one block per statement.
+my $log = substr(slurp_file($node->logfile), $offset);
+my @plans = split /\n(?=\S[^\n]*LOG:  duration: [\d.]+ ms  plan:)/, $log;
+sub plans_of { my ($re) = @_; return grep { /Query Text: $re/ } @plans; }
+
+my @claims = plans_of(qr/WITH sms AS \(/);
+ok(@claims > 0, 'the claims were explained (' . scalar(@claims) . ')');
+is(scalar(grep { !/Index Scan using messages_due_sms on messages/ || !/Index Scan using messages_due_voice on messages/ } @claims),
+	0, "every claim reads each kind's partial index");
+is(scalar(grep { /Index Cond: .*ROW\((?:m\.)?next_try_at, (?:m\.)?id\) >= ROW/s } @claims), scalar @claims,
+	'from a position (where the previous claim stopped)');
+# (Only the few rows taken, of both kinds, are put in order: "Sort Key: sms.next_try_at".)
+is(scalar(grep { /Seq Scan|Bitmap|Incremental Sort|Sort Key: m|Hash/ } @claims), 0,
+	'and neither scans nor sorts what it reads nor hashes');
+is(scalar(grep { /JIT:/ } @claims), 0, 'nor compiles itself');
+
+my @outcomes = plans_of(qr/WITH o AS \(SELECT \* FROM unnest/);
+ok(@outcomes > 0, 'the outcome statements were explained');
+is(scalar(grep { /Seq Scan|Bitmap|Hash/ } @outcomes), 0, 'outcomes find their rows by primary key');
+
+my @earliest = plans_of(qr/SELECT \(SELECT m\.next_try_at/);
+is(scalar(grep { /Seq Scan|Bitmap|Sort|JIT:/ || !/Index Scan using messages_due_sms/ } @earliest), 0,
+	"the earliest-due look-up is the first entry of each kind's index");
+
+my @tick = (plans_of(qr/WITH gone AS/), plans_of(qr/WITH orphan AS/));
+ok(@tick > 0, 'the expiry statements were explained');
+is(scalar(grep { /Seq Scan on (messages|verifications)/ } @tick), 0,
+	'the one-second expiry statements never scan the history');
+
+# How many statements: pg_stat_statements.
+sub calls
+{
+	my ($like) = @_;
+	return sql("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '$like'");
+}
+my $claim_calls = calls('WITH sms AS (%');
+my $outcome_calls = calls('WITH o AS (SELECT * FROM unnest(%');
+my $single_calls = calls('WITH target AS (%');
+my $earliest_calls = calls('SELECT (SELECT m.next_try_at%');
+note("claims $claim_calls, outcome statements $outcome_calls, one-by-one $single_calls, earliest-due $earliest_calls");
+ok($outcome_calls > 0 && $outcome_calls <= $claim_calls + 20 && $outcome_calls * 3 < $messages,
+	"outcomes recorded in batches: $outcome_calls statements for $messages messages");
+is($single_calls, '0', 'none one by one');
+ok($earliest_calls * 4 < $claim_calls,
+	"the earliest-due look-up ran $earliest_calls times for $claim_calls claims");
+
+done_testing();
