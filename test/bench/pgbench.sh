@@ -13,7 +13,7 @@ pgb() {
 		grep -m3 -iE 'error|abort' "$f.out" >&2 || true
 	fi
 	out=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$f.out")
-	echo "${out:-nan}"
+	[ -n "$out" ] && printf '%.1f\n' "$out" || echo nan
 }
 
 # The bench schema: LIKE ... INCLUDING ALL copies the extension's columns,
@@ -66,7 +66,7 @@ prepare_verify() {
 			PERFORM plivo_otp.otp_send($(phone_expr "3000000 + i"));
 			IF i % 1000 = 0 THEN COMMIT; END IF; END LOOP; END \$\$"
 	sql -c "INSERT INTO bench.verifications SELECT * FROM plivo_otp.verifications
-			WHERE created_at > now() - interval '1 hour'"
+			WHERE created_at > now() - interval '1 hour'" -c "ANALYZE bench.verifications"
 }
 
 pgbench_bench() {
