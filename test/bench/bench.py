@@ -2,10 +2,9 @@
 """bench.py - the arithmetic of plivo_otp's benchmark (test/bench/run.sh).
 
   bench.py latency SENT RECORDS OUT          commit -> request latencies: SENT has lines
-                                             "dst before_commit_us" and "after_commit_us",
-                                             RECORDS is fast_plivo's /_records; writes OUT
-                                             (sorted ms) and prints "count p50 p99 max
-                                             commit_p50" (ms)
+                                             "dst commit_us", RECORDS is fast_plivo's
+                                             /_records; writes OUT (sorted ms) and prints
+                                             "count p50 p99 max" (ms)
   bench.py drain RECORDS                     first -> last arrival of a drain: prints
                                              "count seconds rate"
   bench.py window RECORDS SECONDS            arrivals in the SECONDS after the first one:
@@ -51,29 +50,24 @@ def read_records(path):
 
 
 def cmd_latency(sent_path, records_path, out_path):
-    """SENT: "dst t_before" (clock_timestamp() in the committing statement, just
-    before its commit) then "t_after" (clock_timestamp() of the session's next
-    statement: the commit has returned).  Latency is counted from t_after, so
-    that the commit's own WAL flush is not charged to the dispatcher (it is
-    reported apart); it runs a client round trip (~0.1 ms) late."""
+    """SENT: "dst commit_us" lines (clock_timestamp() in the committing
+    statement, just before its commit)."""
     arrival = {}
     for us, _, dst in read_records(records_path):
         arrival.setdefault(dst.lstrip("+"), us)
-    lat, commit = [], []
+    lat = []
     with open(sent_path) as f:
-        lines = [line.split() for line in f if line.strip()]
-    for first, second in zip(lines, lines[1:]):
-        if len(first) == 2 and len(second) == 1 and first[0].lstrip("+") in arrival:
-            lat.append((arrival[first[0].lstrip("+")] - int(second[0])) / 1000.0)
-            commit.append((int(second[0]) - int(first[1])) / 1000.0)
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].lstrip("+") in arrival:
+                lat.append((arrival[parts[0].lstrip("+")] - int(parts[1])) / 1000.0)
     lat.sort()
-    commit.sort()
     with open(out_path, "w") as f:
         f.write("# commit -> request at the target (ms), sorted; column 2: cumulative fraction\n")
         for i, v in enumerate(lat):
             f.write(f"{v:.3f} {(i + 1) / len(lat):.4f}\n")
     print(len(lat), f"{percentile(lat, 50):.2f}", f"{percentile(lat, 99):.2f}",
-          f"{lat[-1] if lat else float('nan'):.2f}", f"{percentile(commit, 50):.2f}")
+          f"{lat[-1] if lat else float('nan'):.2f}")
 
 
 def cmd_drain(records_path):
