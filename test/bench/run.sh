@@ -186,7 +186,7 @@ echo "fast_plivo ceiling (wrk -t2 -c64): $fast_ceiling requests/s; 50 ms target:
 # ---- a saved queue: rows that otp_send made, restored as a backlog at will
 # (their bodies are sealed under their own ids, so the copies stay valid)
 make_saved_queue() {
-	local n=$1 t0 have
+	local n=$max_backlog t0 have	# the largest backlog any bench needs, made once
 	if [ -n "$(sql -c "SELECT to_regclass('bench_saved_v')")" ]; then
 		have=$(sql -c "SELECT count(*) FROM bench_saved_v")
 		[ "$have" -ge "$n" ] && return 0
