@@ -1,0 +1,163 @@
+# test/bench/pgbench.sh: the SQL-side benches of test/bench/run.sh (sourced
+# by it; uses its sql, row, calc, met, reset_live, drain, phone_expr and
+# settings): otp_send and otp_verify per transaction against plain SQL on
+# tables shaped like the extension's, and the same rates with a large
+# finished history.
+
+# pgb SCRIPT CLIENTS SYNCHRONOUS_COMMIT: pgbench for $pgb_seconds; prints tps (nan if it failed).
+pgb() {
+	local f=$1 c=$2 s=$3 out
+	chown postgres: "$f" 2>/dev/null || true
+	if ! as_pg env PGOPTIONS="-c synchronous_commit=$s" "$PG_BINDIR/pgbench" -n -h "$dir" -p "$pg_port" \
+		-c "$c" -j "$c" -T "$pgb_seconds" -f "$f" postgres > "$f.out" 2>&1; then
+		grep -m3 -iE 'error|abort' "$f.out" >&2 || true
+	fi
+	out=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$f.out")
+	[ -n "$out" ] && printf '%.1f\n' "$out" || echo nan
+}
+
+# The bench schema: LIKE ... INCLUDING ALL copies the extension's columns,
+# defaults, checks and indexes (partial and unique ones too); the foreign key
+# is added by hand.  And the four pgbench scripts.
+bench_schema() {
+	sql -c "DROP SCHEMA IF EXISTS bench CASCADE; CREATE SCHEMA bench;
+		CREATE TABLE bench.verifications (LIKE plivo_otp.verifications INCLUDING ALL);
+		CREATE TABLE bench.messages (LIKE plivo_otp.messages INCLUDING ALL);
+		ALTER TABLE bench.messages ADD FOREIGN KEY (verification_id)
+			REFERENCES bench.verifications (id) ON DELETE CASCADE;
+		DROP SEQUENCE IF EXISTS bench_numbers; CREATE SEQUENCE bench_numbers START 4000000;"
+	cat > "$dir/send.sql" <<'EOF'
+SELECT plivo_otp.otp_send('+1500' || nextval('bench_numbers'));
+EOF
+	cat > "$dir/send_base.sql" <<'EOF'
+WITH v AS (
+	INSERT INTO bench.verifications (id, phone, purpose, channel, code_digest, max_attempts, created_at, expires_at, updated_at)
+	VALUES (gen_random_uuid(), '+1500' || nextval('bench_numbers'), 'default', 'sms',
+			sha256(random()::text::bytea), 5, now(), now() + interval '10 min', now())
+	RETURNING id, phone)
+INSERT INTO bench.messages (id, verification_id, channel, phone, body, next_try_at, expires_at, created_at, updated_at)
+SELECT gen_random_uuid(), v.id, 'sms', v.phone,
+	   sha256(random()::text::bytea) || sha256(random()::text::bytea), now(), now() + interval '10 min', now(), now()
+FROM v;
+EOF
+	cat > "$dir/verify.sql" <<EOF
+\\set n random(1, $verify_n)
+SELECT plivo_otp.otp_verify('+1500' || (5000000 + :n), '000000');
+EOF
+	cat > "$dir/verify_base.sql" <<EOF
+\\set n random(1, $verify_n)
+WITH c AS (SELECT id FROM bench.verifications
+			WHERE phone = '+1500' || (5000000 + :n) AND purpose = 'default' AND state = 'pending' FOR UPDATE)
+UPDATE bench.verifications v SET attempts = v.attempts + 1, updated_at = now() FROM c WHERE v.id = c.id;
+EOF
+}
+
+# Forget the codes a send run made, in the extension and in bench.
+clear_sends() {
+	reset_live
+	sql -c "TRUNCATE bench.verifications CASCADE"
+}
+
+# $verify_n pending codes (100 attempts each) for the verify scripts, copied
+# into bench.verifications for the baseline.
+prepare_verify() {
+	clear_sends
+	sql -c "SET plivo_otp.max_attempts = 100" -c "DO \$\$ BEGIN FOR i IN 1..$verify_n LOOP
+			PERFORM plivo_otp.otp_send($(phone_expr "3000000 + i"));
+			IF i % 1000 = 0 THEN COMMIT; END IF; END LOOP; END \$\$"
+	sql -c "INSERT INTO bench.verifications SELECT * FROM plivo_otp.verifications
+			WHERE created_at > now() - interval '1 hour'" -c "ANALYZE bench.verifications"
+}
+
+pgbench_bench() {
+	local c s a b
+	pause
+	bench_schema
+	for c in 1 4; do
+		for s in on off; do
+			clear_sends
+			a=$(pgb "$dir/send.sql" "$c" "$s")
+			clear_sends
+			b=$(pgb "$dir/send_base.sql" "$c" "$s")
+			row "otp_send tps, $c client(s), synchronous_commit $s" "$a" "$b (two plain INSERTs)" \
+				"$(calc "$a / $b")" ">= 0.8 x" "$(met "$a / $b >= 0.8")"
+		done
+	done
+	prepare_verify
+	for c in 1 4; do
+		for s in on off; do
+			a=$(pgb "$dir/verify.sql" "$c" "$s")
+			b=$(pgb "$dir/verify_base.sql" "$c" "$s")
+			row "otp_verify tps (wrong code), $c client(s), synchronous_commit $s" "$a" \
+				"$b (SELECT FOR UPDATE + UPDATE)" "$(calc "$a / $b")" ">= 0.8 x" "$(met "$a / $b >= 0.8")"
+		done
+	done
+	clear_sends
+}
+
+# history_phase LABEL: issue, verify (1 client) and drain (max_inflight 10)
+# rates now; sets h_issue h_verify h_drain.
+history_phase() {
+	clear_sends
+	h_issue=$(pgb "$dir/send.sql" 1 on)
+	prepare_verify
+	h_verify=$(pgb "$dir/verify.sql" 1 on)
+	clear_sends
+	drain "$fast_port" "$drain_main" 10
+	h_drain=$d_rate
+	echo "  $1: otp_send $h_issue tps, otp_verify $h_verify tps, drain $h_drain msg/s$d_note"
+}
+
+# Empty tables (analyzed, autovacuum off for them), then $hist_rows rows of
+# finished history inserted straight into the tables (statistics stale: the
+# last ANALYZE saw them empty), then after VACUUM ANALYZE.
+history_bench() {
+	local e_issue e_verify e_drain t0 phase label
+	pause
+	bench_schema
+	sql -c "TRUNCATE plivo_otp.verifications CASCADE"
+	sql -c "ANALYZE plivo_otp.verifications" -c "ANALYZE plivo_otp.messages" \
+		-c "ALTER TABLE plivo_otp.verifications SET (autovacuum_enabled = false)" \
+		-c "ALTER TABLE plivo_otp.messages SET (autovacuum_enabled = false)"
+	history_phase "empty tables"
+	e_issue=$h_issue e_verify=$h_verify e_drain=$h_drain
+	log "inserting $hist_rows rows of finished history"
+	t0=$(date +%s.%N)
+	# Codes approved (3 in 4) or expired, sealed code and body wiped, the
+	# messages accepted and delivered; created 3 days ago and later, one
+	# every 100 ms, to 500,000 numbers (the bench's own among them).
+	sql -c "INSERT INTO plivo_otp.verifications (id, phone, purpose, channel, code_digest, state, attempts,
+			max_attempts, created_at, expires_at, verified_at, updated_at, code_sealed)
+		SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, '+1500' || (2000000 + i % 500000),
+			   'default', 'sms', sha256(i::text::bytea), CASE WHEN i % 4 = 0 THEN 'expired' ELSE 'approved' END,
+			   1, 5, t, t + interval '10 min', CASE WHEN i % 4 = 0 THEN NULL ELSE t + interval '30 s' END,
+			   t + interval '30 s', NULL
+		  FROM generate_series(1, $hist_rows) i,
+			   LATERAL (SELECT now() - interval '3 days' + i * interval '100 ms' AS t) x"
+	sql -c "INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, body, dispatch_state, delivery_status,
+			delivery_sequence, provider_uuid, tries, next_try_at, expires_at, http_status, created_at, updated_at)
+		SELECT ('00000000-0000-4000-9000-' || lpad(i::text, 12, '0'))::uuid,
+			   ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'sms', '+1500' || (2000000 + i % 500000),
+			   NULL, 'accepted', 'delivered', 3, 'hist-' || i, 1, t, t + interval '10 min', 202, t, t + interval '5 s'
+		  FROM generate_series(1, $hist_rows) i,
+			   LATERAL (SELECT now() - interval '3 days' + i * interval '100 ms' AS t) x"
+	log "  took $(calc "$(date +%s.%N) - $t0") s"
+	for phase in stale analyzed; do
+		if [ $phase = analyzed ]; then
+			sql -c "VACUUM ANALYZE plivo_otp.verifications" -c "VACUUM ANALYZE plivo_otp.messages"
+			label="$hist_rows rows, after VACUUM ANALYZE"
+		else
+			label="$hist_rows rows, stale statistics"
+		fi
+		history_phase "$label"
+		row "history ($label): otp_send tps" "$h_issue" "$e_issue (empty tables)" \
+			"$(calc "$h_issue / $e_issue")" "within 10 %" "$(met "$h_issue / $e_issue >= 0.9")"
+		row "history ($label): otp_verify tps" "$h_verify" "$e_verify (empty tables)" \
+			"$(calc "$h_verify / $e_verify")" "within 10 %" "$(met "$h_verify / $e_verify >= 0.9")"
+		row "history ($label): drain msg/s (max_inflight 10)" "$h_drain" "$e_drain (empty tables)" \
+			"$(calc "$h_drain / $e_drain")" "within 10 %" "$(met "$h_drain / $e_drain >= 0.9")"
+	done
+	sql -c "TRUNCATE plivo_otp.verifications CASCADE" \
+		-c "ALTER TABLE plivo_otp.verifications RESET (autovacuum_enabled)" \
+		-c "ALTER TABLE plivo_otp.messages RESET (autovacuum_enabled)"
+}
