@@ -38,6 +38,7 @@ OBJS = \
 	src/shmem/send_budget.o \
 	src/shmem/dispatcher_state.o \
 	src/shmem/commit_wake.o \
+	src/shmem/activity.o \
 	src/api/args.o \
 	src/api/send_locks.o \
 	src/api/send_policy.o \
@@ -50,6 +51,7 @@ OBJS = \
 	src/api/messages.o \
 	src/api/templates_sql.o \
 	src/api/stats.o \
+	src/api/monitor.o \
 	src/api/callback.o \
 	src/api/senders_trigger.o \
 	src/dispatcher/http.o \
