@@ -73,7 +73,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone numbers send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks voice_callbacks redeliver voice senders templates upgrade
+	settings privileges signature callbacks voice_callbacks redeliver voice senders templates monitoring upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)
