@@ -109,6 +109,12 @@ INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, dispatch_st
 SELECT gen_random_uuid(), id, 'sms', phone, 'accepted', 'failed', '30', 1, created_at, expires_at,
 	   created_at, created_at
 FROM plivo_otp.verifications WHERE phone LIKE '+1201556%' ORDER BY phone LIMIT 1;
+-- (A message of 25 hours ago, Geo Permissions refused: outside every window.)
+INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, dispatch_state,
+	delivery_status, error_code, tries, next_try_at, expires_at, created_at, updated_at)
+SELECT gen_random_uuid(), id, 'sms', phone, 'accepted', 'failed', '450', 1, created_at, expires_at,
+	   created_at, created_at
+FROM plivo_otp.verifications WHERE phone LIKE '+2376502%' ORDER BY phone LIMIT 1;
 SELECT * FROM plivo_otp_monitor.delivery_outcomes ORDER BY 1, 2, 3, 4;
 -- The queue: the pending message, tried once, is awaiting its retry.
 SELECT queue_depth, awaiting_retry, oldest_due_age > interval '2 minutes' AS due_since_created

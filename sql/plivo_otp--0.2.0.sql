@@ -468,10 +468,10 @@ ALTER TABLE plivo_otp.messages ADD COLUMN voice_name text;
 -- and members of pg_monitor then read every view (README, Monitoring).
 -- The views read the tables with their owner's rights; the tables stay
 -- closed to the readers.  Each statement reads a bounded window through an
--- index: verifications_created (codes of the last 24 hours), then each
--- code's messages through messages_verification (a LATERAL subquery with
--- OFFSET 0, so the plan is a nested loop whatever the statistics say), and
--- the queue through messages_due.  Counts in shared memory (activity,
+-- index: verifications_created (codes of the last 24 hours), messages_created
+-- below (messages of the last 24 hours) and messages_due (the queue); the
+-- cost follows the rows in the window, not the history.  Counts in shared
+-- memory (activity,
 -- listener_health, parts of dispatcher_health) start at zero at server
 -- start or crash recovery; counting_since says when.
 CREATE SCHEMA plivo_otp_monitor;
@@ -549,28 +549,29 @@ GRANT SELECT ON plivo_otp_monitor.dispatcher_health TO pg_monitor;
 COMMENT ON VIEW plivo_otp_monitor.dispatcher_health IS
 'queue depth, age of the oldest due message, queued messages awaiting a retry (tried before) from the table; in flight, last error, last message Plivo took and the pid from shared memory (reset at restart)';
 
--- Delivery outcomes of the messages of the codes issued in each window (a
--- resend or a fallback counts with its code), by channel, our dispatch
--- state, Plivo's delivery status and error code, with the code's meaning
--- (plivo_error_codes for SMS, plivo_hangup_causes for calls).  From the
--- tables: survives a restart.
+-- Delivery outcomes of the messages created in each window, by channel,
+-- our dispatch state, Plivo's delivery status and error code, with the
+-- code's meaning (plivo_error_codes for SMS, plivo_hangup_causes for
+-- calls).  From the tables: survives a restart.  messages_created serves
+-- the window: without it the messages of the day would be found one code
+-- at a time (measured 1.3 s for 33,000 codes among 1,000,000).
+CREATE INDEX messages_created ON plivo_otp.messages (created_at);
 CREATE VIEW plivo_otp_monitor.delivery_outcomes AS
-	SELECT m.channel, m.dispatch_state, m.delivery_status, m.error_code,
-		   coalesce(e.meaning, h.meaning) AS error_meaning,
-		   count(*) FILTER (WHERE v.created_at > now() - interval '5 minutes') AS last_5min,
-		   count(*) FILTER (WHERE v.created_at > now() - interval '1 hour') AS last_hour,
-		   count(*) AS last_24h
-	FROM (SELECT id, created_at FROM plivo_otp.verifications
-		  WHERE created_at > now() - interval '24 hours') v
-	CROSS JOIN LATERAL (SELECT channel, dispatch_state, delivery_status, error_code
-						FROM plivo_otp.messages WHERE verification_id = v.id OFFSET 0) m
-	LEFT JOIN plivo_otp.plivo_error_codes e ON m.channel = 'sms' AND e.code = m.error_code
-	LEFT JOIN plivo_otp.plivo_hangup_causes h ON m.channel = 'voice' AND h.code = m.error_code
-	GROUP BY 1, 2, 3, 4, 5;
+	SELECT o.channel, o.dispatch_state, o.delivery_status, o.error_code,
+		   coalesce(e.meaning, h.meaning) AS error_meaning, o.last_5min, o.last_hour, o.last_24h
+	FROM (SELECT channel, dispatch_state, delivery_status, error_code,
+				 count(*) FILTER (WHERE created_at > now() - interval '5 minutes') AS last_5min,
+				 count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour,
+				 count(*) AS last_24h
+		  FROM plivo_otp.messages
+		  WHERE created_at > now() - interval '24 hours'
+		  GROUP BY 1, 2, 3, 4) o
+	LEFT JOIN plivo_otp.plivo_error_codes e ON o.channel = 'sms' AND e.code = o.error_code
+	LEFT JOIN plivo_otp.plivo_hangup_causes h ON o.channel = 'voice' AND h.code = o.error_code;
 REVOKE ALL ON plivo_otp_monitor.delivery_outcomes FROM PUBLIC;
 GRANT SELECT ON plivo_otp_monitor.delivery_outcomes TO pg_monitor;
 COMMENT ON VIEW plivo_otp_monitor.delivery_outcomes IS
-'messages of the codes issued in the last 5 min / hour / 24 h by channel, dispatch_state, delivery_status and Plivo error code with its meaning (from the tables)';
+'messages created in the last 5 min / hour / 24 h by channel, dispatch_state, delivery_status and Plivo error code with its meaning (from the tables)';
 
 -- Conversion (codes approved / codes sent) of the codes issued in the last
 -- hour and 24 hours, by calling code (E.164: 1 and 7 are one digit, the
