@@ -426,7 +426,7 @@ typedef enum PlivoOtpActivity
 extern void plivo_otp_activity_shmem_request(void);
 extern void plivo_otp_activity_shmem_startup(void);
 extern void plivo_otp_activity_add(PlivoOtpActivity event, uint64 n);
-extern void plivo_otp_listener_count_refusal(PlivoOtpActivity reason);
+extern void plivo_otp_listener_count(PlivoOtpActivity outcome);
 extern TimestampTz plivo_otp_activity_since(void);
 extern void plivo_otp_activity_sum(TimestampTz now, int minutes, uint64 *sums);
 

@@ -96,40 +96,40 @@ record_callback(void *arg)
 									  req->token[0] ? req->token : NULL))
 	{
 		case PLIVO_INGEST_RECORDED:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_RECORDED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_RECORDED);
 			plivo_otp_server_decide(req, MHD_HTTP_OK, "OK\n");
 			break;
 		case PLIVO_INGEST_DUPLICATE:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_DUPLICATE);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_DUPLICATE);
 			plivo_otp_server_decide(req, MHD_HTTP_OK, "OK\n");
 			break;
 		case PLIVO_INGEST_REPLAYED:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_REPLAY);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_REPLAY);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN, "nonce already used\n");
 			break;
 		case PLIVO_INGEST_STALE_V2:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_V2_REFUSED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V2_REFUSED);
 			/* Plivo's retries get the same; only V3 counts for an old message. */
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature too old for this message\n");
 			break;
 		case PLIVO_INGEST_V2_UNBOUND:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_V2_REFUSED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V2_REFUSED);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature counts only on a message's own callback URL\n");
 			break;
 		case PLIVO_INGEST_V2_OTHER_MESSAGE:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_V2_REFUSED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V2_REFUSED);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature is for another message\n");
 			break;
 		case PLIVO_INGEST_V3_REQUIRED:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_V3_REQUIRED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V3_REQUIRED);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"call callbacks must carry a V3 signature\n");
 			break;
 		case PLIVO_INGEST_INCOMPLETE:
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_INCOMPLETE);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_INCOMPLETE);
 			plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,
 									req->route->kind == ROUTE_VOICE_STATUS ?
 									"RequestUUID and CallStatus are required\n" :
@@ -147,7 +147,7 @@ record_batch(void *arg)
 		req->hold = false;
 		if (!plivo_otp_run_subtransaction(record_callback, req))
 		{
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_NOT_RECORDED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_NOT_RECORDED);
 			plivo_otp_server_decide_failed(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
 										   "could not record\n");
 		}
@@ -174,7 +174,7 @@ record_ready(void)
 		/* Nothing counts as recorded unless its transaction committed. */
 		if (!committed)
 		{
-			plivo_otp_listener_count_refusal(PLIVO_OTP_ACT_CB_NOT_RECORDED);
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_NOT_RECORDED);
 			plivo_otp_server_decide_failed(req, MHD_HTTP_SERVICE_UNAVAILABLE,
 										   "could not record, retry later\n");
 		}

@@ -134,11 +134,16 @@ plivo_otp_activity_add(PlivoOtpActivity event, uint64 n)
 		pg_atomic_fetch_add_u64(&bucket->counts[event], n);
 }
 
-/* One refused callback, by reason (the listener's refusal sites). */
+/*
+ * One request of the listener, by outcome: recorded, or refused by reason
+ * (one call at each site that decides the answer).  Counted when decided:
+ * a callback of a batch whose transaction then fails counts under its
+ * outcome and under not_recorded.
+ */
 void
-plivo_otp_listener_count_refusal(PlivoOtpActivity reason)
+plivo_otp_listener_count(PlivoOtpActivity outcome)
 {
-	plivo_otp_activity_add(reason, 1);
+	plivo_otp_activity_add(outcome, 1);
 }
 
 /* When the counts started (shared memory created). */
