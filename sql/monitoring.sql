@@ -52,6 +52,8 @@ SELECT plivo_otp.otp_check('+15005556002', 'xxxx');
 SET plivo_otp.max_attempts = 3;
 SELECT test.sends('+15005556008');
 SELECT plivo_otp.otp_check('+15005556008', 'xxxx') FROM generate_series(1, 3);
+-- Locked: a fourth check is no failed check and no second lock-out.
+SELECT plivo_otp.otp_check('+15005556008', 'xxxx');
 RESET plivo_otp.max_attempts;
 -- A check that rolls back still counts (the ledger keeps it too).
 BEGIN;
