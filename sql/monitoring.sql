@@ -105,6 +105,8 @@ JOIN (VALUES (1, 'sms', 'accepted', 'delivered', NULL), (2, 'sms', 'accepted', '
 			 (3, 'sms', 'accepted', 'failed', '30'), (4, 'sms', 'refused', NULL, NULL),
 			 (5, 'voice', 'accepted', 'no-answer', '2000'), (6, 'sms', 'pending', NULL, NULL))
 	AS x (n, channel, dispatch_state, delivery_status, error_code) ON x.n = v.n;
+-- (The one delivered took three tries.)
+UPDATE plivo_otp.messages SET tries = 3 WHERE delivery_status = 'delivered';
 -- (One older code's message: in the hour and the day, not the 5 minutes.)
 INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, dispatch_state,
 	delivery_status, error_code, tries, next_try_at, expires_at, created_at, updated_at)
