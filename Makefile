@@ -38,6 +38,7 @@ OBJS = \
 	src/shmem/send_budget.o \
 	src/shmem/dispatcher_state.o \
 	src/shmem/commit_wake.o \
+	src/shmem/activity.o \
 	src/api/args.o \
 	src/api/send_locks.o \
 	src/api/send_policy.o \
@@ -50,6 +51,7 @@ OBJS = \
 	src/api/messages.o \
 	src/api/templates_sql.o \
 	src/api/stats.o \
+	src/api/monitor.o \
 	src/api/callback.o \
 	src/api/senders_trigger.o \
 	src/api/events.o \
@@ -74,7 +76,7 @@ OBJS = \
 DATA = $(wildcard sql/plivo_otp--*.sql)
 
 REGRESS = setup install phone numbers send_policy verify idempotency status_cancel storage \
-	settings privileges signature callbacks voice_callbacks redeliver voice senders templates upgrade
+	settings privileges signature callbacks voice_callbacks redeliver voice senders templates monitoring upgrade
 ISOLATION = $(patsubst specs/%.spec,%,$(wildcard specs/*.spec))
 TAP_TESTS = 1
 PROVE_TESTS = $(wildcard test/t/*.pl)

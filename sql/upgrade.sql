@@ -8,7 +8,7 @@ LANGUAGE sql AS $$
 	SELECT format('relation %s %s acl=%s comment=%s', c.relname, c.relkind, c.relacl,
 				  obj_description(c.oid, 'pg_class'))
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE n.nspname = 'plivo_otp'
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor')
 	UNION ALL
 	SELECT format('column %s.%s %s notnull=%s default=%s', c.relname, a.attname,
 				  format_type(a.atttypid, a.atttypmod), a.attnotnull,
@@ -17,27 +17,30 @@ LANGUAGE sql AS $$
 	JOIN pg_class c ON c.oid = a.attrelid
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-	WHERE n.nspname = 'plivo_otp' AND a.attnum > 0 AND NOT a.attisdropped
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor') AND a.attnum > 0 AND NOT a.attisdropped
 	UNION ALL
 	SELECT format('index %s', pg_get_indexdef(i.indexrelid))
 	FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
 	JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE n.nspname = 'plivo_otp'
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor')
 	UNION ALL
 	SELECT format('constraint %s %s', co.conname, pg_get_constraintdef(co.oid))
 	FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
-	WHERE n.nspname = 'plivo_otp'
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor')
 	UNION ALL
 	SELECT format('function %s returns %s definer=%s config=%s volatile=%s strict=%s acl=%s comment=%s',
 				  p.oid::regprocedure, pg_get_function_result(p.oid), p.prosecdef,
 				  p.proconfig, p.provolatile, p.proisstrict, p.proacl,
 				  obj_description(p.oid, 'pg_proc'))
 	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-	WHERE n.nspname = 'plivo_otp'
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor')
 	UNION ALL
 	SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE n.nspname = 'plivo_otp' AND c.relkind = 'v'
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor') AND c.relkind = 'v'
+	UNION ALL
+	SELECT format('schema %s acl=%s comment=%s', nspname, nspacl, obj_description(oid, 'pg_namespace'))
+	FROM pg_namespace WHERE nspname IN ('plivo_otp', 'plivo_otp_monitor')
 	UNION ALL
 	SELECT format('error code %s %s', code, meaning) FROM plivo_otp.plivo_error_codes
 $$;

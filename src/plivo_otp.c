@@ -37,6 +37,7 @@ plivo_otp_shmem_request_chain(void)
 	plivo_otp_ledger_shmem_request();
 	plivo_otp_budget_shmem_request();
 	plivo_otp_state_shmem_request();
+	plivo_otp_activity_shmem_request();
 }
 
 static void
@@ -47,6 +48,7 @@ plivo_otp_shmem_startup_chain(void)
 	plivo_otp_ledger_shmem_startup();
 	plivo_otp_budget_shmem_startup();
 	plivo_otp_state_shmem_startup();
+	plivo_otp_activity_shmem_startup();
 }
 
 /*

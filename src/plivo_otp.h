@@ -359,6 +359,7 @@ typedef struct PlivoOtpDispatcherSnapshot
 	int			inflight;
 	char		last_error[256];
 	TimestampTz last_error_at;
+	TimestampTz last_accepted_at;	/* Plivo last took a message; 0: not yet */
 	TimestampTz counters_since;
 	uint64		counters[PLIVO_OTP_NUM_COUNTERS];
 } PlivoOtpDispatcherSnapshot;
@@ -373,6 +374,63 @@ extern void plivo_otp_set_last_error(const char *error);
 extern void plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap);
 extern void plivo_otp_wake_dispatcher(void);
 extern uint64 plivo_otp_dispatcher_wakeups(void);
+
+/* ---- shmem/activity.c: per-minute counts for the monitoring views ---- */
+#define PLIVO_OTP_ACTIVITY_MINUTES (24 * 60)	/* one-minute buckets: 24 hours */
+
+/*
+ * What the ring counts.  The first PLIVO_OTP_NUM_COUNTERS are the counters
+ * of dispatcher_state.c, in their order (plivo_otp_count feeds both); the
+ * names are in activity_sql.c.
+ */
+typedef enum PlivoOtpActivity
+{
+	PLIVO_OTP_ACT_SENDS,
+	PLIVO_OTP_ACT_REFUSED_SENDS,
+	PLIVO_OTP_ACT_APPROVED,
+	PLIVO_OTP_ACT_FAILED_CHECKS,
+	PLIVO_OTP_ACT_PLIVO_ACCEPTED,
+	PLIVO_OTP_ACT_RETRIED,
+	PLIVO_OTP_ACT_PLIVO_REFUSED,
+	PLIVO_OTP_ACT_EXPIRED,
+	PLIVO_OTP_ACT_UNKNOWN,
+	PLIVO_OTP_ACT_SMS_SEGMENTS,
+	/* sends refused, by limit (each also counts in REFUSED_SENDS) */
+	PLIVO_OTP_ACT_REFUSED_COOLDOWN,
+	PLIVO_OTP_ACT_REFUSED_NUMBER_CAP,
+	PLIVO_OTP_ACT_REFUSED_CALLER_CAP,
+	PLIVO_OTP_ACT_REFUSED_GLOBAL_BUDGET,
+	PLIVO_OTP_ACT_REFUSED_COUNTRY,
+	PLIVO_OTP_ACT_REFUSED_FIXED_LINE,
+	/* checks that locked a code (max_attempts reached) */
+	PLIVO_OTP_ACT_LOCKOUTS,
+	/* the listener: callbacks recorded, and refused by reason */
+	PLIVO_OTP_ACT_CB_RECORDED,
+	PLIVO_OTP_ACT_CB_DUPLICATE,
+	PLIVO_OTP_ACT_CB_BAD_SIGNATURE,
+	PLIVO_OTP_ACT_CB_SIGNATURE_ERROR,
+	PLIVO_OTP_ACT_CB_REPLAY,
+	PLIVO_OTP_ACT_CB_V2_REFUSED,
+	PLIVO_OTP_ACT_CB_V3_REQUIRED,
+	PLIVO_OTP_ACT_CB_MALFORMED,
+	PLIVO_OTP_ACT_CB_INCOMPLETE,
+	PLIVO_OTP_ACT_CB_NOT_FOUND,
+	PLIVO_OTP_ACT_CB_METHOD,
+	PLIVO_OTP_ACT_CB_TOO_LARGE,
+	PLIVO_OTP_ACT_CB_MEDIA_TYPE,
+	PLIVO_OTP_ACT_CB_NOT_CONFIGURED,
+	PLIVO_OTP_ACT_CB_NOT_RECORDED,
+	PLIVO_OTP_ACT_CB_UNKNOWN_UUID,
+	PLIVO_OTP_ACT_VOICE_ANSWER_REFUSED,
+	PLIVO_OTP_NUM_ACTIVITIES
+} PlivoOtpActivity;
+
+extern void plivo_otp_activity_shmem_request(void);
+extern void plivo_otp_activity_shmem_startup(void);
+extern void plivo_otp_activity_add(PlivoOtpActivity event, uint64 n);
+extern void plivo_otp_listener_count(PlivoOtpActivity outcome);
+extern TimestampTz plivo_otp_activity_since(void);
+extern void plivo_otp_activity_sum(TimestampTz now, int minutes, uint64 *sums);
 
 /* ---- shmem/commit_wake.c: wake the dispatcher when a transaction that queued commits ---- */
 extern void plivo_otp_wake_at_commit(void);

@@ -37,6 +37,7 @@ plivo_otp_check_destination(const char *phone, PlivoOtpPhoneInfo *info)
 	if (!plivo_otp_country_allowed(phone, info->region, plivo_otp_allowed_countries))
 	{
 		plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
+		plivo_otp_activity_add(PLIVO_OTP_ACT_REFUSED_COUNTRY, 1);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("code not sent: the number's country is not allowed"),
@@ -57,6 +58,7 @@ plivo_otp_check_channel_for_number(const char *phone, const char *channel,
 		plivo_otp_allow_sms_to_fixed_line)
 		return;
 	plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
+	plivo_otp_activity_add(PLIVO_OTP_ACT_REFUSED_FIXED_LINE, 1);
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("code not sent: the number is a fixed line, which cannot receive SMS"),

@@ -62,13 +62,16 @@ static PlivoOtpStatement recent_from_caller = {
 	3, {BYTEAOID, TIMESTAMPTZOID, INT4OID}
 };
 
+/* Refuse a send: counted (in all, and under its limit), then the ERROR. */
 static void
-refuse_send(const char *setting, const char *detail, TimestampTz retry_at, TimestampTz now)
+refuse_send(PlivoOtpActivity limit, const char *setting, const char *detail,
+			TimestampTz retry_at, TimestampTz now)
 {
 	long		secs;
 	int			usecs;
 
 	plivo_otp_count(PLIVO_OTP_COUNTER_REFUSED_SENDS, 1);
+	plivo_otp_activity_add(limit, 1);
 	TimestampDifference(now, retry_at, &secs, &usecs);
 	if (usecs > 0)
 		secs++;
@@ -116,7 +119,7 @@ check_cooldown(const char *phone, TimestampTz now, bool v2)
 	if (plivo_otp_resend_interval > 0 &&
 		recent_sends(phone, now - (int64) plivo_otp_resend_interval * USECS_PER_SEC, 1, v2,
 					 &oldest, &latest) > 0)
-		refuse_send("plivo_otp.resend_interval",
+		refuse_send(PLIVO_OTP_ACT_REFUSED_COOLDOWN, "plivo_otp.resend_interval",
 					psprintf("A code was sent to this number less than %d seconds ago.",
 							 plivo_otp_resend_interval),
 					latest + (int64) plivo_otp_resend_interval * USECS_PER_SEC, now);
@@ -132,7 +135,7 @@ check_number_cap(const char *phone, TimestampTz now, bool v2)
 	if (plivo_otp_number_max_sends > 0 &&
 		recent_sends(phone, now - (int64) plivo_otp_number_window * USECS_PER_SEC,
 					 plivo_otp_number_max_sends, v2, &oldest, &latest) >= plivo_otp_number_max_sends)
-		refuse_send("plivo_otp.number_max_sends",
+		refuse_send(PLIVO_OTP_ACT_REFUSED_NUMBER_CAP, "plivo_otp.number_max_sends",
 					psprintf("This number was sent %d codes within plivo_otp.number_window (%d seconds).",
 							 plivo_otp_number_max_sends, plivo_otp_number_window),
 					oldest + (int64) plivo_otp_number_window * USECS_PER_SEC, now);
@@ -150,7 +153,7 @@ check_caller(bytea *caller_digest, TimestampTz now)
 	args[2] = Int32GetDatum(plivo_otp_caller_max_sends);
 	plivo_otp_exec_latest(&recent_from_caller, args, NULL, 1);
 	if (DatumGetInt64(plivo_otp_get(0, 1, &isnull)) >= plivo_otp_caller_max_sends)
-		refuse_send("plivo_otp.caller_max_sends",
+		refuse_send(PLIVO_OTP_ACT_REFUSED_CALLER_CAP, "plivo_otp.caller_max_sends",
 					psprintf("This caller key was used for %d codes within plivo_otp.caller_window (%d seconds).",
 							 plivo_otp_caller_max_sends, plivo_otp_caller_window),
 					DatumGetTimestampTz(plivo_otp_get(0, 2, &isnull)) +
@@ -171,7 +174,7 @@ take_global_budget(TimestampTz now)
 	if (!plivo_otp_budget_take(plivo_otp_global_max_sends_per_hour > 0 ?
 							   plivo_otp_global_max_sends_per_hour : INT_MAX,
 							   now, &retry_at))
-		refuse_send("plivo_otp.global_max_sends_per_hour",
+		refuse_send(PLIVO_OTP_ACT_REFUSED_GLOBAL_BUDGET, "plivo_otp.global_max_sends_per_hour",
 					psprintf("The server sent %d codes within the last hour.",
 							 plivo_otp_global_max_sends_per_hour),
 					retry_at, now);

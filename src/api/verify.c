@@ -155,6 +155,9 @@ judge_attempt(const LatestCode *latest, const char *purpose, const char *candida
 	failures = Max(latest->attempts + 1, ledger_failures);
 	if (ledger_failures >= latest->max_attempts)
 		plivo_otp_ledger_note_locked(&latest->id);
+	/* (Below max_attempts before this check: this one locks the code.) */
+	if (failures >= latest->max_attempts)
+		plivo_otp_activity_add(PLIVO_OTP_ACT_LOCKOUTS, 1);
 	store_check_result(latest,
 					   failures >= latest->max_attempts ?
 					   PLIVO_OTP_VERIFICATION_MAX_ATTEMPTS : PLIVO_OTP_VERIFICATION_PENDING,

@@ -666,6 +666,8 @@ plivo_otp_apply_waiting_events(void)
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
 								  (int64) WAITING_EVENT_SECS * USECS_PER_SEC);
-	plivo_otp_exec(&drop_unknown_waiting, args, NULL, false, 0);
+	/* (Counted for the listener's health: callbacks for no message of ours.) */
+	plivo_otp_activity_add(PLIVO_OTP_ACT_CB_UNKNOWN_UUID,
+						   (uint64) plivo_otp_exec(&drop_unknown_waiting, args, NULL, false, 0));
 	return applied;
 }

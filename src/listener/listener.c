@@ -92,30 +92,40 @@ decide_ingested(CallbackRequest *req, PlivoIngestResult result)
 	switch (result)
 	{
 		case PLIVO_INGEST_RECORDED:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_RECORDED);
+			plivo_otp_server_decide(req, MHD_HTTP_OK, "OK\n");
+			break;
 		case PLIVO_INGEST_DUPLICATE:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_DUPLICATE);
 			plivo_otp_server_decide(req, MHD_HTTP_OK, "OK\n");
 			break;
 		case PLIVO_INGEST_REPLAYED:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_REPLAY);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN, "nonce already used\n");
 			break;
 		case PLIVO_INGEST_STALE_V2:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V2_REFUSED);
 			/* Plivo's retries get the same; only V3 counts for an old message. */
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature too old for this message\n");
 			break;
 		case PLIVO_INGEST_V2_UNBOUND:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V2_REFUSED);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature counts only on a message's own callback URL\n");
 			break;
 		case PLIVO_INGEST_V2_OTHER_MESSAGE:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V2_REFUSED);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"V2 signature is for another message\n");
 			break;
 		case PLIVO_INGEST_V3_REQUIRED:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_V3_REQUIRED);
 			plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN,
 									"call callbacks must carry a V3 signature\n");
 			break;
 		case PLIVO_INGEST_INCOMPLETE:
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_INCOMPLETE);
 			plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,
 									req->route->kind == ROUTE_VOICE_STATUS ?
 									"RequestUUID and CallStatus are required\n" :
@@ -217,8 +227,11 @@ record_batch(void *arg)
 		if (req->batched)
 			continue;
 		if (!plivo_otp_run_subtransaction(record_callback, req))
+		{
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_NOT_RECORDED);
 			plivo_otp_server_decide_failed(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
 										   "could not record\n");
+		}
 	}
 }
 
@@ -281,8 +294,11 @@ record_ready(void)
 		next = req->next_ready;
 		/* Nothing counts as recorded unless its transaction committed. */
 		if (!committed)
+		{
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_NOT_RECORDED);
 			plivo_otp_server_decide_failed(req, MHD_HTTP_SERVICE_UNAVAILABLE,
 										   "could not record, retry later\n");
+		}
 		if (req->hold)
 			plivo_otp_server_hold(req);
 		else

@@ -261,6 +261,7 @@ collect_params(CallbackRequest *req)
 			return true;
 		if (type == NULL || strncasecmp(type, "application/x-www-form-urlencoded", 33) != 0)
 		{
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_MEDIA_TYPE);
 			plivo_otp_server_decide(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "form data expected\n");
 			return false;
 		}
@@ -333,12 +334,14 @@ authenticate(CallbackRequest *req)
 											 &nonce, &other_nonce, &req->body_signed);
 	if (result == PLIVO_SIG_ERROR)
 	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_SIGNATURE_ERROR);
 		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "could not check the signature\n");
 		return false;
 	}
 	if (result != PLIVO_SIG_VALID || nonce == NULL || strlen(nonce) > 128 ||
 		(other_nonce != NULL && strlen(other_nonce) > 128))
 	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_BAD_SIGNATURE);
 		plivo_otp_server_decide(req, MHD_HTTP_FORBIDDEN, "invalid signature\n");
 		return false;
 	}
@@ -361,7 +364,10 @@ validate_voice_answer(CallbackRequest *req)
 {
 	if (!plivo_otp_listener_config.configured || req->token[0] == '\0' ||
 		!collect_params(req) || !authenticate(req) || !req->body_signed)
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_VOICE_ANSWER_REFUSED);
 		force_no_code(req);
+	}
 }
 
 /* Parse and authenticate a complete request; plain C only. */
@@ -373,17 +379,31 @@ validate(CallbackRequest *req)
 	if (req->route->kind == ROUTE_VOICE_ANSWER)
 		validate_voice_answer(req);
 	else if (!plivo_otp_listener_config.configured)
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_NOT_CONFIGURED);
 		plivo_otp_server_decide(req, MHD_HTTP_SERVICE_UNAVAILABLE, "listener not configured\n");
+	}
 	else if (!collect_params(req))
+	{
+		/* (415 and out of memory were decided, and counted, inside.) */
+		if (req->status == 0)
+			plivo_otp_listener_count(PLIVO_OTP_ACT_CB_MALFORMED);
 		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST, "malformed request\n");
+	}
 	else if (!authenticate(req))
 		return;
 	else if (!call && (!has_param(req, "MessageUUID") || !has_param(req, "Status")))
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_INCOMPLETE);
 		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST, "MessageUUID and Status are required\n");
+	}
 	else if (call && (!has_param(req, "CallStatus") ||
 					  (!has_param(req, "RequestUUID") && !has_param(req, "ALegRequestUUID"))))
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_INCOMPLETE);
 		plivo_otp_server_decide(req, MHD_HTTP_BAD_REQUEST,
 								"RequestUUID and CallStatus are required\n");
+	}
 }
 
 /*
@@ -407,17 +427,26 @@ start_request(CallbackRequest *req, const char *path, const char *method)
 			req->route = &routes[i];
 	}
 	if (req->route == NULL)
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_NOT_FOUND);
 		return answer(req->conn, MHD_HTTP_NOT_FOUND, "not found\n");
+	}
 	/* (405 and 413 depend on no token or code: the voice route shares them.) */
 	if (strcmp(method, "POST") == 0)
 		req->method = "POST";
 	else if (strcmp(method, "GET") == 0)
 		req->method = "GET";
 	else
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_METHOD);
 		return answer(req->conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	}
 	length = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length && strtoull(length, NULL, 10) > MAX_BODY_BYTES)
+	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_TOO_LARGE);
 		return answer(req->conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+	}
 	return MHD_YES;
 }
 
@@ -433,6 +462,7 @@ append_body(CallbackRequest *req, const char *data, size_t size)
 		grown = realloc(req->body, req->body_len + size + 1);
 	if (grown == NULL)
 	{
+		plivo_otp_listener_count(PLIVO_OTP_ACT_CB_TOO_LARGE);
 		plivo_otp_server_decide(req, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
 		return;
 	}

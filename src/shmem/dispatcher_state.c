@@ -2,8 +2,8 @@
  *
  * dispatcher_state.c
  *	  The dispatcher's shared state: its latch (for the wake-up at commit),
- *	  its pid, requests in flight, its last error, and the counters behind
- *	  the stats views.
+ *	  its pid, requests in flight, its last error, when Plivo last took a
+ *	  message, and the counters behind the stats views.
  *
  * No LWLock: the latch pointer and the pid are single stores, the counters
  * and the in-flight count are pg_atomic, and the last error is copied under
@@ -12,7 +12,9 @@
  * every wait: a wake-up that lands while it is busy is never lost, whatever
  * event its wait returned.
  * Counters start at zero when shared memory is created (server start, or
- * the reinitialisation after a crash); counters_since says when.
+ * the reinitialisation after a crash); counters_since says when.  Each
+ * count also goes into the per-minute ring of activity.c, for the
+ * monitoring views' time windows.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,6 +38,7 @@ typedef struct DispatcherShared
 	slock_t		error_mutex;	/* guards last_error and last_error_at */
 	char		last_error[256];	/* sanitised: no token, no full number */
 	TimestampTz last_error_at;
+	pg_atomic_uint64 last_accepted_at;	/* a TimestampTz; 0 before the first */
 	TimestampTz counters_since;
 	pg_atomic_uint64 counters[PLIVO_OTP_NUM_COUNTERS];
 } DispatcherShared;
@@ -64,6 +67,7 @@ plivo_otp_state_shmem_startup(void)
 		SpinLockInit(&shared->error_mutex);
 		shared->last_error[0] = '\0';
 		shared->last_error_at = 0;
+		pg_atomic_init_u64(&shared->last_accepted_at, 0);
 		shared->counters_since = GetCurrentTimestamp();
 		for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&shared->counters[i], 0);
@@ -71,11 +75,21 @@ plivo_otp_state_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* The ring's first activities are the counters, in their order. */
+StaticAssertDecl((int) PLIVO_OTP_ACT_SMS_SEGMENTS == (int) PLIVO_OTP_COUNTER_SMS_SEGMENTS &&
+				 (int) PLIVO_OTP_ACT_UNKNOWN == (int) PLIVO_OTP_COUNTER_UNKNOWN &&
+				 (int) PLIVO_OTP_ACT_SENDS == (int) PLIVO_OTP_COUNTER_SENDS,
+				 "PlivoOtpActivity starts with PlivoOtpCounter");
+
 void
 plivo_otp_count(PlivoOtpCounter counter, uint64 n)
 {
-	if (shared)
-		pg_atomic_fetch_add_u64(&shared->counters[counter], n);
+	if (shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&shared->counters[counter], n);
+	if (counter == PLIVO_OTP_COUNTER_ACCEPTED && n > 0)
+		pg_atomic_write_u64(&shared->last_accepted_at, (uint64) GetCurrentTimestamp());
+	plivo_otp_activity_add((PlivoOtpActivity) counter, n);
 }
 
 /* The dispatcher publishes its latch at start and clears it at exit. */
@@ -145,6 +159,7 @@ plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap)
 	memcpy(snap->last_error, shared->last_error, sizeof(snap->last_error));
 	snap->last_error_at = shared->last_error_at;
 	SpinLockRelease(&shared->error_mutex);
+	snap->last_accepted_at = (TimestampTz) pg_atomic_read_u64(&shared->last_accepted_at);
 	snap->counters_since = shared->counters_since;
 	for (int i = 0; i < PLIVO_OTP_NUM_COUNTERS; i++)
 		snap->counters[i] = pg_atomic_read_u64(&shared->counters[i]);
