@@ -329,9 +329,3 @@ CREATE TABLE plivo_otp.send_counters (
 -- Callers never reach it: no login can take these locks to block sends.
 REVOKE ALL ON TABLE plivo_otp.send_counters FROM PUBLIC;
 COMMENT ON TABLE plivo_otp.send_counters IS 'per-number, per-caller-key and per-idempotency-key locks and message counters of the sending limits, keyed by a keyed digest';
--- A code's unsent messages, by the code: what otp_send cancels when it
--- replaces the code, and otp_cancel.  A lookup by key among the pending
--- rows only, so stale statistics cannot turn it into a walk of every
--- pending message (as messages_due alone invited).
-CREATE INDEX messages_pending_verification ON plivo_otp.messages (verification_id)
-	WHERE dispatch_state = 'pending';

@@ -33,10 +33,10 @@ ANALYZE plivo_otp.messages;
 SELECT count(plivo_otp.otp_send('+1500555' || (2000 + i)::text)) AS queued
 FROM generate_series(1, 300) AS i;
 SET plan_cache_mode = force_generic_plan;
-PREPARE cancel_unsent(uuid, timestamptz) AS
+PREPARE cancel_unsent(uuid, timestamptz, text) AS
 	UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2
-	WHERE verification_id = $1 AND dispatch_state = 'pending';
-EXPLAIN (COSTS OFF) EXECUTE cancel_unsent(gen_random_uuid(), now());
+	WHERE verification_id = $1 AND dispatch_state = $3;
+EXPLAIN (COSTS OFF) EXECUTE cancel_unsent(gen_random_uuid(), now(), 'pending');
 PREPARE pending_code(text, text) AS
 	SELECT id FROM plivo_otp.verifications
 	WHERE phone = $1 AND purpose = $2 AND state = 'pending' FOR UPDATE;

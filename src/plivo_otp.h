@@ -250,6 +250,9 @@ typedef struct PlivoOtpStatement
 	int			nargs;
 	Oid			argtypes[16];
 	SPIPlanPtr	plan;
+	int			cursor_options; /* SPI_prepare_cursor's: CURSOR_OPT_GENERIC_PLAN
+								 * for a statement whose parameters must not
+								 * steer its plan */
 } PlivoOtpStatement;
 
 extern void plivo_otp_spi_connect(void);

@@ -27,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -64,8 +65,7 @@ static PlivoOtpStatement find_live_code = {
 /*
  * The number's pending code for this purpose, canceled (the unique partial
  * index verifications_one_pending finds it), and then its unsent messages
- * by its id (the partial index messages_pending_verification: a lookup by
- * key, never a walk of every pending message, whatever the statistics say).
+ * by its id (cancel_unsent).
  */
 static PlivoOtpStatement cancel_pending = {
 	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3, code_sealed = NULL"
@@ -79,10 +79,17 @@ static PlivoOtpStatement cancel_pending_v1 = {
 	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
+/*
+ * A code's unsent messages, by its id.  The state is a parameter ('pending')
+ * and the plan always generic: no partial index on pending rows can serve
+ * it, so stale statistics that call those indexes empty (as after a bulk of
+ * deliveries) cannot turn it into a walk of every pending message; what is
+ * left is the lookup by key (messages_verification).
+ */
 static PlivoOtpStatement cancel_unsent = {
 	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
-	" WHERE verification_id = $1 AND dispatch_state = 'pending'",
-	2, {UUIDOID, TIMESTAMPTZOID}
+	" WHERE verification_id = $1 AND dispatch_state = $3",
+	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN
 };
 
 static PlivoOtpStatement insert_verification = {
@@ -260,6 +267,7 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 
 		args[0] = plivo_otp_get(0, 1, &isnull);
 		args[1] = TimestampTzGetDatum(now);
+		args[2] = CStringGetTextDatum("pending");
 		plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
 	}
 

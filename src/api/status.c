@@ -15,6 +15,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -64,13 +65,16 @@ static PlivoOtpStatement cancel_by_id_v1 = {
 };
 
 /*
- * By the verification's id: the partial index messages_pending_verification
- * (0.2.0), never a walk of every pending message.
+ * A code's unsent messages, by its id.  The state is a parameter ('pending')
+ * and the plan always generic: no partial index on pending rows can serve
+ * it, so stale statistics that call those indexes empty (as after a bulk of
+ * deliveries) cannot turn it into a walk of every pending message; what is
+ * left is the lookup by key (messages_verification).
  */
 static PlivoOtpStatement cancel_unsent = {
 	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
-	" WHERE verification_id = $1 AND dispatch_state = 'pending'",
-	2, {UUIDOID, TIMESTAMPTZOID}
+	" WHERE verification_id = $1 AND dispatch_state = $3",
+	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN
 };
 
 Datum
@@ -119,7 +123,7 @@ Datum
 plivo_otp_cancel(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = PG_GETARG_UUID_P(0);
-	Datum		args[2];
+	Datum		args[3];
 	bool		canceled;
 
 	plivo_otp_require_preload();
@@ -129,7 +133,10 @@ plivo_otp_cancel(PG_FUNCTION_ARGS)
 	canceled = plivo_otp_exec(plivo_otp_schema_is_v2() ? &cancel_by_id : &cancel_by_id_v1,
 							  args, NULL, false, 0) > 0;
 	if (canceled)
+	{
+		args[2] = CStringGetTextDatum("pending");
 		plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
+	}
 	SPI_finish();
 	PG_RETURN_BOOL(canceled);
 }
