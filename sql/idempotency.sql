@@ -23,5 +23,7 @@ UPDATE plivo_otp.verifications SET expires_at = now() - interval '1 second',
 	created_at = created_at - interval '1 hour' WHERE id = :'first';
 UPDATE plivo_otp.messages SET created_at = created_at - interval '1 hour'
 WHERE verification_id = :'first';
+UPDATE plivo_otp.send_counters SET last_send_at = last_send_at - interval '1 hour',
+	bucket_start = bucket_start - interval '1 hour';
 SELECT plivo_otp.otp_send('+15005552001', 'sms', 'login', 'req-1') <> :'first' AS new_id_after_expiry;
 RESET plivo_otp.resend_interval;

@@ -519,3 +519,30 @@ REVOKE ALL ON plivo_otp_monitor.conversion FROM PUBLIC;
 GRANT SELECT ON plivo_otp_monitor.conversion TO pg_monitor;
 COMMENT ON VIEW plivo_otp_monitor.conversion IS
 'codes sent and approved in the last hour and 24 h by calling code and by region; suspected_pumping: >= 50 codes in 24 h and a conversion below a third of the overall 24 h conversion (from the tables)';
+
+-- ==== Performance: send counters (issue 11) ====
+-- One row per number, caller key and idempotency key that otp_send,
+-- otp_resend, otp_check or the voice fallback touched, keyed by a keyed
+-- digest of it (send_locks.c): nothing here tells which number it is.  The
+-- row is the key's lock: a send locks it (INSERT ... ON CONFLICT) until its
+-- transaction ends, so sends to one number, caller key or idempotency key
+-- are serialised without a lock-table entry each.  A number's or caller
+-- key's row also counts its messages (send_policy.c) in two buckets of the
+-- limit's window (a sliding estimate: the previous bucket's count weighted
+-- by how much of it is still in the window, plus the current one's) and
+-- holds the times of its last two messages (the cool-down), so no limit
+-- counts rows of history.  The counts change in the sending transaction
+-- and roll back with it.  Rows idle for longer than every window and the
+-- code lifetime can be deleted (plivo_otp_purge_send_counters).
+CREATE TABLE plivo_otp.send_counters (
+	key				bytea PRIMARY KEY CHECK (octet_length(key) = 16),
+	bucket_start	timestamptz,		-- start of the current bucket; NULL: nothing counted yet
+	bucket_count	integer NOT NULL DEFAULT 0,
+	previous_count	integer NOT NULL DEFAULT 0,	-- the bucket before it
+	last_send_at	timestamptz,		-- the latest message counted
+	previous_send_at timestamptz,		-- the one before (the cool-down's, read in the same statement)
+	touched_at		timestamptz NOT NULL	-- last use of the row, for the purge
+) WITH (fillfactor = 50);	-- room on the page for the updates (HOT)
+-- Callers never reach it: no login can take these locks to block sends.
+REVOKE ALL ON TABLE plivo_otp.send_counters FROM PUBLIC;
+COMMENT ON TABLE plivo_otp.send_counters IS 'per-number, per-caller-key and per-idempotency-key locks and message counters of the sending limits, keyed by a keyed digest';

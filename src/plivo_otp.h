@@ -252,6 +252,9 @@ typedef struct PlivoOtpStatement
 	int			nargs;
 	Oid			argtypes[16];
 	SPIPlanPtr	plan;
+	int			cursor_options; /* SPI_prepare_cursor's: CURSOR_OPT_GENERIC_PLAN
+								 * for a statement whose parameters must not
+								 * steer its plan */
 } PlivoOtpStatement;
 
 extern void plivo_otp_spi_connect(void);
@@ -437,10 +440,38 @@ extern void plivo_otp_wake_at_commit(void);
 
 
 /* ---- api/send_locks.c, api/send_policy.c: otp_send's locks and limits ---- */
-extern void plivo_otp_lock_send_key(const char *key, const char *message);
+
+/* What a key's row of plivo_otp.send_counters counted before this message. */
+typedef struct PlivoOtpSendCount
+{
+	int64		window;			/* the bucket length it was counted in (us) */
+	TimestampTz bucket_start;	/* start of the current bucket */
+	int			bucket_count;	/* messages in it, before this one */
+	int			previous_count; /* messages in the bucket before */
+	TimestampTz previous_send_at;	/* the latest message before this one */
+	bool		has_previous_send;
+} PlivoOtpSendCount;
+
+/* One send's locks and counts (send_policy.c), from plivo_otp_tally_send. */
+typedef struct PlivoOtpSendTally
+{
+	bool		v2;				/* counted in plivo_otp.send_counters */
+	const char *phone;
+	bytea	   *caller_digest;	/* NULL without a caller key */
+	PlivoOtpSendCount number;	/* v2 only */
+	PlivoOtpSendCount caller;	/* v2 and a caller key only */
+} PlivoOtpSendTally;
+
+extern void plivo_otp_lock_send_key(const char *key, bool v2, const char *message);
+extern void plivo_otp_lock_number_for_check(const char *phone, bool v2, const char *message);
 extern bool plivo_otp_try_lock_send_key(const char *key);
-extern void plivo_otp_check_send_policy(const char *phone, bytea *caller_digest,
-										TimestampTz now, bool v2);
+extern void plivo_otp_count_send_key(const char *key, int window_secs, TimestampTz now,
+									 const char *message, PlivoOtpSendCount *count);
+extern int	plivo_otp_purge_send_counters(TimestampTz idle_since, int limit);
+extern void plivo_otp_tally_send(PlivoOtpSendTally *tally, const char *phone,
+								 const char *caller_key, bytea *caller_digest,
+								 TimestampTz now, bool v2, const char *what);
+extern void plivo_otp_check_send_policy(const PlivoOtpSendTally *tally, TimestampTz now);
 extern void plivo_otp_check_fallback_policy(const char *phone, TimestampTz now);
 
 /* ---- api/destination.c: valid, allowed, and reachable by the channel ---- */

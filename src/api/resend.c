@@ -117,6 +117,7 @@ resend_code(PG_FUNCTION_ARGS)
 	bytea	   *caller_digest;
 	char	   *phone;
 	PlivoOtpPhoneInfo number;
+	PlivoOtpSendTally tally;
 	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
 	TimestampTz now;
 	TimestampTz expires_at;
@@ -150,14 +151,14 @@ resend_code(PG_FUNCTION_ARGS)
 	plivo_otp_phone_info(phone, &number);
 	plivo_otp_check_channel_for_number(phone, channel, &number);
 
-	/* otp_send's order: caller key, then number (no idempotency key here). */
-	if (caller_key)
-		plivo_otp_lock_send_key(psprintf("caller:%s", caller_key),
-								"code not re-delivered: another send with this caller key is still in progress");
-	plivo_otp_lock_send_key(phone,
-							"code not re-delivered: another send to this number is still in progress");
-
+	/*
+	 * otp_send's order: caller key, then number (no idempotency key here),
+	 * the message counted in their counters; a refusal below takes the
+	 * count back.
+	 */
 	now = GetCurrentTimestamp();
+	plivo_otp_tally_send(&tally, phone, caller_key, caller_digest, now, true,
+						 "code not re-delivered");
 	open_code(id, channel, now, code, &expires_at);
 	PG_TRY();
 	{
@@ -175,7 +176,7 @@ resend_code(PG_FUNCTION_ARGS)
 			.v2 = true
 		};
 
-		plivo_otp_check_send_policy(phone, caller_digest, now, true);
+		plivo_otp_check_send_policy(&tally, now);
 		plivo_otp_queue_message(&m, message_id);
 	}
 	PG_FINALLY();

@@ -4,9 +4,10 @@
  *	  otp_send(): issue a code and queue its message in the caller's
  *	  transaction.
  *
- * Order of work: check the arguments, serialise sends per idempotency key,
- * caller key and number (send_locks.c), answer a repeated idempotency key,
- * apply the sending policy (send_policy.c), then either re-deliver the live
+ * Order of work: check the arguments, serialise sends per idempotency key
+ * (send_locks.c), answer a repeated idempotency key, serialise per caller
+ * key and number while counting the message in their counters and apply
+ * the sending policy (send_policy.c), then either re-deliver the live
  * code of the same number and purpose (a repeated request, or an attacker
  * trying to cancel a victim's code: the code stays the same, as Twilio
  * Verify does) or cancel the previous pending code and store a new one as
@@ -26,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -60,20 +62,34 @@ static PlivoOtpStatement find_live_code = {
 	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
-#define CANCEL_PENDING(wipe) \
-	"WITH canceled AS (" \
-	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3" wipe \
-	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id)" \
-	" UPDATE plivo_otp.messages m" \
-	" SET dispatch_state = 'canceled', body = NULL, updated_at = $3" \
-	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending'"
-
+/*
+ * The number's pending code for this purpose, canceled (the unique partial
+ * index verifications_one_pending finds it), and then its unsent messages
+ * by its id (cancel_unsent).
+ */
 static PlivoOtpStatement cancel_pending = {
-	CANCEL_PENDING(", code_sealed = NULL"), 3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3, code_sealed = NULL"
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id",
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
 static PlivoOtpStatement cancel_pending_v1 = {
-	CANCEL_PENDING(""), 3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3"
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id",
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+/*
+ * A code's unsent messages, by its id.  The state is a parameter ('pending')
+ * and the plan always generic: no partial index on pending rows can serve
+ * it, so stale statistics that call those indexes empty (as after a bulk of
+ * deliveries) cannot turn it into a walk of every pending message; what is
+ * left is the lookup by key (messages_verification).
+ */
+static PlivoOtpStatement cancel_unsent = {
+	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
+	" WHERE verification_id = $1 AND dispatch_state = $3",
+	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN
 };
 
 static PlivoOtpStatement insert_verification = {
@@ -245,7 +261,15 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
 	args[2] = TimestampTzGetDatum(now);
-	plivo_otp_exec(req->v2 ? &cancel_pending : &cancel_pending_v1, args, NULL, false, 0);
+	if (plivo_otp_exec(req->v2 ? &cancel_pending : &cancel_pending_v1, args, NULL, false, 0) == 1)
+	{
+		bool		isnull;
+
+		args[0] = plivo_otp_get(0, 1, &isnull);
+		args[1] = TimestampTzGetDatum(now);
+		args[2] = CStringGetTextDatum("pending");
+		plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
+	}
 
 	plivo_otp_generate_code(plivo_otp_code_length, code);
 	plivo_otp_code_digest(id, req->purpose, code, digest);
@@ -302,24 +326,11 @@ queue_message(const SendRequest *req, const pg_uuid_t *verification_id,
 	plivo_otp_wake_at_commit();
 }
 
-/* Serialise with other sends: idempotency key, caller key, number, in that order. */
-static void
-lock_send(const SendRequest *req)
-{
-	if (req->idempotency_key)
-		plivo_otp_lock_send_key(psprintf("key:%s", req->idempotency_key),
-								"code not sent: another send with this idempotency key is still in progress");
-	if (req->caller_key)
-		plivo_otp_lock_send_key(psprintf("caller:%s", req->caller_key),
-								"code not sent: another send with this caller key is still in progress");
-	plivo_otp_lock_send_key(req->phone,
-							"code not sent: another send to this number is still in progress");
-}
-
 static Datum
 send_code(PG_FUNCTION_ARGS)
 {
 	SendRequest req;
+	PlivoOtpSendTally tally;
 	char		code[PLIVO_OTP_MAX_CODE_LEN + 1];
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 	TimestampTz now;
@@ -329,19 +340,25 @@ send_code(PG_FUNCTION_ARGS)
 	plivo_otp_require_preload();
 	plivo_otp_require_dispatch_database();
 	read_send_args(fcinfo, &req);
-	lock_send(&req);
-
-	now = GetCurrentTimestamp();
-	expires_at = now + (int64) plivo_otp_code_ttl * USECS_PER_SEC;
 
 	plivo_otp_spi_connect();
 	req.v2 = plivo_otp_schema_is_v2();
+
+	/* Serialise with other sends: idempotency key, caller key, number, in that order. */
+	if (req.idempotency_key)
+		plivo_otp_lock_send_key(psprintf("key:%s", req.idempotency_key), req.v2,
+								"code not sent: another send with this idempotency key is still in progress");
+	now = GetCurrentTimestamp();
+	expires_at = now + (int64) plivo_otp_code_ttl * USECS_PER_SEC;
 	if (req.idempotency_key && replay_idempotent(&req, now, id))
 	{
 		SPI_finish();
 		PG_RETURN_UUID_P(id);
 	}
-	plivo_otp_check_send_policy(req.phone, req.caller_digest, now, req.v2);
+	/* the caller key's and the number's locks, and this message counted */
+	plivo_otp_tally_send(&tally, req.phone, req.caller_key, req.caller_digest, now, req.v2,
+						 "code not sent");
+	plivo_otp_check_send_policy(&tally, now);
 	redelivery = req.v2 && live_code(&req, now, id, code, &expires_at);
 	if (!redelivery)
 	{

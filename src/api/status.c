@@ -15,6 +15,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -50,21 +51,30 @@ static PlivoOtpStatement read_status_v1 = {
 	2, {UUIDOID, TIMESTAMPTZOID}
 };
 
-#define CANCEL_BY_ID(wipe) \
-	"WITH canceled AS (" \
-	" UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2" wipe \
-	" WHERE id = $1 AND state = 'pending' AND expires_at > $2 RETURNING id)," \
-	" unsent AS (" \
-	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL, updated_at = $2" \
-	" FROM canceled WHERE m.verification_id = canceled.id AND m.dispatch_state = 'pending')" \
-	" SELECT count(*) FROM canceled"
-
+/* A pending code, canceled by its id, then its unsent messages (as otp_send cancels). */
 static PlivoOtpStatement cancel_by_id = {
-	CANCEL_BY_ID(", code_sealed = NULL"), 2, {UUIDOID, TIMESTAMPTZOID}
+	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2, code_sealed = NULL"
+	" WHERE id = $1 AND state = 'pending' AND expires_at > $2",
+	2, {UUIDOID, TIMESTAMPTZOID}
 };
 
 static PlivoOtpStatement cancel_by_id_v1 = {
-	CANCEL_BY_ID(""), 2, {UUIDOID, TIMESTAMPTZOID}
+	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2"
+	" WHERE id = $1 AND state = 'pending' AND expires_at > $2",
+	2, {UUIDOID, TIMESTAMPTZOID}
+};
+
+/*
+ * A code's unsent messages, by its id.  The state is a parameter ('pending')
+ * and the plan always generic: no partial index on pending rows can serve
+ * it, so stale statistics that call those indexes empty (as after a bulk of
+ * deliveries) cannot turn it into a walk of every pending message; what is
+ * left is the lookup by key (messages_verification).
+ */
+static PlivoOtpStatement cancel_unsent = {
+	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
+	" WHERE verification_id = $1 AND dispatch_state = $3",
+	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN
 };
 
 Datum
@@ -113,17 +123,20 @@ Datum
 plivo_otp_cancel(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = PG_GETARG_UUID_P(0);
-	Datum		args[2];
-	bool		isnull;
+	Datum		args[3];
 	bool		canceled;
 
 	plivo_otp_require_preload();
 	plivo_otp_spi_connect();
 	args[0] = UUIDPGetDatum(id);
 	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	plivo_otp_exec(plivo_otp_schema_is_v2() ? &cancel_by_id : &cancel_by_id_v1,
-				   args, NULL, false, 1);
-	canceled = DatumGetInt64(plivo_otp_get(0, 1, &isnull)) > 0;
+	canceled = plivo_otp_exec(plivo_otp_schema_is_v2() ? &cancel_by_id : &cancel_by_id_v1,
+							  args, NULL, false, 0) > 0;
+	if (canceled)
+	{
+		args[2] = CStringGetTextDatum("pending");
+		plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
+	}
 	SPI_finish();
 	PG_RETURN_BOOL(canceled);
 }

@@ -35,6 +35,19 @@ PG_FUNCTION_INFO_V1(plivo_otp_verify);
 /* Longer candidates cannot match; hash only this much of them. */
 #define MAX_CANDIDATE_LEN 64
 
+/*
+ * The pending code, when there is one, is the latest (a send cancels the
+ * one before): found through the unique partial index
+ * verifications_one_pending, the only plan of a lookup by its key.
+ */
+static PlivoOtpStatement lock_pending_code = {
+	"SELECT id, code_digest, state, attempts, max_attempts, expires_at"
+	" FROM plivo_otp.verifications"
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' FOR UPDATE",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* Otherwise the latest one, to say why it no longer counts. */
 static PlivoOtpStatement lock_latest_code = {
 	"SELECT id, code_digest, state, attempts, max_attempts, expires_at"
 	" FROM plivo_otp.verifications"
@@ -94,7 +107,8 @@ load_latest_code(const char *phone, const char *purpose, LatestCode *latest)
 
 	args[0] = CStringGetTextDatum(phone);
 	args[1] = CStringGetTextDatum(purpose);
-	if (plivo_otp_exec(&lock_latest_code, args, NULL, false, 1) == 0)
+	if (plivo_otp_exec(&lock_pending_code, args, NULL, false, 1) == 0 &&
+		plivo_otp_exec(&lock_latest_code, args, NULL, false, 1) == 0)
 		return false;
 	memcpy(&latest->id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
 	latest->digest = DatumGetByteaPP(plivo_otp_get(0, 2, &isnull));
@@ -185,8 +199,9 @@ check_code(FunctionCallInfo fcinfo)
 		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), candidate, sizeof(candidate));
 
 	/* The lock otp_send takes first, so a send and a check never deadlock. */
-	plivo_otp_lock_send_key(phone, "code not checked: a send to this number is still in progress");
 	plivo_otp_spi_connect();
+	plivo_otp_lock_number_for_check(phone, plivo_otp_schema_is_v2(),
+									"code not checked: a send to this number is still in progress");
 	if (load_latest_code(phone, purpose, &latest))
 		result = judge_attempt(&latest, purpose, candidate, GetCurrentTimestamp());
 	explicit_bzero(candidate, sizeof(candidate));

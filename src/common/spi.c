@@ -32,7 +32,8 @@ prepare_once(PlivoOtpStatement *stmt)
 {
 	if (stmt->plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, stmt->argtypes,
+												  stmt->cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "plivo_otp: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

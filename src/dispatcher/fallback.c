@@ -27,8 +27,10 @@
  * Locking: candidates are found through the live codes alone (the index
  * verifications_sealed_expiry), at most FALLBACK_BATCH a tick; rows an
  * application holds locked are skipped (SKIP LOCKED), and so is a code
- * whose number's send lock someone holds (it is tried, never waited for:
- * send_locks.c), until a later tick.  Each code is handled in a
+ * whose number's send lock someone holds (its row of
+ * plivo_otp.send_counters is tried, never waited for: send_locks.c), until
+ * a later tick; a number with no such row (its codes were all sent before
+ * the upgrade to 0.2.0) gets no fallback.  Each code is handled in a
  * subtransaction of its own, so a failure leaves the others alone.
  *
  *-------------------------------------------------------------------------
