@@ -157,6 +157,7 @@ typedef enum PurgeTable
 	REDACT_VERIFICATIONS,
 	REDACT_MESSAGES,
 	REDACT_EVENTS,
+	PURGE_COUNTERS,
 	PURGE_TABLES
 } PurgeTable;
 
@@ -181,6 +182,23 @@ redact_cutoff(TimestampTz now)
 						   Max(plivo_otp_number_window, plivo_otp_resend_interval));
 
 	return now - secs * USECS_PER_SEC;
+}
+
+/*
+ * plivo_otp.send_counters rows (src/api/send_locks.c) idle for longer than
+ * any window, cool-down or code lifetime counts over, plus an hour: they
+ * count nothing any more.  Found by a scan of the table (an index on
+ * touched_at would cost every send an index insertion), so once an hour.
+ */
+#define COUNTER_PURGE_EVERY_SECS 3600
+
+static TimestampTz
+counters_idle_since(TimestampTz now)
+{
+	int64		secs = Max(Max(plivo_otp_number_window, plivo_otp_caller_window),
+						   Max(plivo_otp_resend_interval, plivo_otp_code_ttl));
+
+	return now - (secs + 3600) * USECS_PER_SEC;
 }
 
 /* Where a turn's purge is: which tables are caught up, which one is next. */
@@ -213,7 +231,11 @@ purge_batch_work(void *arg)
 		turn->caught_up[i] = true;
 		return;
 	}
-	n = plivo_otp_exec(purge_statements[i], &cutoff, NULL, false, 0);
+	if (i == PURGE_COUNTERS)
+		n = plivo_otp_schema_is_v2() ?
+			plivo_otp_purge_send_counters(counters_idle_since(now), PURGE_BATCH) : 0;
+	else
+		n = plivo_otp_exec(purge_statements[i], &cutoff, NULL, false, 0);
 	/* A batch of verifications may keep some (messages locked): only none left is done. */
 	if (i == PURGE_MESSAGES || i == PURGE_VERIFICATIONS ? n == 0 : n < PURGE_BATCH)
 		turn->caught_up[i] = i != PURGE_VERIFICATIONS || turn->caught_up[PURGE_MESSAGES];
@@ -244,11 +266,15 @@ bool
 plivo_otp_purge_old_rows(int budget_ms)
 {
 	static int	next_table = 0;
+	static TimestampTz counters_purged_at = 0;
 	PurgeTurn	turn = {{false}, 0};
-	TimestampTz deadline = GetCurrentTimestamp() + (int64) budget_ms * 1000;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz deadline = now + (int64) budget_ms * 1000;
 
-	for (int i = REDACT_VERIFICATIONS; i < PURGE_TABLES; i++)
+	for (int i = REDACT_VERIFICATIONS; i < PURGE_COUNTERS; i++)
 		turn.caught_up[i] = plivo_otp_redact_after <= 0;
+	turn.caught_up[PURGE_COUNTERS] =
+		now - counters_purged_at < (int64) COUNTER_PURGE_EVERY_SECS * USECS_PER_SEC;
 
 	for (;;)
 	{
@@ -272,6 +298,10 @@ plivo_otp_purge_old_rows(int budget_ms)
 		for (int i = 0; i < PURGE_TABLES; i++)
 			all &= turn.caught_up[i];
 		if (all)
+		{
+			if (now - counters_purged_at >= (int64) COUNTER_PURGE_EVERY_SECS * USECS_PER_SEC)
+				counters_purged_at = now;
 			return false;
+		}
 	}
 }

@@ -81,6 +81,13 @@ my $digits2 = substr(phone_n(2), 1);
 is(numbers_of($mid), phone_n(2) . '|' . phone_n(2) . "|$digits2|order-" . phone_n(2) . ',order-' . phone_n(2),
 	'before: the 3-hour-old code holds its number everywhere, and its idempotency key');
 
+# Send counters (locks and limits per number and key) idle for longer than
+# every window count nothing: age all but one of them past that.
+my $counters = sql('SELECT count(*) FROM plivo_otp.send_counters');
+ok($counters >= 2, "the sends left counter rows ($counters)");
+sql(q{UPDATE plivo_otp.send_counters SET touched_at = now() - interval '3 days'
+	WHERE key <> (SELECT key FROM plivo_otp.send_counters ORDER BY touched_at DESC LIMIT 1)});
+
 # The dispatcher purges and redacts when it starts (and every minute after).
 my $pid = dispatcher_pid($node);
 sql("SELECT pg_terminate_backend($pid)");
@@ -94,6 +101,9 @@ is(sql("SELECT count(*) FROM plivo_otp.delivery_events WHERE received_at < now()
 is(sql("SELECT string_agg(nonce, ',') FROM plivo_otp.callback_nonces WHERE nonce LIKE '%-nonce'"), 'young-nonce',
 	'an old nonce is purged, a young one stays');
 is(sql("SELECT count(*) FROM plivo_otp.otp_status('$old')"), '0', 'otp_status knows the purged code no more');
+ok(wait_until(20, sub { sql(q{SELECT count(*) FROM plivo_otp.send_counters
+	WHERE touched_at < now() - interval '2 days'}) == 0 }), 'idle send counters are purged');
+ok(sql('SELECT count(*) FROM plivo_otp.send_counters') >= 1, 'the counter in use stays');
 
 my $masked2 = sql("SELECT plivo_otp.phone_masked('" . phone_n(2) . "')");
 like($masked2, qr/^\+1415\*+\d\d$/, "the masked form: $masked2");
