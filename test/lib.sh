@@ -5,11 +5,30 @@
 # the postgres OS user can write (PostgreSQL refuses to run as root), and
 # build and install the extension from there.
 
-PG_BINDIR=/usr/lib/postgresql/15/bin
-export PG_CONFIG=$PG_BINDIR/pg_config
+# Which PostgreSQL: PG_CONFIG if set (its bindir and major), else PG_MAJOR
+# (default: the release's own, 15 on Debian 12, 17 on Debian 13, as in the
+# pg17 suite's root, test/pg17.sh).  Debian's /usr/bin/pg_config picks the
+# newest installed major, so it is never used.
+debian_codename() { [ -n "${DEBIAN_CODENAME:-}" ] && echo "$DEBIAN_CODENAME" || (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}"); }
+case $(debian_codename) in
+trixie) release_pg=17 CLANG_MAJOR=19 ;;
+*) release_pg=15 CLANG_MAJOR=14 ;;
+esac
+if [ -n "${PG_CONFIG:-}" ] && [ -x "$PG_CONFIG" ]; then
+	PG_BINDIR=${PG_BINDIR:-$("$PG_CONFIG" --bindir)}
+	PG_MAJOR=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+else
+	PG_MAJOR=${PG_MAJOR:-$release_pg}
+	PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/$PG_MAJOR/bin}
+	PG_CONFIG=$PG_BINDIR/pg_config
+fi
+unset release_pg
+export PG_CONFIG PG_BINDIR PG_MAJOR
+# test/fuzz/run.sh: the release's clang, with libFuzzer in libclang-rt-N-dev.
+export FUZZ_CC=${FUZZ_CC:-clang-$CLANG_MAJOR}
 # The package suite (test/package.sh) also needs debhelper and pg_buildext.
 PACKAGE_PACKAGES="debhelper dpkg-dev postgresql-server-dev-all"
-PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libphonenumber-dev libipc-run-perl python3 procps clang-14 libclang-rt-14-dev"
+PACKAGES="build-essential pkg-config postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libphonenumber-dev libipc-run-perl python3 procps clang-$CLANG_MAJOR libclang-rt-$CLANG_MAJOR-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
