@@ -65,11 +65,12 @@ trap 'exit 130' INT TERM
 passed=0
 failed=0
 
-# pg_regress and pg_isolation_regress print "test NAME ... ok|FAILED".
+# pg_regress and pg_isolation_regress print "test NAME ... ok|FAILED" (15)
+# or "ok N - NAME" / "not ok N - NAME" (16 and later, TAP style).
 count_regress() {
 	local out=$1 ok bad
-	ok=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. ok' "$out")
-	bad=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. (FAILED|failed)' "$out")
+	ok=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. ok|^ok [0-9]+ +[-+] ' "$out")
+	bad=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. (FAILED|failed)|^not ok [0-9]+ +[-+] ' "$out")
 	# No summary line means the suite did not run at all.
 	grep -qE 'tests? (passed|failed)|of [0-9]+ tests' "$out" || bad=$((bad + 1))
 	passed=$((passed + ok))
