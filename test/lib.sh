@@ -85,7 +85,8 @@ build_copy() {
 	tar -C "$src" --exclude=.git --exclude=tmp_check --exclude=results --exclude=output_iso --exclude=tmp_instance --exclude=test/fuzz/build -cf - . | tar -C "$dest" -xf -
 	[ "$(id -u)" -eq 0 ] && chown -R postgres: "$dest"
 	log "building${3:+ with $3}"
-	as_pg make -C "$dest" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG" ${cflags:+PG_CFLAGS="$cflags"} clean all >/dev/null || return 1
+	as_pg make -C "$dest" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null &&
+		as_pg make -C "$dest" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG" ${cflags:+PG_CFLAGS="$cflags"} all >/dev/null || return 1
 }
 
 # Install the build in $1 into the PostgreSQL tree (needs root for /usr).
