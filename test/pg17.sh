@@ -17,7 +17,8 @@
 # last line, "N passed, N failed", is this script's last line.
 #
 # Environment passed in: PG_CFLAGS, TAP_FILES, TAP_JOBS, FUZZ_SECONDS,
-# PG_TEST_TIMEOUT_DEFAULT, PLIVO_OTP_TEST_SLOWDOWN (KEEP_TEST_DIR keeps WORKDIR).
+# PG_TEST_TIMEOUT_DEFAULT, PLIVO_OTP_TEST_SLOWDOWN, KEEP_TEST_DIR (the inner
+# run's /tmp is WORKDIR/tmp).
 
 set -u
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -106,7 +107,7 @@ mkdir -p "$work/upper" "$work/ovl" "$work/merged" "$work/tmp"
 chmod 1777 "$work/tmp"
 inner_env=(PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root
 	PG_MAJOR=17 PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-60}")
-for v in PG_CFLAGS TAP_FILES TAP_JOBS FUZZ_SECONDS PLIVO_OTP_TEST_SLOWDOWN CI; do
+for v in PG_CFLAGS TAP_FILES TAP_JOBS FUZZ_SECONDS PLIVO_OTP_TEST_SLOWDOWN KEEP_TEST_DIR CI; do
 	[ -n "${!v:-}" ] && inner_env+=("$v=${!v}")
 done
 log "pg17: test/run.sh $suites, inside the root"
