@@ -47,20 +47,32 @@ ROOT_FORMAT=2
 key=$(printf '%s\n' "$ROOT_FORMAT" trixie "$mirror" $root_packages | sha256sum | cut -c1-16)
 root=$cache_dir/trixie-$key
 
-# Run "$@" inside $1 with /proc, /dev, /dev/shm and /sys mounted, in new mount
-# and PID namespaces (nothing mounted here is seen outside).
+# Run "$@" chrooted into root $1, in new mount, PID and IPC namespaces, with
+# /proc, /dev, /dev/shm and /sys mounted: nothing mounted here is seen
+# outside, and whatever "$@" leaves running is killed when it ends.  With $2
+# (a work directory), the root is an overlay on $1 whose writes land in $2,
+# $2/tmp is its /tmp and the checkout is mounted read-only at /plivo_otp.
 in_root() {
-	local r=$1
-	shift
+	local lower=$1 work=$2
+	shift 2
 	unshare --mount --pid --ipc --fork --kill-child /bin/bash -c '
 		set -e
-		r=$1; shift
+		r=$1 work=$2 repo=$3
+		shift 3
 		mount --make-rprivate /
+		if [ -n "$work" ]; then
+			mount -t overlay overlay -o "lowerdir=$r,upperdir=$work/upper,workdir=$work/ovl" "$work/merged"
+			r=$work/merged
+			mount --bind "$work/tmp" "$r/tmp"
+			mkdir -p "$r/plivo_otp"
+			mount --bind "$repo" "$r/plivo_otp"
+			mount -o remount,bind,ro "$r/plivo_otp"
+		fi
 		mount -t proc proc "$r/proc"
 		mount --rbind /dev "$r/dev"
 		mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/dev/shm"
 		mount --rbind /sys "$r/sys"
-		exec chroot "$r" "$@"' _ "$r" "$@"
+		exec chroot "$r" /usr/bin/env -i "$@"' _ "$lower" "$work" "$repo" "$@"
 }
 
 make_root() {
@@ -84,7 +96,7 @@ make_root() {
 	echo force-unsafe-io > "$tmp/etc/dpkg/dpkg.cfg.d/90plivo-otp"
 	cp /etc/resolv.conf "$tmp/etc/resolv.conf" 2>/dev/null
 	# shellcheck disable=SC2086
-	in_root "$tmp" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+	in_root "$tmp" "" PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
 		/bin/sh -c "apt-get update -q && apt-get install -y -q $root_packages && apt-get clean" \
 		> "$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log"; rm -rf "$tmp"; return 1; }
 	rm -rf "$tmp/var/lib/apt/lists"/*_dists_* 2>/dev/null
@@ -114,21 +126,4 @@ for v in PG_CFLAGS TAP_FILES TAP_JOBS FUZZ_SECONDS PLIVO_OTP_TEST_SLOWDOWN KEEP_
 done
 log "pg17: test/run.sh $suites, inside the root"
 # shellcheck disable=SC2086
-unshare --mount --pid --ipc --fork --kill-child /bin/bash -c '
-	set -e
-	root=$1 work=$2 repo=$3; shift 3
-	r=$work/merged
-	mount --make-rprivate /
-	mount -t overlay overlay -o "lowerdir=$root,upperdir=$work/upper,workdir=$work/ovl" "$r"
-	mount -t proc proc "$r/proc"
-	mount --rbind /dev "$r/dev"
-	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/dev/shm"
-	mount --rbind /sys "$r/sys"
-	mount --bind "$work/tmp" "$r/tmp"
-	mkdir -p "$r/plivo_otp"
-	mount --bind "$repo" "$r/plivo_otp"
-	mount -o remount,bind,ro "$r/plivo_otp"
-	exec chroot "$r" /usr/bin/env -i "$@"' _ "$root" "$work" "$repo" \
-	"${inner_env[@]}" /bin/bash /plivo_otp/test/run.sh $suites
-rc=$?
-exit $rc
+in_root "$root" "$work" "${inner_env[@]}" /bin/bash /plivo_otp/test/run.sh $suites
