@@ -128,7 +128,8 @@ WHERE verification_id = (SELECT id FROM plivo_otp.verifications WHERE phone = '+
 SELECT c.relname, x.extcondition
 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, extcondition)
 JOIN pg_class c ON c.oid = x.cfg
-WHERE e.extname = 'plivo_otp';
+WHERE e.extname = 'plivo_otp'
+ORDER BY c.relname;
 
 DELETE FROM plivo_otp.senders;
 REVOKE ALL ON plivo_otp.senders FROM otp_admin_s;

@@ -276,6 +276,21 @@ extern bool plivo_otp_run_work_within(const char *activity, PlivoOtpWork work, v
 extern bool plivo_otp_run_subtransaction(PlivoOtpWork work, void *arg);
 extern bool plivo_otp_try_subtransaction(PlivoOtpWork work, void *arg, ErrorData **error);
 
+/* ---- common/wait_events.c: what the workers wait for, in pg_stat_activity ---- */
+typedef enum PlivoOtpWait
+{
+	PLIVO_OTP_WAIT_DISPATCHER_IDLE, /* nothing in flight: a wake-up, a timer */
+	PLIVO_OTP_WAIT_DISPATCHER_HTTP, /* requests in flight: Plivo's answers */
+	PLIVO_OTP_WAIT_DISPATCHER_ERROR_PAUSE,	/* the pause after an error */
+	PLIVO_OTP_WAIT_LISTENER_IDLE,	/* no connection open */
+	PLIVO_OTP_WAIT_LISTENER_CLIENTS,	/* connections open, requests to come */
+	PLIVO_OTP_WAIT_LISTENER_RETRY,	/* cannot listen yet: the retry pause */
+	PLIVO_OTP_NUM_WAITS
+} PlivoOtpWait;
+
+extern uint32 plivo_otp_wait_event(PlivoOtpWait w);
+extern struct WaitEventSet *plivo_otp_worker_wait_set(int fd);
+
 /* ---- common/errors.c: errors and texts that may carry a number or a code ---- */
 extern Datum plivo_otp_hiding_statement(PGFunction fn, FunctionCallInfo fcinfo);
 extern char *plivo_otp_sanitize_error(const char *text);

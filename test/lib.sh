@@ -5,11 +5,30 @@
 # the postgres OS user can write (PostgreSQL refuses to run as root), and
 # build and install the extension from there.
 
-PG_BINDIR=/usr/lib/postgresql/15/bin
-export PG_CONFIG=$PG_BINDIR/pg_config
+# Which PostgreSQL: PG_CONFIG if set (its bindir and major), else PG_MAJOR
+# (default: the release's own, 15 on Debian 12, 17 on Debian 13, as in the
+# pg17 suite's root, test/pg17.sh).  Debian's /usr/bin/pg_config picks the
+# newest installed major, so it is never used.
+debian_codename() { [ -n "${DEBIAN_CODENAME:-}" ] && echo "$DEBIAN_CODENAME" || (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}"); }
+case $(debian_codename) in
+trixie) release_pg=17 CLANG_MAJOR=19 ;;
+*) release_pg=15 CLANG_MAJOR=14 ;;
+esac
+if [ -n "${PG_CONFIG:-}" ] && [ -x "$PG_CONFIG" ]; then
+	PG_BINDIR=${PG_BINDIR:-$("$PG_CONFIG" --bindir)}
+	PG_MAJOR=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+else
+	PG_MAJOR=${PG_MAJOR:-$release_pg}
+	PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/$PG_MAJOR/bin}
+	PG_CONFIG=$PG_BINDIR/pg_config
+fi
+unset release_pg
+export PG_CONFIG PG_BINDIR PG_MAJOR
+# test/fuzz/run.sh: the release's clang, with libFuzzer in libclang-rt-N-dev.
+export FUZZ_CC=${FUZZ_CC:-clang-$CLANG_MAJOR}
 # The package suite (test/package.sh) also needs debhelper and pg_buildext.
 PACKAGE_PACKAGES="debhelper dpkg-dev postgresql-server-dev-all"
-PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libphonenumber-dev libipc-run-perl python3 python3-psycopg procps clang-14 libclang-rt-14-dev"
+PACKAGES="build-essential pkg-config postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libphonenumber-dev libipc-run-perl python3 python3-psycopg procps clang-$CLANG_MAJOR libclang-rt-$CLANG_MAJOR-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -66,7 +85,8 @@ build_copy() {
 	tar -C "$src" --exclude=.git --exclude=tmp_check --exclude=results --exclude=output_iso --exclude=tmp_instance --exclude=test/fuzz/build -cf - . | tar -C "$dest" -xf -
 	[ "$(id -u)" -eq 0 ] && chown -R postgres: "$dest"
 	log "building${3:+ with $3}"
-	as_pg make -C "$dest" -s PG_CONFIG="$PG_CONFIG" ${cflags:+PG_CFLAGS="$cflags"} clean all >/dev/null || return 1
+	as_pg make -C "$dest" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null &&
+		as_pg make -C "$dest" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG" ${cflags:+PG_CFLAGS="$cflags"} all >/dev/null || return 1
 }
 
 # Install the build in $1 into the PostgreSQL tree (needs root for /usr).

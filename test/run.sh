@@ -8,6 +8,7 @@
 #                                      # they mostly wait on timers and workers)
 #   KEEP_TEST_DIR=1 bash test/run.sh   # keep the build and logs in /tmp
 #   SANITIZE_SUITES=tap bash test/run.sh sanitize   # one suite under ASan
+#   PG17_SUITES=regress bash test/run.sh pg17        # one suite against PostgreSQL 17
 #
 # Suites: regress (pg_regress), isolation (race specs), tap (test/t/*.pl,
 # with the local Plivo stand-in), unit (signature unit driver and the
@@ -17,7 +18,11 @@
 # server; it fails on any sanitizer report or a server process killed by a
 # signal other than the tests' own kill -9), package (test/package.sh, as
 # root: the Debian package built with dpkg-buildpackage, what it ships, and
-# pg_regress against it unpacked into a scratch root; about 45 s).
+# pg_regress against it unpacked into a scratch root; about 45 s), pg17
+# (test/pg17.sh, as root: this script again, with $PG17_SUITES, default
+# regress isolation tap unit, against Debian 13's own PostgreSQL 17 in a
+# Debian 13 root kept in /var/cache/plivo_otp; the first run makes the root
+# with debootstrap, about 13 minutes on a busy 2-core machine).
 # Each suite runs in its own private cluster(s) as the postgres OS user, so
 # one failure never hides the others.  The last line is "N passed, N failed" for the whole run; the exit
 # status is non-zero on any failure.
@@ -26,7 +31,7 @@ set -u
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$repo/test/lib.sh"
 
-suites=${*:-regress isolation tap unit package sanitize}
+suites=${*:-regress isolation tap unit package sanitize pg17}
 export LANG=C.UTF-8 PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-60}
 
 case " $suites " in *" package "*) PACKAGES="$PACKAGES $PACKAGE_PACKAGES" ;; esac
@@ -65,11 +70,12 @@ trap 'exit 130' INT TERM
 passed=0
 failed=0
 
-# pg_regress and pg_isolation_regress print "test NAME ... ok|FAILED".
+# pg_regress and pg_isolation_regress print "test NAME ... ok|FAILED" (15)
+# or "ok N - NAME" / "not ok N - NAME" (16 and later, TAP style).
 count_regress() {
 	local out=$1 ok bad
-	ok=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. ok' "$out")
-	bad=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. (FAILED|failed)' "$out")
+	ok=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. ok|^ok [0-9]+ +[-+] ' "$out")
+	bad=$(grep -cE '^(test +)?[ ]*[[:alnum:]_]+ +\.\.\. (FAILED|failed)|^not ok [0-9]+ +[-+] ' "$out")
 	# No summary line means the suite did not run at all.
 	grep -qE 'tests? (passed|failed)|of [0-9]+ tests' "$out" || bad=$((bad + 1))
 	passed=$((passed + ok))
@@ -98,7 +104,10 @@ show_failure() {
 	done
 }
 
-if ! build_copy "$repo" "$build" || ! install_build "$build"; then
+# The pg17 suite builds in its own root: alone, it needs no build here.
+if [ "$suites" = pg17 ]; then
+	:
+elif ! build_copy "$repo" "$build" || ! install_build "$build"; then
 	echo "build failed"
 	echo "0 passed, 1 failed"
 	exit 1
@@ -176,6 +185,13 @@ run_package() {
 	run_counted package '^   (ok|FAILED|test .*FAILED)' bash "$repo/test/package.sh" "$work/package"
 }
 
+# As root: the same suites against PostgreSQL 17, in a Debian 13 root; its
+# inner run's "N passed, N failed" is added to the totals.
+run_pg17() {
+	run_counted pg17 '^==> |^   |^----- |^(not )?ok [0-9]+ +- ' \
+		bash "$repo/test/pg17.sh" "$work/pg17" ${PG17_SUITES:-regress isolation tap unit}
+}
+
 # The sanitize suite: build again with $SANITIZE_CFLAGS, install that, and
 # run $SANITIZE_SUITES (default: regress isolation tap) with every server
 # started through $san/bin (see sanitizer_setup in lib.sh); then the checks.
@@ -237,6 +253,7 @@ for suite in $suites; do
 	unit) log "unit (signature unit driver, libFuzzer targets)"; run_unit ;;
 	package) log "package (Debian package, pg_regress against it)"; run_package ;;
 	sanitize) run_sanitize ;;
+	pg17) log "pg17 (the suites again against PostgreSQL 17, in a Debian 13 root)"; run_pg17 ;;
 	*)
 		echo "unknown suite: $suite" >&2
 		failed=$((failed + 1))

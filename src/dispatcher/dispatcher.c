@@ -707,10 +707,7 @@ dispatcher_init(void)
 	before_shmem_exit(clear_dispatcher_state, (Datum) 0);
 	seen_wakeups = plivo_otp_dispatcher_wakeups();	/* the first claim looks anyway */
 
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, plivo_otp_http_epoll_fd(), NULL, NULL);
+	wait_set = plivo_otp_worker_wait_set(plivo_otp_http_epoll_fd());
 
 	ereport(LOG, (errmsg("plivo_otp dispatcher started")));
 	load_dispatch_config();
@@ -731,7 +728,10 @@ wait_for_events(WaitEventSet *wait_set)
 	int			n;
 
 	n = WaitEventSetWait(wait_set, compute_timeout(GetCurrentTimestamp()), events,
-						 lengthof(events), PG_WAIT_EXTENSION);
+						 lengthof(events),
+						 plivo_otp_wait_event(plivo_otp_http_inflight() > 0 ?
+											  PLIVO_OTP_WAIT_DISPATCHER_HTTP :
+											  PLIVO_OTP_WAIT_DISPATCHER_IDLE));
 	for (int i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_SOCKET_READABLE)
@@ -870,7 +870,8 @@ recover_from_error(void)
 			 errdetail_plural("%d request is in flight.", "%d requests are in flight.",
 							  plivo_otp_http_inflight(), plivo_otp_http_inflight())));
 	RESUME_INTERRUPTS();
-	(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ERROR_PAUSE_MS, PG_WAIT_EXTENSION);
+	(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ERROR_PAUSE_MS,
+					 plivo_otp_wait_event(PLIVO_OTP_WAIT_DISPATCHER_ERROR_PAUSE));
 }
 
 void

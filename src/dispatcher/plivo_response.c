@@ -22,6 +22,18 @@
 /* How deep a response may nest (Plivo's nest two levels). */
 #define MAX_RESPONSE_DEPTH 16
 
+/*
+ * PostgreSQL 16 made the parser's semantic actions return a
+ * JsonParseErrorType (15's return nothing).
+ */
+#if PG_VERSION_NUM >= 160000
+#define JSON_ACTION JsonParseErrorType
+#define JSON_ACTION_DONE JSON_SUCCESS
+#else
+#define JSON_ACTION void
+#define JSON_ACTION_DONE
+#endif
+
 /* message_uuid (a Send Message answer) or request_uuid (a Make Call answer) */
 static bool
 is_uuid_field(const char *field)
@@ -38,52 +50,57 @@ typedef struct SendResponseState
 	char	   *error;
 } SendResponseState;
 
-static void
+static JSON_ACTION
 response_object_start(void *state)
 {
 	((SendResponseState *) state)->depth++;
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION
 response_end(void *state)
 {
 	SendResponseState *s = state;
 
 	s->depth--;
 	s->in_uuid_array = false;
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION
 response_array_start(void *state)
 {
 	SendResponseState *s = state;
 
 	s->depth++;
 	s->in_uuid_array = s->depth == 2 && is_uuid_field(s->field);
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION
 response_field_start(void *state, char *fname, bool isnull)
 {
 	SendResponseState *s = state;
 
 	if (s->depth == 1)
 		s->field = fname;
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION
 response_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	SendResponseState *s = state;
 
 	if (tokentype != JSON_TOKEN_STRING)
-		return;
+		return JSON_ACTION_DONE;
 	if (s->depth == 1 && s->field && strcmp(s->field, "error") == 0 && s->error == NULL)
 		s->error = token;
 	else if (s->in_uuid_array && s->depth == 2 && s->uuid == NULL)
 		s->uuid = token;
 	else if (s->depth == 1 && is_uuid_field(s->field) && s->uuid == NULL)
 		s->uuid = token;		/* a call's request_uuid is a bare string */
+	return JSON_ACTION_DONE;
 }
 
 /*
@@ -143,7 +160,11 @@ plivo_otp_parse_send_response(const char *body, char **uuid, char **error)
 	sem.array_end = response_end;
 	sem.object_field_start = response_field_start;
 	sem.scalar = response_scalar;
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, body, strlen(body), PG_UTF8, true);
+#else
 	lex = makeJsonLexContextCstringLen(pstrdup(body), strlen(body), PG_UTF8, true);
+#endif
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return false;
 	*uuid = state.uuid;

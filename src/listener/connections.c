@@ -51,6 +51,13 @@ static ListenerConnection *tail = NULL;
 static int	open_count = 0;
 static int	cut_count = 0;
 
+/* How many connections are open (the listener's wait event tells). */
+int
+plivo_otp_connections_open(void)
+{
+	return open_count;
+}
+
 /* Milliseconds of the monotonic clock (server.c too). */
 int64
 plivo_otp_listener_now_ms(void)

@@ -386,7 +386,8 @@ start_server(void)
 			logged_at = now;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 LISTEN_RETRY_SECS * 1000L, PG_WAIT_EXTENSION);
+						 LISTEN_RETRY_SECS * 1000L,
+						 plivo_otp_wait_event(PLIVO_OTP_WAIT_LISTENER_RETRY));
 		ResetLatch(MyLatch);
 		handle_signals();
 	}
@@ -402,10 +403,7 @@ listener_init(void)
 	load_listener_config();
 	start_server();
 
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, plivo_otp_server_epoll_fd(), NULL, NULL);
+	wait_set = plivo_otp_worker_wait_set(plivo_otp_server_epoll_fd());
 
 	ereport(LOG,
 			(errmsg("plivo_otp listener accepts callbacks on %s port %d for %s%s",
@@ -430,7 +428,10 @@ plivo_otp_listener_main(Datum main_arg)
 		MemoryContextSwitchTo(loop_context);
 		MemoryContextReset(loop_context);
 		(void) WaitEventSetWait(wait_set, plivo_otp_server_timeout_ms(), events,
-								lengthof(events), PG_WAIT_EXTENSION);
+								lengthof(events),
+								plivo_otp_wait_event(plivo_otp_connections_open() > 0 ?
+													 PLIVO_OTP_WAIT_LISTENER_CLIENTS :
+													 PLIVO_OTP_WAIT_LISTENER_IDLE));
 		ResetLatch(MyLatch);
 		if (ShutdownRequestPending)
 			plivo_otp_server_stop();

@@ -141,5 +141,6 @@ extern void plivo_otp_connection_request_over(struct MHD_Connection *conn);
 extern int	plivo_otp_connections_enforce(long *next_ms);
 extern int64 plivo_otp_listener_now_ms(void);
 extern int64 plivo_otp_listener_now_us(void);
+extern int	plivo_otp_connections_open(void);
 
 #endif							/* PLIVO_OTP_LISTENER_H */

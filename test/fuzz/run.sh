@@ -23,10 +23,11 @@
 # Environment:
 #     VECTORS    the JSON vectors (default test/plivo-signature-vectors.json)
 #     CC         compiler for the unit driver (default gcc)
-#     FUZZ_CC    compiler for the fuzz targets (default clang-14)
-#     PG_CONFIG  pg_config of PostgreSQL 15 (server headers and libpgcommon
-#                for fuzz_phone and fuzz_send_response; default
-#                /usr/lib/postgresql/15/bin/pg_config)
+#     FUZZ_CC    compiler for the fuzz targets (default clang-14; test/lib.sh
+#                sets the release's: clang-19 on Debian 13)
+#     PG_CONFIG  pg_config of the PostgreSQL to build against (server headers
+#                and libpgcommon for fuzz_phone and fuzz_send_response;
+#                default /usr/lib/postgresql/15/bin/pg_config)
 #     BUILD_DIR  where binaries and the working corpora go
 #                (default test/fuzz/build, ignored by git)
 #     WERROR     set to 0 to let compiler warnings through
