@@ -5,6 +5,10 @@
 #
 #   bash test/pg17.sh WORKDIR [SUITE...]     # as root; default suites:
 #                                            # regress isolation tap unit
+#   bash test/pg17.sh --prepare WORKDIR      # only make the root (test/run.sh
+#                                            # starts this in the background,
+#                                            # at low priority, while the PG15
+#                                            # suites run)
 #
 # The root is made once with debootstrap, with every package test/lib.sh
 # lists for PostgreSQL 17, and kept under $PG17_ROOT_CACHE (default
@@ -22,6 +26,11 @@
 
 set -u
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+prepare_only=false
+if [ "${1:-}" = --prepare ]; then
+	prepare_only=true
+	shift
+fi
 work=${1:?usage: test/pg17.sh WORKDIR [SUITE...]}
 shift
 suites=${*:-regress isolation tap unit}
@@ -83,7 +92,8 @@ make_root() {
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null; } ||
 		return 1
 	mkdir -p "$cache_dir"
-	rm -rf "$tmp"
+	# (Under the lock: half-made roots left by runs that were killed can go.)
+	rm -rf "$cache_dir"/.trixie-*
 	debootstrap --variant=minbase trixie "$tmp" "$mirror" > "$work/debootstrap.log" 2>&1 ||
 		{ tail -n 30 "$work/debootstrap.log"; return 1; }
 	# No cluster created, no service started inside; no recommends.
@@ -109,12 +119,17 @@ make_root() {
 	echo "   (pg17 root made in $((SECONDS - t0)) s)"
 }
 
-mkdir -p "$work"
+mkdir -p "$work" "$cache_dir"
+# One maker of the root at a time (a --prepare in the background, the run).
+exec 8>"$cache_dir/.lock"
+flock 8
 if [ ! -x "$root/usr/lib/postgresql/17/bin/postgres" ]; then
 	make_root || fail "making the Debian 13 root"
 else
 	log "pg17: reusing $root"
 fi
+flock -u 8
+$prepare_only && exit 0
 
 # The run's own view of the root: an overlay whose writes land in $work.
 mkdir -p "$work/upper" "$work/ovl" "$work/merged" "$work/tmp"
