@@ -89,8 +89,6 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 #define PURGE_BUDGET_MS 50
 /* The voice fallback's unit of work is canceled after this long: the loop is not held up. */
 #define FALLBACK_BUDGET_MS 500
-/* Due rows that could not be claimed (locked by someone) are looked at again this soon. */
-#define LOCKED_RETRY_MS 250
 /* A claim reads each kind from its first pending row at least this often (see claim_from). */
 #define RESCAN_EVERY_MS 1000
 /* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
@@ -369,8 +367,9 @@ claim_work(void *arg)
 	 * A kind whose claim filled up (or took what room there was) may have
 	 * more rows due: it is due again at once, and its next claim starts
 	 * after the last row taken.  A kind that took fewer than it could has
-	 * no more due rows, or only rows someone holds locked (looked at again
-	 * soon): the earliest of its pending rows says when it is due, and its
+	 * no more due rows, or only rows someone holds locked (the one-second
+	 * backstop claims them): its earliest pending row not yet due says
+	 * when it is due, and its
 	 * next claim reads from the beginning.  A kind that could take nothing
 	 * (no token, no slot) stays as it was.
 	 */
@@ -399,14 +398,12 @@ claim_work(void *arg)
 	{
 		TimestampTz due[PLIVO_OTP_NUM_RATES];
 
-		plivo_otp_queue_earliest_due(due);
+		/* (Rows due by now that the claim skipped as locked: the backstop's claim.) */
+		plivo_otp_queue_earliest_due(now, due);
 		for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 		{
-			if (!look[kind])
-				continue;
-			next_due[kind] = due[kind];
-			if (due[kind] != 0 && due[kind] <= now)
-				next_due[kind] = now + LOCKED_RETRY_MS * 1000;
+			if (look[kind])
+				next_due[kind] = due[kind];
 		}
 	}
 }

@@ -150,7 +150,7 @@ typedef struct QueueKey
 extern int	plivo_otp_queue_claim(TimestampTz now, const int *limits, int room,
 								  const QueueKey *from, QueueKey *last, int *claimed,
 								  ClaimedMessage **rows);
-extern void plivo_otp_queue_earliest_due(TimestampTz *due);
+extern void plivo_otp_queue_earliest_due(TimestampTz after, TimestampTz *due);
 extern void plivo_otp_queue_record(const Outcome *outcome, TimestampTz now);
 extern void plivo_otp_queue_record_batch(Outcome *const *outcomes, int n, TimestampTz now,
 										 bool *waiting);

@@ -95,20 +95,26 @@ static PlivoOtpStatement claim_due_v1 = {
 };
 
 /*
- * The earliest next_try_at of a claimable row of a kind: the same rows as
- * claim_due would take, so an unclaimable row cannot keep us spinning; the
- * first entry of the kind's partial index whose code is pending.  Run only
- * after a claim that did not fill up (dispatcher.c).
+ * The earliest next_try_at after $1 of a claimable row of a kind: the same
+ * rows as claim_due would take, so an unclaimable row cannot keep us
+ * spinning; the first entry of the kind's partial index past $1 whose code
+ * is pending.  Run only after a claim from the beginning that did not fill
+ * up (dispatcher.c), at $1: that claim saw every row due by then (it took
+ * them, or skipped them as locked: those are looked at again by the
+ * one-second backstop claim).  Starting at $1 skips the index entries of
+ * every row claimed so far (their next_try_at is in the past), which VACUUM
+ * has not removed yet: walking them from the start of the index took a
+ * third of the dispatcher's time while a backlog drained.
  */
 #define EARLIEST_OF(channel) \
 	"(SELECT m.next_try_at FROM plivo_otp.messages m" \
 	" JOIN plivo_otp.verifications v ON v.id = m.verification_id AND v.state = 'pending'" \
-	" WHERE m.dispatch_state = 'pending' AND m.channel = '" channel "'" \
+	" WHERE m.dispatch_state = 'pending' AND m.channel = '" channel "' AND m.next_try_at > $1" \
 	" ORDER BY m.next_try_at, m.id LIMIT 1)"
 
 static PlivoOtpStatement earliest_due = {
 	"SELECT " EARLIEST_OF("sms") ", " EARLIEST_OF("voice"),
-	0, {0}
+	1, {TIMESTAMPTZOID}
 };
 
 /*
@@ -403,16 +409,17 @@ plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, const QueueK
 	return n;
 }
 
-/* The earliest next_try_at of a claimable row of each kind into due[kind], 0 if none. */
+/* The earliest next_try_at after `after` of a claimable row of each kind into due[kind], 0 if none. */
 void
-plivo_otp_queue_earliest_due(TimestampTz *due)
+plivo_otp_queue_earliest_due(TimestampTz after, TimestampTz *due)
 {
 	bool		isnull;
 	Datum		d;
+	Datum		arg = TimestampTzGetDatum(after);
 
 	/* Not read-only: read-only SPI keeps the unit's first snapshot, in which
 	 * the rows this claim just took are still pending and due. */
-	exec_index_ordered(&earliest_due, NULL, NULL, 1);
+	exec_index_ordered(&earliest_due, &arg, NULL, 1);
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
 		d = plivo_otp_get(0, kind + 1, &isnull);
