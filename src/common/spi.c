@@ -12,7 +12,10 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
@@ -92,6 +95,32 @@ plivo_otp_get_text(int row, int col)
 }
 
 /*
+ * A worker says in the log which schema it works with when it first sees
+ * it and whenever that changes: while an upgrade from 0.1.0 is pending, what
+ * waits for ALTER EXTENSION plivo_otp UPDATE.  (Backends say nothing: the
+ * functions they run say it in their errors.)
+ */
+static void
+note_schema(bool installed, bool v2)
+{
+	static int	noted = -1;		/* -1 nothing yet, 0 the 0.1.0 schema, 1 0.2.0 */
+
+	if (!installed || MyBgworkerEntry == NULL || noted == (int) v2)
+		return;
+	if (!v2)
+		ereport(LOG,
+				(errmsg("%s works with the 0.1.0 schema: an upgrade is pending",
+						MyBgworkerEntry->bgw_type),
+				 errdetail("Voice calls, senders, templates, answer URLs, voice fallback and the seal wipes wait for the 0.2.0 schema; SMS go on as before."),
+				 errhint("Run ALTER EXTENSION plivo_otp UPDATE in the database %s.",
+						 get_database_name(MyDatabaseId))));
+	else if (noted == 0)
+		ereport(LOG,
+				(errmsg("%s works with the 0.2.0 schema now", MyBgworkerEntry->bgw_type)));
+	noted = (int) v2;
+}
+
+/*
  * Is the 0.2.0 schema (or later) installed?  While an upgrade from 0.1.0 is
  * pending, the library keeps working with the old tables.  Two syscache
  * lookups, cheap enough for every call.
@@ -101,6 +130,8 @@ plivo_otp_schema_is_v2(void)
 {
 	Oid			nsp = get_namespace_oid(PLIVO_OTP_SCHEMA, true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("verifications", nsp) : InvalidOid;
+	bool		v2 = OidIsValid(rel) && get_attnum(rel, "code_sealed") != InvalidAttrNumber;
 
-	return OidIsValid(rel) && get_attnum(rel, "code_sealed") != InvalidAttrNumber;
+	note_schema(OidIsValid(rel), v2);
+	return v2;
 }

@@ -26,6 +26,15 @@ ok(wait_until(10, sub {
 	'and is recorded as accepted');
 my $code_before = code_from_text($plivo->messages_to('+14155550161')->[0]{text});
 
+# The dispatcher says what waits for the update, once.
+my $log = sub { PostgreSQL::Test::Utils::slurp_file($node->logfile) };
+ok(wait_until(5, sub { $log->() =~ /plivo_otp dispatcher works with the 0\.1\.0 schema: an upgrade is pending/ }),
+	'the dispatcher logs that an upgrade is pending');
+like($log->(), qr/HINT:  Run ALTER EXTENSION plivo_otp UPDATE in the database postgres\./,
+	'and what to run');
+my @pending = $log->() =~ /plivo_otp dispatcher works with the 0\.1\.0 schema/g;
+is(scalar @pending, 1, 'once, not on every claim');
+
 # A message queued while the dispatcher is not looking, then the update.
 my $pid = dispatcher_pid($node);
 my $queued = $node->safe_psql('postgres',
@@ -37,6 +46,9 @@ ok(wait_until(10, sub { @{ $plivo->messages_to('+14155550162') } == 1 }),
 
 is($node->safe_psql('postgres', "SELECT plivo_otp.otp_check('+14155550161', '$code_before')"),
 	'approved', 'a code issued under 0.1.0 verifies after the update');
+
+ok(wait_until(5, sub { $log->() =~ /plivo_otp dispatcher works with the 0\.2\.0 schema now/ }),
+	'the dispatcher logs that it works with the 0.2.0 schema now');
 
 # After the update: the same dispatcher, the new objects, a new send.
 is(dispatcher_pid($node), $pid, 'the dispatcher kept running through the update');
