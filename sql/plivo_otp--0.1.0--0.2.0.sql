@@ -361,3 +361,14 @@ CREATE INDEX messages_due_sms ON plivo_otp.messages (next_try_at, id)
 	WHERE dispatch_state = 'pending' AND channel = 'sms';
 CREATE INDEX messages_due_voice ON plivo_otp.messages (next_try_at, id)
 	WHERE dispatch_state = 'pending' AND channel = 'voice';
+
+-- Performance: dispatcher, round 2 (issue 11).  The one-second sweeps read
+-- only the rows they change: expire_unsendable the pending messages whose
+-- expiry is near, earliest first; cancel_orphaned the codes that left
+-- 'pending' since its last sweep (a code enters this index only as it
+-- finishes, an update that changes an indexed predicate's column anyway),
+-- then their messages by messages_verification.
+CREATE INDEX messages_pending_expiry ON plivo_otp.messages (expires_at)
+	WHERE dispatch_state = 'pending';
+CREATE INDEX verifications_finished ON plivo_otp.verifications (updated_at, id)
+	WHERE state <> 'pending';
