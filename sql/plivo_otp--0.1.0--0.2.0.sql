@@ -372,3 +372,6 @@ CREATE INDEX messages_pending_expiry ON plivo_otp.messages (expires_at)
 	WHERE dispatch_state = 'pending';
 CREATE INDEX verifications_finished ON plivo_otp.verifications (updated_at, id)
 	WHERE state <> 'pending';
+-- Nothing reads messages_due any more (the claims and plivo_otp.dispatcher_stats
+-- read messages_due_sms and messages_due_voice): one index less for otp_send.
+DROP INDEX plivo_otp.messages_due;
