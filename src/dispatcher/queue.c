@@ -273,6 +273,11 @@ static PlivoOtpStatement wipe_call_bodies = {
  * that finished, not the length of the queue.  Returns the codes read, in
  * order (the caller keeps the last as where the next sweep starts).
  * (Cancellations by otp_send and otp_cancel take their messages along.)
+ * The messages' state is tested in a form that no partial index of the
+ * pending rows matches: with statistics that saw no pending row, a scan of
+ * all of them (messages_pending_expiry) would look cheaper than a look-up
+ * per code, and cost what the queue holds; messages_verification is then
+ * the only path.
  */
 #define CANCEL_ORPHANED(from) \
 	"WITH changed AS (" \
@@ -282,7 +287,7 @@ static PlivoOtpStatement wipe_call_bodies = {
 	" orphan AS (" \
 	" SELECT m.id, c.state FROM changed c" \
 	" JOIN plivo_otp.messages m ON m.verification_id = c.id" \
-	" WHERE m.dispatch_state = 'pending'" \
+	" WHERE coalesce(m.dispatch_state, '') = 'pending'" \
 	" FOR UPDATE OF m SKIP LOCKED)," \
 	" canceled AS (" \
 	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL," \
