@@ -372,7 +372,7 @@ CREATE INDEX messages_due_voice ON plivo_otp.messages (next_try_at, id)
 -- The views read the tables with their owner's rights; the tables stay
 -- closed to the readers.  Each statement reads a bounded window through an
 -- index: verifications_created (codes of the last 24 hours), messages_created
--- below (messages of the last 24 hours) and messages_due (the queue); the
+-- below (messages of the last 24 hours) and messages_due_sms/_voice (the queue); the
 -- cost follows the rows in the window, not the history.  Counts in shared
 -- memory (activity,
 -- listener_health, parts of dispatcher_health) start at zero at server
@@ -546,3 +546,17 @@ CREATE TABLE plivo_otp.send_counters (
 -- Callers never reach it: no login can take these locks to block sends.
 REVOKE ALL ON TABLE plivo_otp.send_counters FROM PUBLIC;
 COMMENT ON TABLE plivo_otp.send_counters IS 'per-number, per-caller-key and per-idempotency-key locks and message counters of the sending limits, keyed by a keyed digest';
+
+-- Performance: dispatcher, round 2 (issue 11).  The one-second sweeps read
+-- only the rows they change: expire_unsendable the pending messages whose
+-- expiry is near, earliest first; cancel_orphaned the codes that left
+-- 'pending' since its last sweep (a code enters this index only as it
+-- finishes, an update that changes an indexed predicate's column anyway),
+-- then their messages by messages_verification.
+CREATE INDEX messages_pending_expiry ON plivo_otp.messages (expires_at)
+	WHERE dispatch_state = 'pending';
+CREATE INDEX verifications_finished ON plivo_otp.verifications (updated_at, id)
+	WHERE state <> 'pending';
+-- Nothing reads messages_due any more (the claims and plivo_otp.dispatcher_stats
+-- read messages_due_sms and messages_due_voice): one index less for otp_send.
+DROP INDEX plivo_otp.messages_due;

@@ -62,7 +62,6 @@ CREATE TABLE plivo_otp.messages (
 	caller_key_digest bytea,	-- keyed hash of otp_send's caller_key: no caller key is stored
 	idempotency_key text		-- otp_send's, for this message (a re-delivery has its own)
 );
-CREATE INDEX messages_due ON plivo_otp.messages (next_try_at) WHERE dispatch_state = 'pending';
 CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
 -- Every message counts in the per-number and per-caller limits.
 CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
@@ -528,7 +527,7 @@ CREATE INDEX messages_due_voice ON plivo_otp.messages (next_try_at, id)
 -- The views read the tables with their owner's rights; the tables stay
 -- closed to the readers.  Each statement reads a bounded window through an
 -- index: verifications_created (codes of the last 24 hours), messages_created
--- below (messages of the last 24 hours) and messages_due (the queue); the
+-- below (messages of the last 24 hours) and messages_due_sms/_voice (the queue); the
 -- cost follows the rows in the window, not the history.  Counts in shared
 -- memory (activity,
 -- listener_health, parts of dispatcher_health) start at zero at server
@@ -702,3 +701,14 @@ CREATE TABLE plivo_otp.send_counters (
 -- Callers never reach it: no login can take these locks to block sends.
 REVOKE ALL ON TABLE plivo_otp.send_counters FROM PUBLIC;
 COMMENT ON TABLE plivo_otp.send_counters IS 'per-number, per-caller-key and per-idempotency-key locks and message counters of the sending limits, keyed by a keyed digest';
+
+-- Performance: dispatcher, round 2 (issue 11).  The one-second sweeps read
+-- only the rows they change: expire_unsendable the pending messages whose
+-- expiry is near, earliest first; cancel_orphaned the codes that left
+-- 'pending' since its last sweep (a code enters this index only as it
+-- finishes, an update that changes an indexed predicate's column anyway),
+-- then their messages by messages_verification.
+CREATE INDEX messages_pending_expiry ON plivo_otp.messages (expires_at)
+	WHERE dispatch_state = 'pending';
+CREATE INDEX verifications_finished ON plivo_otp.verifications (updated_at, id)
+	WHERE state <> 'pending';

@@ -22,9 +22,16 @@ PG_FUNCTION_INFO_V1(plivo_otp_api_stats);
 #define STATS_COLUMNS 11
 #define API_STATS_COLUMNS 7
 
+/*
+ * The queue: each kind from its own partial index of pending rows
+ * (messages_due_sms, messages_due_voice: (next_try_at, id)), read alone.
+ */
+#define QUEUE_OF(channel) \
+	"SELECT count(*) AS n, min(next_try_at) FILTER (WHERE next_try_at <= $1) AS due" \
+	" FROM plivo_otp.messages WHERE dispatch_state = 'pending' AND channel = '" channel "'"
+
 static PlivoOtpStatement queue_state = {
-	"SELECT count(*), $1 - min(next_try_at) FILTER (WHERE next_try_at <= $1)"
-	" FROM plivo_otp.messages WHERE dispatch_state = 'pending'",
+	"SELECT sum(n)::bigint, $1 - min(due) FROM (" QUEUE_OF("sms") " UNION ALL " QUEUE_OF("voice") ") q",
 	1, {TIMESTAMPTZOID}
 };
 

@@ -613,7 +613,7 @@ expire_work(void *arg)
 	n = plivo_otp_queue_expire_unsendable(now);
 	if (n > 0)
 		plivo_otp_count(PLIVO_OTP_COUNTER_EXPIRED, n);
-	(void) plivo_otp_queue_cancel_orphaned(now);
+	plivo_otp_queue_cancel_orphaned(now);
 
 	/* A backstop for callbacks that raced the recording of their UUID. */
 	(void) plivo_otp_run_subtransaction(apply_waiting_events, NULL);

@@ -157,7 +157,7 @@ extern void plivo_otp_queue_record_batch(Outcome *const *outcomes, int n, Timest
 extern void plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why,
 										   TimestampTz now);
 extern int	plivo_otp_queue_expire_unsendable(TimestampTz now);
-extern int	plivo_otp_queue_cancel_orphaned(TimestampTz now);
+extern void plivo_otp_queue_cancel_orphaned(TimestampTz now);
 extern int	plivo_otp_queue_wipe_expired_codes(TimestampTz now);
 extern void plivo_otp_queue_wipe_locked_codes(void);
 extern int	plivo_otp_queue_wipe_call_bodies(TimestampTz now);

@@ -42,6 +42,9 @@
 
 #include "dispatcher.h"
 
+/* Rows a one-second sweep (expiry, orphans) handles at most per tick. */
+#define SWEEP_BATCH 1000
+
 /*
  * Due rows of each kind (SMS, calls: each up to its own limit, so that a
  * backlog of one kind never crowds out the other), then the earliest of
@@ -194,13 +197,21 @@ static PlivoOtpStatement store_failure = {
 	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
 };
 
-/* Codes about to expire are not sent: Plivo takes message_expiry >= 5 s. */
+/*
+ * Codes about to expire are not sent: Plivo takes message_expiry >= 5 s.
+ * A message carries its code's expiry (common/outbound.c and the fallback
+ * copy the verification's, which never changes), so the rows are read from
+ * messages_pending_expiry, earliest first, a batch a tick: the cost follows
+ * the rows that expire, not the length of the queue.  (A code that ended
+ * earlier than that leaves 'pending': cancel_orphaned's; the claim checks
+ * both expiries anyway.)
+ */
 static PlivoOtpStatement expire_unsendable = {
 	"WITH gone AS ("
 	" SELECT m.id FROM plivo_otp.messages m"
-	" JOIN plivo_otp.verifications v ON v.id = m.verification_id"
-	" WHERE m.dispatch_state = 'pending' AND least(m.expires_at, v.expires_at) <= $2"
-	" FOR UPDATE OF m SKIP LOCKED)"
+	" WHERE m.dispatch_state = 'pending' AND m.expires_at <= $2"
+	" ORDER BY m.expires_at LIMIT " CppAsString2(SWEEP_BATCH)
+	" FOR UPDATE SKIP LOCKED)"
 	" UPDATE plivo_otp.messages m SET dispatch_state = 'expired', body = NULL,"
 	" last_error = 'code expired before it could be sent', updated_at = $1"
 	" FROM gone WHERE m.id = gone.id",
@@ -258,8 +269,51 @@ static PlivoOtpStatement wipe_call_bodies = {
 	1, {TIMESTAMPTZOID}
 };
 
-/* A queued message whose code was approved, canceled, ... is never sent. */
+/*
+ * A queued message whose code was approved, ran out of attempts, ... is
+ * never sent (the claim takes only rows of pending codes; this gives the
+ * others their final state).  Read from the verification side: the codes
+ * that left 'pending' from ($2, $3) on, in the order of
+ * verifications_finished (updated_at, id), a batch a tick, then their
+ * pending messages by messages_verification; the cost follows the codes
+ * that finished, not the length of the queue.  Returns the codes read, in
+ * order (the caller keeps the last as where the next sweep starts).
+ * (Cancellations by otp_send and otp_cancel take their messages along.)
+ * The messages' state is tested in a form that no partial index of the
+ * pending rows matches: with statistics that saw no pending row, a scan of
+ * all of them (messages_pending_expiry) would look cheaper than a look-up
+ * per code, and cost what the queue holds; messages_verification is then
+ * the only path.
+ */
+#define CANCEL_ORPHANED(from) \
+	"WITH changed AS (" \
+	" SELECT id, state, updated_at FROM plivo_otp.verifications" \
+	" WHERE state <> 'pending' AND " from \
+	" ORDER BY updated_at, id LIMIT " CppAsString2(SWEEP_BATCH) ")," \
+	" orphan AS (" \
+	" SELECT m.id, c.state FROM changed c" \
+	" JOIN plivo_otp.messages m ON m.verification_id = c.id" \
+	" WHERE coalesce(m.dispatch_state, '') = 'pending'" \
+	" FOR UPDATE OF m SKIP LOCKED)," \
+	" canceled AS (" \
+	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL," \
+	" last_error = 'not sent: the code is no longer pending (' || orphan.state || ')'," \
+	" updated_at = $1" \
+	" FROM orphan WHERE m.id = orphan.id)" \
+	" SELECT updated_at, id FROM changed"
+
 static PlivoOtpStatement cancel_orphaned = {
+	CANCEL_ORPHANED("(updated_at, id) > ($2, $3)"),
+	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, UUIDOID}
+};
+
+/*
+ * The backstop, every ORPHAN_FULL_SWEEP_SECS: every pending message of a
+ * code no longer pending (a code whose transaction committed long after
+ * its updated_at, a message someone held locked during the sweep).  This
+ * one reads the whole queue; once a minute, not every second.
+ */
+static PlivoOtpStatement cancel_orphaned_all = {
 	"WITH orphan AS ("
 	" SELECT m.id, v.state FROM plivo_otp.messages m"
 	" JOIN plivo_otp.verifications v ON v.id = m.verification_id"
@@ -543,14 +597,52 @@ plivo_otp_queue_expire_unsendable(TimestampTz now)
 	return exec_index_ordered(&expire_unsendable, args, NULL, 0);
 }
 
-/* Cancel pending rows whose code is no longer pending; returns how many. */
-int
+/*
+ * How far back a sweep of the orphans starts again from the previous one's
+ * time: a code's updated_at is its transaction's time, which can precede
+ * the commit.
+ */
+#define ORPHAN_SWEEP_MARGIN_SECS 2
+#define ORPHAN_FULL_SWEEP_SECS 60
+
+/*
+ * Cancel pending rows whose code is no longer pending: the codes that
+ * finished since the last sweep, all the queue's once a minute.
+ */
+void
 plivo_otp_queue_cancel_orphaned(TimestampTz now)
 {
-	Datum		args[1];
+	/* where the sweep goes on from: a full batch's last code, else a time */
+	static TimestampTz from_at = DT_NOBEGIN;
+	static pg_uuid_t from_id;
+	static TimestampTz full_sweep_at = 0;
+	Datum		args[3];
+	int			n;
 
 	args[0] = TimestampTzGetDatum(now);
-	return exec_index_ordered(&cancel_orphaned, args, NULL, 0);
+	if (now >= full_sweep_at)
+	{
+		(void) exec_index_ordered(&cancel_orphaned_all, args, NULL, 0);
+		full_sweep_at = now + ORPHAN_FULL_SWEEP_SECS * USECS_PER_SEC;
+		from_at = now - ORPHAN_SWEEP_MARGIN_SECS * USECS_PER_SEC;
+		memset(&from_id, 0, sizeof(from_id));
+		return;
+	}
+	args[1] = TimestampTzGetDatum(from_at);
+	args[2] = UUIDPGetDatum(&from_id);
+	n = exec_index_ordered(&cancel_orphaned, args, NULL, 0);
+	if (n == SWEEP_BATCH)
+	{
+		bool		isnull;
+
+		from_at = DatumGetTimestampTz(plivo_otp_get(n - 1, 1, &isnull));
+		memcpy(&from_id, DatumGetUUIDP(plivo_otp_get(n - 1, 2, &isnull)), sizeof(pg_uuid_t));
+	}
+	else
+	{
+		from_at = now - ORPHAN_SWEEP_MARGIN_SECS * USECS_PER_SEC;
+		memset(&from_id, 0, sizeof(from_id));
+	}
 }
 
 /* ---- rows left in flight by a stopped dispatcher ---- */

@@ -8,7 +8,8 @@
 # outcomes are recorded with one statement per batch (not one per message);
 # the earliest-due look-up runs only after a claim that did not fill up (not
 # after every claim); the one-second expiry statements never scan the
-# history.  Every message is sent exactly once.
+# history.  Every message is sent exactly once.  With 20,000 messages
+# queued, the one-second statements read bounded batches from their indexes.
 use strict;
 use warnings;
 use FindBin;
@@ -90,7 +91,7 @@ my @earliest = plans_of(qr/SELECT \(SELECT m\.next_try_at/);
 is(scalar(grep { /Seq Scan|Bitmap|Sort|JIT:/ || !/Index Scan using messages_due_sms/ } @earliest), 0,
 	"the earliest-due look-up is the first entry of each kind's index");
 
-my @tick = (plans_of(qr/WITH gone AS/), plans_of(qr/WITH orphan AS/));
+my @tick = (plans_of(qr/WITH gone AS/), plans_of(qr/WITH changed AS/));
 ok(@tick > 0, 'the expiry statements were explained');
 is(scalar(grep { /Seq Scan on (messages|verifications)/ } @tick), 0,
 	'the one-second expiry statements never scan the history');
@@ -111,5 +112,50 @@ ok($outcome_calls > 0 && $outcome_calls <= $claim_calls + 20 && $outcome_calls *
 is($single_calls, '0', 'none one by one');
 ok($earliest_calls * 4 < $claim_calls,
 	"the earliest-due look-up ran $earliest_calls times for $claim_calls claims");
+
+# A queue of 20,000 pending messages, not due for an hour: the one-second
+# statements read only the rows near expiry and the codes that finished,
+# from their indexes, a bounded batch (their cost does not follow the queue).
+sql(q{
+	INSERT INTO plivo_otp.verifications (id, phone, purpose, channel, code_digest, state,
+		max_attempts, created_at, expires_at, updated_at)
+	SELECT gen_random_uuid(), '+1415' || (5000000 + g)::text, 'queue', 'sms', sha256(g::text::bytea),
+		'pending', 5, now(), now() + interval '2 hours', now()
+	FROM generate_series(1, 20002) g;
+	INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, dispatch_state, tries,
+		next_try_at, expires_at, created_at, updated_at)
+	SELECT gen_random_uuid(), v.id, 'sms', v.phone, 'pending', 0, now() + interval '1 hour',
+		v.expires_at, v.created_at, v.created_at
+	FROM plivo_otp.verifications v WHERE v.purpose = 'queue';
+});
+$offset = -s $node->logfile;
+# one code approved (its message is never sent), one message about to expire
+sql(q{UPDATE plivo_otp.verifications SET state = 'approved', updated_at = now()
+	WHERE phone = '+14155000001' AND purpose = 'queue'});
+sql(q{UPDATE plivo_otp.messages SET expires_at = now() + interval '3 seconds'
+	WHERE phone = '+14155000002' AND dispatch_state = 'pending'});
+ok(wait_until(10, sub {
+	sql(q{SELECT dispatch_state || ' ' || last_error FROM plivo_otp.messages WHERE phone = '+14155000001'})
+	  eq 'canceled not sent: the code is no longer pending (approved)' }),
+	'a queued message of an approved code is canceled, saying why');
+ok(wait_until(10, sub {
+	sql(q{SELECT dispatch_state FROM plivo_otp.messages WHERE phone = '+14155000002'}) eq 'expired' }),
+	'a queued message about to expire is expired');
+sleep 2;
+$log = substr(slurp_file($node->logfile), $offset);
+@plans = split /\n(?=\S[^\n]*LOG:  duration: [\d.]+ ms  plan:)/, $log;
+my @expire = plans_of(qr/WITH gone AS/);
+my @orphan = plans_of(qr/WITH changed AS/);
+ok(@expire >= 2 && @orphan >= 2, 'the one-second statements ran with 20,000 queued ('
+	  . scalar(@expire) . ', ' . scalar(@orphan) . ')');
+is(scalar(grep { !/Limit/ || !/Index Scan using messages_pending_expiry on messages/
+	  || /Seq Scan|Bitmap|messages_due|Hash|JIT:/ } @expire), 0,
+	'expire_unsendable: a bounded read of the expiry index');
+is(scalar(grep { !/Limit/ || !/Index Scan using verifications_finished on verifications/
+	  || !/Index Scan using messages_verification on messages/
+	  || /Seq Scan|Bitmap|messages_due|Hash|JIT:/ } @orphan), 0,
+	'cancel_orphaned: the codes that finished, then their messages');
+is(sql("SELECT count(*) FROM plivo_otp.messages WHERE dispatch_state = 'pending' AND phone LIKE '+14155%'"),
+	'20000', 'the rest of the queue is left alone');
 
 done_testing();
