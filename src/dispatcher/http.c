@@ -16,9 +16,9 @@
  * Connections are kept alive and reused: they live in the multi handle's
  * cache (CURLMOPT_MAXCONNECTS, at least max_inflight of them, so a burst
  * does not close what it opened), and over TLS a server that offers HTTP/2
- * carries many requests on one connection (CURLPIPE_MULTIPLEX; each request
- * waits for an existing connection to say whether it multiplexes before
- * opening another, CURLOPT_PIPEWAIT in plivo_rest.c).  Easy handles are
+ * carries many requests on one connection (CURLPIPE_MULTIPLEX; no
+ * CURLOPT_PIPEWAIT, see plivo_rest.c: a slow answer must not hold up the
+ * requests after it).  Easy handles are
  * reused too (reset, kept in a small pool), so a request allocates little.
  * Why reuse cannot send a message twice: see plivo_rest.c.
  *

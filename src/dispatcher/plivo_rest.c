@@ -114,10 +114,11 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 		/* Reuse only fresh connections: a stale one that the far end closed
 		 * makes a request fail as 'unknown' (see read_request_body). */
 		curl_easy_setopt(t->easy, CURLOPT_MAXAGE_CONN, 20L) == CURLE_OK &&
-		/* HTTP/2 where the server offers it over TLS (HTTP/1.1 keep-alive otherwise);
-		 * wait for a connection being set up rather than open one more. */
+		/* HTTP/2 where the server offers it over TLS (HTTP/1.1 keep-alive otherwise).
+		 * No CURLOPT_PIPEWAIT: with it a request waited for a busy HTTP/1.1
+		 * connection (a slow answer) instead of opening another, so one slow
+		 * answer held up every request after it (TAP 018_dispatcher_wakeup). */
 		curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_VERBOSE, 0L) == CURLE_OK;
 	pfree(url);
 	if (!ok)
