@@ -71,7 +71,10 @@ for my $case (sort(keys %bad), sort(keys %good))
 	my $set = exists $bad{$case} ? $bad{$case} : $good{$case};
 	sql("UPDATE plivo_otp.messages SET $set WHERE verification_id = '$vid{$case}'") if $set;
 }
-sql("UPDATE plivo_otp.verifications SET state = 'approved' WHERE id = '$vid{approved}'");
+# (As otp_verify does, with updated_at: the dispatcher's orphan sweep reads
+# the codes finished since its last turn by updated_at; a hand edit that
+# leaves it old is caught by the once-a-minute full sweep instead.)
+sql("UPDATE plivo_otp.verifications SET state = 'approved', updated_at = now() WHERE id = '$vid{approved}'");
 my $pid = dispatcher_pid($node);
 reconfigure($AUTH_ID);
 
