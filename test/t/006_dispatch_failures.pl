@@ -171,7 +171,9 @@ $offset = -s $node->logfile;
 $node->append_conf('postgresql.conf', "plivo_otp.api_url = '$plivo->{url}'\n");
 $node->reload;
 ok($node->wait_for_log(qr/dispatcher sends to \Q$plivo->{url}\E /, $offset), 'SIGHUP: back to the stand-in');
-ok(wait_until(15, sub { state_of($node, $v6) eq 'accepted' }), 'the retried message is then accepted');
+# (Its next try may be a back-off of up to 16 s away by the time the reload is
+# seen: tries doubles the delay, 1, 2, 4, 8, 16 s.)
+ok(wait_until(40, sub { state_of($node, $v6) eq 'accepted' }), 'the retried message is then accepted');
 is(scalar @{ $plivo->requests_to($p6) }, 1, 'Plivo received it once');
 is(dispatcher_pid($node), $pid_before, 'same dispatcher process: reloaded, not restarted');
 
