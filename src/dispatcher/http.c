@@ -368,13 +368,13 @@ plivo_otp_http_inflight_of(int kind)
 void
 plivo_otp_http_free(HttpTransfer *t)
 {
-	if (t->easy && pooled < pool_max)
-	{
-		/* (Options go; connections, DNS and TLS sessions stay with the multi handle.) */
-		curl_easy_reset(t->easy);
-		pool[pooled++] = t->easy;
-	}
-	else if (t->easy)
+	/*
+	 * Not kept for reuse: with libcurl 8 (Debian 13) a handle reset and reused
+	 * after a refused connection never reached the server again (TAP 006 on
+	 * PostgreSQL 17).  Connections, DNS and TLS sessions stay with the multi
+	 * handle either way.
+	 */
+	if (t->easy)
 		curl_easy_cleanup(t->easy);
 	if (t->headers)
 		curl_slist_free_all(t->headers);
