@@ -150,6 +150,20 @@ report_lock_timeout(const char *message, int timeout)
 			 errhidestmt(true)));
 }
 
+/* In a PG_CATCH: the caught ERROR again, unless it is the wait's lock timeout (55P03 then). */
+static void
+rethrow_unless_lock_timeout(MemoryContext caller, const char *message, int timeout)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(caller);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		PG_RE_THROW();
+	FlushErrorState();
+	report_lock_timeout(message, timeout);
+}
+
 /*
  * The wait of a lock statement: at most plivo_otp.send_lock_timeout (or the
  * caller's shorter lock_timeout).
@@ -187,16 +201,9 @@ exec_waiting(PlivoOtpStatement *stmt, Datum *args, const char *message)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		XactIsoLevel = saved_isolation;
 		LockTimeout = saved_timeout;
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
-		report_lock_timeout(message, timeout);
+		rethrow_unless_lock_timeout(caller, message, timeout);
 	}
 	PG_END_TRY();
 	XactIsoLevel = saved_isolation;
@@ -223,15 +230,8 @@ advisory_lock(const char *key, const char *message)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		LockTimeout = saved_timeout;
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
-		report_lock_timeout(message, timeout);
+		rethrow_unless_lock_timeout(caller, message, timeout);
 	}
 	PG_END_TRY();
 	LockTimeout = saved_timeout;

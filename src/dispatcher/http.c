@@ -19,7 +19,7 @@
  * carries many requests on one connection (CURLPIPE_MULTIPLEX; no
  * CURLOPT_PIPEWAIT, see plivo_rest.c: a slow answer must not hold up the
  * requests after it).  Easy handles are
- * reused too (reset, kept in a small pool), so a request allocates little.
+ * not reused (see plivo_otp_http_free).
  * Why reuse cannot send a message twice: see plivo_rest.c.
  *
  * At process exit (whatever the reason) the running transfers, the multi
@@ -44,11 +44,6 @@ static TimestampTz timer_set_at = 0;
 static int	running = 0;
 static HttpTransfer *active = NULL;	/* running transfers, for abort_all */
 
-/* Easy handles kept for reuse (malloc'd by libcurl), at most pool_max. */
-#define POOL_LIMIT 1024
-static CURL *pool[POOL_LIMIT];
-static int	pooled = 0;
-static int	pool_max = 0;
 
 static void
 link_active(HttpTransfer *t)
@@ -172,8 +167,6 @@ http_cleanup(int code, Datum arg)
 		curl_easy_cleanup(t->easy);
 		t->easy = NULL;
 	}
-	while (pooled > 0)
-		curl_easy_cleanup(pool[--pooled]);
 	if (multi)
 		curl_multi_cleanup(multi);
 	multi = NULL;
@@ -203,7 +196,7 @@ plivo_otp_http_init(void)
 }
 
 /*
- * Size the connection cache and the pool of easy handles for up to
+ * Size the connection cache for up to
  * max_inflight requests at once (at start and on SIGHUP).  libcurl's own
  * default cache (four per easy handle added) shrinks and grows with the
  * handles in use, closing connections a moment later needed again.
@@ -212,17 +205,12 @@ void
 plivo_otp_http_configure(int max_inflight)
 {
 	(void) curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(max_inflight, 4));
-	pool_max = Min(max_inflight, POOL_LIMIT);
-	while (pooled > pool_max)
-		curl_easy_cleanup(pool[--pooled]);
 }
 
-/* An easy handle with default options, reused if one is kept; NULL if none can be made. */
+/* A new easy handle; NULL if none can be made. */
 CURL *
 plivo_otp_http_easy(void)
 {
-	if (pooled > 0)
-		return pool[--pooled];
 	return curl_easy_init();
 }
 
