@@ -82,8 +82,11 @@ if ($named)
 else
 {
 	# On 15 the text is the only place the name shows.
-	like(shown($node, 'dispatcher'), qr/^Extension\|Extension\|waiting \(PlivoOtpDispatcher\w+\): /,
-		'on 15: wait_event Extension, query names the wait');
+	# (Sampled until seen: one sample can catch the dispatcher between waits.)
+	my $seen = '';
+	ok(wait_until(5, sub { $seen = shown($node, 'dispatcher');
+		$seen =~ /^Extension\|Extension\|waiting \(PlivoOtpDispatcher\w+\): / }),
+		'on 15: wait_event Extension, query names the wait') or diag "last seen: $seen";
 }
 
 $node->stop;
