@@ -260,6 +260,8 @@ typedef struct PlivoOtpStatement
 extern void plivo_otp_spi_connect(void);
 extern int	plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
 						   bool read_only, long count);
+extern int	plivo_otp_exec_forced(PlivoOtpStatement *stmt, Datum *values,
+								  const char *nulls, long count);
 extern int	plivo_otp_exec_latest(PlivoOtpStatement *stmt, Datum *values,
 								  const char *nulls, long count);
 extern Datum plivo_otp_get(int row, int col, bool *isnull);
@@ -560,6 +562,7 @@ extern PlivoIngestResult plivo_otp_ingest_callback(const PlivoParam *params, int
 												   const char *nonce, const char *other_nonce,
 												   bool body_signed, const char *token);
 extern int	plivo_otp_apply_waiting_events(void);
+extern int	plivo_otp_apply_waiting_events_for(const char **uuids, int n);
 extern bool plivo_otp_record_nonces(const char *nonce, const char *other_nonce);
 extern bool plivo_otp_adopt_call_uuid(Datum message_id, const char *uuid);
 extern bool plivo_otp_record_call_event(const char *uuid, const char *status,

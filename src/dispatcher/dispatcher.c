@@ -91,6 +91,11 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
 #define FALLBACK_BUDGET_MS 500
 /* A claim reads each kind from its first pending row at least this often (see claim_from). */
 #define RESCAN_EVERY_MS 1000
+/*
+ * While a backlog drains with requests in flight, a claim waits up to this
+ * long for half of max_inflight to be free (see gathering).
+ */
+#define GATHER_US 1000
 /* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
 #define ERROR_PAUSE_MS 100
 
@@ -120,6 +125,8 @@ static TimestampTz next_backstop_at = 0;	/* claim at least this often */
  */
 static QueueKey claim_from[PLIVO_OTP_NUM_RATES];
 static TimestampTz next_rescan_at = 0;
+
+static TimestampTz gather_until = 0;	/* a gathering claim's deadline, or 0 */
 
 static uint64 seen_wakeups = 0;	/* the wake-up counter when last looked at */
 static uint64 wakeups_now = 0;	/* ... and as read after this turn's wait */
@@ -675,6 +682,8 @@ compute_timeout(TimestampTz now)
 			if (next_due[kind] == 0 || kind_room(kind) <= 0)
 				continue;
 			due_ms = ms_until(next_due[kind], now);
+			if (gather_until > now)	/* (rounded up: no spinning in its last ms) */
+				due_ms = Max(due_ms, (long) ((gather_until - now + 999) / 1000));
 			token_ms = plivo_otp_rate_wait_ms(kind, now);
 			timeout = Min(timeout, Max(due_ms, token_ms));
 		}
@@ -793,6 +802,34 @@ run_purge(TimestampTz now)
 }
 
 /*
+ * Whether a claim that is due waits for more requests to finish: while a
+ * backlog drains (the last claim of a kind filled up) with requests in
+ * flight and less than half of max_inflight free, for at most GATHER_US.
+ * Each claim is a commit: claiming the one or two slots each finished
+ * request frees made commits, not requests, the bound on a drain at a
+ * small max_inflight.  Without a backlog nothing waits: a new code's claim
+ * is never held up by requests in flight.
+ */
+static bool
+gathering(TimestampTz now)
+{
+	int			inflight = plivo_otp_http_inflight();
+	bool		backlog = false;
+
+	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
+		backlog |= claim_from[kind].set;
+	if (!backlog || inflight == 0 ||
+		plivo_otp_max_inflight - inflight >= (plivo_otp_max_inflight + 1) / 2)
+	{
+		gather_until = 0;
+		return false;
+	}
+	if (gather_until == 0)
+		gather_until = now + GATHER_US;
+	return now < gather_until;
+}
+
+/*
  * Look for work only with a reason to: a commit bumped the wake-up counter
  * (rows are due now), a row is due (a retry, rows left when a batch was cut
  * short or had no room), or the backstop.  Socket events of running
@@ -812,6 +849,8 @@ should_claim(TimestampTz now)
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 		due |= next_due[kind] != 0 && next_due[kind] <= now &&
 			plivo_otp_rate_wait_ms(kind, now) == 0 && kind_room(kind) > 0;
+	if (due && gathering(now))
+		due = false;
 	return configured && recovered && (due || now >= next_backstop_at);
 }
 
@@ -836,10 +875,16 @@ run_turn(WaitEventSet *wait_set)
 	if (should_claim(now))
 	{
 		next_backstop_at = now + BACKSTOP_MS * 1000;
+		gather_until = 0;
 		(void) claim_and_start();
 	}
-	/* What no claim recorded: the turn claimed nothing, or found rows unsendable. */
-	record_outcomes();
+	/*
+	 * What no claim recorded: the turn claimed nothing, or found rows
+	 * unsendable.  A gathering claim records them within GATHER_US, with
+	 * its own commit.
+	 */
+	if (gather_until == 0)
+		record_outcomes();
 	run_purge(now);
 }
 

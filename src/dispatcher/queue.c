@@ -19,8 +19,8 @@
  * was given.
  *
  * The statements the dispatcher runs on every turn and every second have
- * plans that cannot depend on the statistics (exec_index_ordered): a claim
- * costs what it takes, an outcome what it updates, whatever the length of
+ * plans that cannot depend on the statistics (plivo_otp_exec_forced in
+ * common/spi.c): a claim costs what it takes, an outcome what it updates, whatever the length of
  * the queue or of the history.
  *
  * The claim tolerates whatever the table's constraints allow: a NULL,
@@ -35,7 +35,6 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -59,7 +58,7 @@
  * the rows earlier claims took (dead, or not yet removed by VACUUM) are
  * never walked again, and nothing is sorted, so a claim costs what it
  * takes, whatever the length of the queue.  The plan is forced (see
- * exec_index_ordered), so stale statistics after a bulk commit cannot
+ * plivo_otp_exec_forced), so stale statistics after a bulk commit cannot
  * turn it into a scan.  The keys of the last row claimed of each kind come
  * back (next_try_at, id, in the order the rows were taken).
  */
@@ -355,42 +354,6 @@ static MemoryContext stale_context = NULL;
 static pg_uuid_t *stale = NULL;
 static int	nstale = 0;
 
-/*
- * Execute one of the statements above whose plan must not depend on the
- * planner's luck: statistics are stale right after a bulk commit (an
- * ANALYZE that saw a table of finished rows estimates no pending row), and
- * a plan chosen on them can turn a claim into a scan of the whole queue or
- * of the history.  Every one of them has an index path that reads only the
- * rows it touches (the partial indexes of the pending rows, the primary
- * keys); forbidding the others (sequential and bitmap scans, sorts of the
- * rows read, hash and merge joins) leaves it as the only plan (a sort of
- * the few rows a claim took, of both kinds, remains), and the generic plan is kept:
- * planned once, not on every turn.  The settings are the statement's alone:
- * they go back to what they were as it returns (or when its transaction or
- * subtransaction aborts).
- */
-static int
-exec_index_ordered(PlivoOtpStatement *stmt, Datum *args, const char *nulls, long count)
-{
-	static const char *const off[] = {
-		"enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort",
-		"enable_hashjoin", "enable_mergejoin", "enable_material",
-		/* (a path that is the only one left costs a disable_cost: no JIT for it) */
-		"jit"
-	};
-	int			level = NewGUCNestLevel();
-	int			n;
-
-	for (int i = 0; i < lengthof(off); i++)
-		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	n = plivo_otp_exec(stmt, args, nulls, false, count);
-	AtEOXact_GUC(true, level);
-	return n;
-}
-
 /* a < b in the order of the claim's indexes: (next_try_at, id) */
 static bool
 key_before(const QueueKey *a, TimestampTz at, const pg_uuid_t *id)
@@ -431,7 +394,7 @@ plivo_otp_queue_claim(TimestampTz now, const int *limits, int room, const QueueK
 		last[kind].set = false;
 		claimed[kind] = 0;
 	}
-	n = exec_index_ordered(plivo_otp_schema_is_v2() ? &claim_due : &claim_due_v1, args, NULL, 0);
+	n = plivo_otp_exec_forced(plivo_otp_schema_is_v2() ? &claim_due : &claim_due_v1, args, NULL, 0);
 	*rows = n > 0 ? palloc(n * sizeof(ClaimedMessage)) : NULL;
 	for (int i = 0; i < n; i++)
 	{
@@ -473,7 +436,7 @@ plivo_otp_queue_earliest_due(TimestampTz after, TimestampTz *due)
 
 	/* Not read-only: read-only SPI keeps the unit's first snapshot, in which
 	 * the rows this claim just took are still pending and due. */
-	exec_index_ordered(&earliest_due, &arg, NULL, 1);
+	plivo_otp_exec_forced(&earliest_due, &arg, NULL, 1);
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 	{
 		d = plivo_otp_get(0, kind + 1, &isnull);
@@ -560,7 +523,7 @@ plivo_otp_queue_record_batch(Outcome *const *o, int n, TimestampTz now, bool *wa
 	args[4] = array_of(v + 4 * n, isnull + 4 * n, n, TEXTOID);
 	args[5] = array_of(v + 5 * n, isnull + 5 * n, n, TIMESTAMPTZOID);
 	args[6] = TimestampTzGetDatum(now);
-	left = exec_index_ordered(plivo_otp_schema_is_v2() ? &store_outcomes : &store_outcomes_v1,
+	left = plivo_otp_exec_forced(plivo_otp_schema_is_v2() ? &store_outcomes : &store_outcomes_v1,
 							  args, NULL, 0);
 	for (int r = 0; r < left; r++)
 	{
@@ -594,7 +557,7 @@ plivo_otp_queue_expire_unsendable(TimestampTz now)
 
 	args[0] = TimestampTzGetDatum(now);
 	args[1] = TimestampTzGetDatum(now + PLIVO_MIN_MESSAGE_EXPIRY * USECS_PER_SEC);
-	return exec_index_ordered(&expire_unsendable, args, NULL, 0);
+	return plivo_otp_exec_forced(&expire_unsendable, args, NULL, 0);
 }
 
 /*
@@ -622,7 +585,7 @@ plivo_otp_queue_cancel_orphaned(TimestampTz now)
 	args[0] = TimestampTzGetDatum(now);
 	if (now >= full_sweep_at)
 	{
-		(void) exec_index_ordered(&cancel_orphaned_all, args, NULL, 0);
+		(void) plivo_otp_exec_forced(&cancel_orphaned_all, args, NULL, 0);
 		full_sweep_at = now + ORPHAN_FULL_SWEEP_SECS * USECS_PER_SEC;
 		from_at = now - ORPHAN_SWEEP_MARGIN_SECS * USECS_PER_SEC;
 		memset(&from_id, 0, sizeof(from_id));
@@ -630,7 +593,7 @@ plivo_otp_queue_cancel_orphaned(TimestampTz now)
 	}
 	args[1] = TimestampTzGetDatum(from_at);
 	args[2] = UUIDPGetDatum(&from_id);
-	n = exec_index_ordered(&cancel_orphaned, args, NULL, 0);
+	n = plivo_otp_exec_forced(&cancel_orphaned, args, NULL, 0);
 	if (n == SWEEP_BATCH)
 	{
 		bool		isnull;

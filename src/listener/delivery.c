@@ -272,9 +272,9 @@ apply_waiting_events(const char *uuid)
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	if (uuid == NULL)
-		return plivo_otp_exec(&apply_all_waiting, args, NULL, false, 0);
+		return plivo_otp_exec_forced(&apply_all_waiting, args, NULL, 0);
 	args[1] = CStringGetTextDatum(uuid);
-	return plivo_otp_exec(&apply_waiting_for_uuid, args, NULL, false, 0);
+	return plivo_otp_exec_forced(&apply_waiting_for_uuid, args, NULL, 0);
 }
 
 /* The callback's parameters as a JSON object, kept with the event. */
@@ -652,6 +652,24 @@ plivo_otp_ingest_batch(PlivoBatchItem *items, int n)
 }
 
 /*
+ * Apply the waiting events of these n message UUIDs, just recorded by the
+ * dispatcher (callbacks that beat its commit); returns how many.  Events
+ * held keyed to a message (not to its UUID) wait for the once-a-second
+ * plivo_otp_apply_waiting_events.
+ */
+int
+plivo_otp_apply_waiting_events_for(const char **uuids, int n)
+{
+	Datum		args[2];
+
+	if (n == 0)
+		return 0;
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[1] = text_array(uuids, n);
+	return plivo_otp_exec_forced(&apply_waiting_for_uuids, args, NULL, 0);
+}
+
+/*
  * Settle held events, apply events whose message UUID has been recorded
  * since, and drop those whose UUID was not recorded in time; returns how
  * many were applied.
@@ -662,13 +680,13 @@ plivo_otp_apply_waiting_events(void)
 	int			applied;
 	Datum		args[1];
 
-	plivo_otp_exec(&settle_held, NULL, NULL, false, 0);
+	plivo_otp_exec_forced(&settle_held, NULL, NULL, 0);
 	applied = apply_waiting_events(NULL);
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
 								  (int64) WAITING_EVENT_SECS * USECS_PER_SEC);
 	/* (Counted for the listener's health: callbacks for no message of ours.) */
 	plivo_otp_activity_add(PLIVO_OTP_ACT_CB_UNKNOWN_UUID,
-						   (uint64) plivo_otp_exec(&drop_unknown_waiting, args, NULL, false, 0));
+						   (uint64) plivo_otp_exec_forced(&drop_unknown_waiting, args, NULL, 0));
 	return applied;
 }
