@@ -849,7 +849,9 @@ should_claim(TimestampTz now)
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
 		due |= next_due[kind] != 0 && next_due[kind] <= now &&
 			plivo_otp_rate_wait_ms(kind, now) == 0 && kind_room(kind) > 0;
-	if (due && gathering(now))
+	if (!due)
+		gather_until = 0;		/* (outcomes are then recorded on their own) */
+	else if (gathering(now))
 		due = false;
 	return configured && recovered && (due || now >= next_backstop_at);
 }
