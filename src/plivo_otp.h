@@ -394,6 +394,7 @@ extern void plivo_otp_set_last_error(const char *error);
 extern void plivo_otp_dispatcher_snapshot(PlivoOtpDispatcherSnapshot *snap);
 extern void plivo_otp_wake_dispatcher(void);
 extern uint64 plivo_otp_dispatcher_wakeups(void);
+extern void plivo_otp_set_dispatcher_wants_wakes(bool wants);
 
 /* ---- shmem/activity.c: per-minute counts for the monitoring views ---- */
 #define PLIVO_OTP_ACTIVITY_MINUTES (24 * 60)	/* one-minute buckets: 24 hours */

@@ -137,9 +137,12 @@ static List *to_start = NIL;
 static void
 clear_dispatcher_state(int code, Datum arg)
 {
+	plivo_otp_set_dispatcher_wants_wakes(false);
 	plivo_otp_set_dispatcher_latch(NULL);
 	plivo_otp_set_dispatcher_inflight(0);
 }
+
+static void note_due(TimestampTz t);
 
 /* Why the dispatcher cannot send, or NULL with config filled in. */
 static char *
@@ -201,6 +204,14 @@ load_dispatch_config(void)
 				 errhint("Queued messages wait until it is configured, or expire.")));
 	plivo_otp_rate_reset(GetCurrentTimestamp());
 	plivo_otp_http_configure(plivo_otp_max_inflight);
+
+	/*
+	 * Unconfigured, commits do not wake it (dispatcher_state.c); configured,
+	 * it looks at once for what they queued meanwhile.
+	 */
+	plivo_otp_set_dispatcher_wants_wakes(configured);
+	if (configured)
+		note_due(GetCurrentTimestamp());
 }
 
 /*

@@ -35,6 +35,7 @@ typedef struct DispatcherShared
 	pid_t		pid;
 	pg_atomic_uint32 inflight;
 	pg_atomic_uint64 wakeups;	/* bumped before each SetLatch of a wake-up */
+	pg_atomic_uint32 wants_wakes;	/* 0 while it cannot send: no signal then */
 	slock_t		error_mutex;	/* guards last_error and last_error_at */
 	char		last_error[256];	/* sanitised: no token, no full number */
 	TimestampTz last_error_at;
@@ -64,6 +65,7 @@ plivo_otp_state_shmem_startup(void)
 		shared->pid = 0;
 		pg_atomic_init_u32(&shared->inflight, 0);
 		pg_atomic_init_u64(&shared->wakeups, 0);
+		pg_atomic_init_u32(&shared->wants_wakes, 0);
 		SpinLockInit(&shared->error_mutex);
 		shared->last_error[0] = '\0';
 		shared->last_error_at = 0;
@@ -100,15 +102,40 @@ plivo_otp_set_dispatcher_latch(Latch *latch)
 		shared->latch = latch;
 }
 
+/*
+ * A committed transaction queued a message.  The signal (a kill(), and the
+ * dispatcher's wake-up on the other core) was a tenth of otp_send's time in
+ * a profile, so it is skipped while the dispatcher could not send anyway.
+ * The barrier pairs with the one in plivo_otp_set_dispatcher_wants_wakes:
+ * either this commit sees the flag set, or the claim that follows setting
+ * it sees this commit.
+ */
 void
 plivo_otp_wake_dispatcher(void)
 {
-	Latch	   *latch = shared ? shared->latch : NULL;
+	Latch	   *latch;
 
-	if (shared)
-		pg_atomic_fetch_add_u64(&shared->wakeups, 1);	/* a full barrier */
+	if (shared == NULL)
+		return;
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&shared->wants_wakes) == 0)
+		return;
+	latch = shared->latch;
+	pg_atomic_fetch_add_u64(&shared->wakeups, 1);	/* a full barrier */
 	if (latch)
 		SetLatch(latch);
+}
+
+/*
+ * The dispatcher says whether commits should wake it: not while it is not
+ * configured.  Once it wants them again it claims at once (what committed
+ * meanwhile woke nobody).
+ */
+void
+plivo_otp_set_dispatcher_wants_wakes(bool wants)
+{
+	if (shared)
+		pg_atomic_exchange_u32(&shared->wants_wakes, wants ? 1 : 0);	/* a full barrier */
 }
 
 /* How many wake-ups there have been; the dispatcher claims when it moved. */
