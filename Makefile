@@ -29,6 +29,7 @@ OBJS = \
 	src/common/templates.o \
 	src/common/outbound.o \
 	src/common/senders.o \
+	src/common/table_cache.o \
 	src/common/wait_events.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \

@@ -712,3 +712,23 @@ CREATE INDEX messages_pending_expiry ON plivo_otp.messages (expires_at)
 	WHERE dispatch_state = 'pending';
 CREATE INDEX verifications_finished ON plivo_otp.verifications (updated_at, id)
 	WHERE state <> 'pending';
+
+-- Performance: otp_send, round 2 (issue 11).  A backend remembers which
+-- channels plivo_otp.templates and plivo_otp.senders have rows for, and
+-- skips their look-ups when the answer can only be the settings'
+-- (common/table_cache.c).  These statement triggers make every backend
+-- forget it once a change commits; ENABLE ALWAYS: also on a logical
+-- replica, where the apply worker writes with session_replication_role
+-- = replica.
+CREATE FUNCTION plivo_otp.config_table_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'plivo_otp_config_table_changed'
+LANGUAGE C;
+COMMENT ON FUNCTION plivo_otp.config_table_changed() IS
+'statement trigger of plivo_otp.templates and plivo_otp.senders: backends re-read which channels have rows once the change commits';
+REVOKE ALL ON FUNCTION plivo_otp.config_table_changed() FROM PUBLIC;
+CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON plivo_otp.templates
+	FOR EACH STATEMENT EXECUTE FUNCTION plivo_otp.config_table_changed();
+ALTER TABLE plivo_otp.templates ENABLE ALWAYS TRIGGER templates_changed;
+CREATE TRIGGER senders_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON plivo_otp.senders
+	FOR EACH STATEMENT EXECUTE FUNCTION plivo_otp.config_table_changed();
+ALTER TABLE plivo_otp.senders ENABLE ALWAYS TRIGGER senders_changed;

@@ -396,6 +396,15 @@ extern void plivo_otp_wake_dispatcher(void);
 extern uint64 plivo_otp_dispatcher_wakeups(void);
 extern void plivo_otp_set_dispatcher_wants_wakes(bool wants);
 
+/* common/table_cache.c */
+typedef enum PlivoOtpConfigTable
+{
+	PLIVO_OTP_TEMPLATES,
+	PLIVO_OTP_SENDERS,
+	PLIVO_OTP_NUM_CONFIG_TABLES
+} PlivoOtpConfigTable;
+extern bool plivo_otp_config_table_has_rows(PlivoOtpConfigTable table, const char *channel);
+
 /* ---- shmem/activity.c: per-minute counts for the monitoring views ---- */
 #define PLIVO_OTP_ACTIVITY_MINUTES (24 * 60)	/* one-minute buckets: 24 hours */
 

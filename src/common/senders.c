@@ -152,6 +152,9 @@ plivo_otp_table_sender(const char *channel, const char *e164, const char *region
 	Datum		args[3];
 	char	   *sender = NULL;
 
+	/* No row for the channel at all (table_cache.c): none serves it. */
+	if (!plivo_otp_config_table_has_rows(PLIVO_OTP_SENDERS, channel))
+		return NULL;
 	if (region[0] != '\0')
 		candidates[n++] = CStringGetTextDatum(region);
 	for (int len = 1; len <= ndigits && len <= 15; len++)

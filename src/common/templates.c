@@ -159,6 +159,9 @@ plivo_otp_choose_template(const pg_uuid_t *verification_id, const char *channel,
 	/* 0.1.0's tables, while an upgrade is pending, have no templates. */
 	if (!v2)
 		return;
+	/* No template for the channel at all (table_cache.c): the settings'. */
+	if (!plivo_otp_config_table_has_rows(PLIVO_OTP_TEMPLATES, channel))
+		return;
 	args[0] = UUIDPGetDatum(verification_id);
 	args[1] = CStringGetTextDatum(channel);
 	args[2] = locale ? CStringGetTextDatum(locale) : (Datum) 0;
