@@ -646,9 +646,14 @@ plivo_otp_ingest_batch(PlivoBatchItem *items, int n)
 	args[5] = TimestampTzGetDatum(now);
 	(void) exec_batch_statement(&record_batch_events, args);
 
+	/*
+	 * The index plan, forced, as the dispatcher runs the same statement: an
+	 * ordinary generic plan is left to statistics that are stale right
+	 * after a bulk commit, and a hash join would read every message.
+	 */
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	args[1] = uuid_array;
-	(void) exec_batch_statement(&apply_waiting_for_uuids, args);
+	(void) plivo_otp_exec_forced(&apply_waiting_for_uuids, args, NULL, 0);
 }
 
 /*
