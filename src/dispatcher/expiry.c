@@ -53,8 +53,8 @@ mark_expired_work(void *arg)
 {
 	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	*(int *) arg = plivo_otp_exec(plivo_otp_schema_is_v2() ? &mark_expired : &mark_expired_v1,
-								  &now, NULL, false, 0);
+	*(int *) arg = plivo_otp_exec_forced(plivo_otp_schema_is_v2() ? &mark_expired : &mark_expired_v1,
+										 &now, NULL, 0);
 }
 
 /* Mark the codes past their expiry 'expired', within EXPIRY_BUDGET_MS. */

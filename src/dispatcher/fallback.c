@@ -225,7 +225,7 @@ fallback_work(void *arg)
 
 	args[0] = TimestampTzGetDatum(now + (int64) plivo_otp_min_call_life() * USECS_PER_SEC);
 	args[1] = TimestampTzGetDatum(now - (int64) plivo_otp_voice_fallback_after * USECS_PER_SEC);
-	n = plivo_otp_exec(&find_candidates, args, NULL, false, 0);
+	n = plivo_otp_exec_forced(&find_candidates, args, NULL, 0);
 	c = palloc0(Max(n, 1) * sizeof(Candidate));
 	for (int i = 0; i < n; i++)
 	{

@@ -467,8 +467,8 @@ plivo_otp_queue_record(const Outcome *o, TimestampTz now)
 	args[5] = TimestampTzGetDatum(o->next_try_at);
 	nulls[5] = o->next_try_at ? ' ' : 'n';
 	args[6] = TimestampTzGetDatum(now);
-	plivo_otp_exec(plivo_otp_schema_is_v2() ? &store_outcome : &store_outcome_v1,
-				   args, nulls, false, 0);
+	plivo_otp_exec_forced(plivo_otp_schema_is_v2() ? &store_outcome : &store_outcome_v1,
+						  args, nulls, 0);
 }
 
 /* A one-dimensional array of n elements of type elemtype, with NULLs. */
@@ -546,7 +546,7 @@ plivo_otp_queue_record_failure(const pg_uuid_t *id, const char *why, TimestampTz
 	args[0] = UUIDPGetDatum(id);
 	args[1] = CStringGetTextDatum(why);
 	args[2] = TimestampTzGetDatum(now);
-	plivo_otp_exec(&store_failure, args, NULL, false, 0);
+	plivo_otp_exec_forced(&store_failure, args, NULL, 0);
 }
 
 /* Mark pending rows whose code expires within Plivo's minimum expiry; returns how many. */
@@ -654,7 +654,7 @@ void
 plivo_otp_queue_find_stale(MemoryContext context)
 {
 	stale_context = context;
-	plivo_otp_exec(&find_sending, NULL, NULL, true, 0);
+	plivo_otp_exec_forced(&find_sending, NULL, NULL, 0);
 	keep_result_ids(NULL, 0);
 }
 
@@ -689,7 +689,7 @@ recover_listed(void *arg)
 {
 	RecoverArgs *r = (RecoverArgs *) arg;
 
-	r->marked += plivo_otp_exec(&recover_stale, r->args, NULL, false, 0);
+	r->marked += plivo_otp_exec_forced(&recover_stale, r->args, NULL, 0);
 }
 
 /*
@@ -723,7 +723,7 @@ plivo_otp_queue_recover_stale(TimestampTz now)
 		}
 	}
 	ids = uuid_array(stale, nstale);
-	plivo_otp_exec(&still_sending, &ids, NULL, false, 0);	/* (sees the marks above) */
+	plivo_otp_exec_forced(&still_sending, &ids, NULL, 0);	/* (sees the marks above) */
 	keep_result_ids(failed, nfailed);
 	return r.marked;
 }
@@ -740,7 +740,7 @@ plivo_otp_queue_wipe_expired_codes(TimestampTz now)
 	if (!plivo_otp_schema_is_v2())
 		return 0;
 	args[0] = TimestampTzGetDatum(now + (int64) plivo_otp_min_redelivery_life() * USECS_PER_SEC);
-	return plivo_otp_exec(&wipe_expired_codes, args, NULL, false, 0);
+	return plivo_otp_exec_forced(&wipe_expired_codes, args, NULL, 0);
 }
 
 /* How many locked codes one tick takes from the ledger. */
@@ -767,7 +767,7 @@ plivo_otp_queue_wipe_locked_codes(void)
 	args[0] = uuid_array(ids, n);
 	PG_TRY();
 	{
-		left = plivo_otp_exec(&wipe_locked_codes, args, NULL, false, 0);
+		left = plivo_otp_exec_forced(&wipe_locked_codes, args, NULL, 0);
 	}
 	PG_CATCH();
 	{
@@ -787,5 +787,5 @@ plivo_otp_queue_wipe_call_bodies(TimestampTz now)
 	Datum		args[1];
 
 	args[0] = TimestampTzGetDatum(now);
-	return plivo_otp_exec(&wipe_call_bodies, args, NULL, false, 0);
+	return plivo_otp_exec_forced(&wipe_call_bodies, args, NULL, 0);
 }

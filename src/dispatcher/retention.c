@@ -235,7 +235,7 @@ purge_batch_work(void *arg)
 		n = plivo_otp_schema_is_v2() ?
 			plivo_otp_purge_send_counters(counters_idle_since(now), PURGE_BATCH) : 0;
 	else
-		n = plivo_otp_exec(purge_statements[i], &cutoff, NULL, false, 0);
+		n = plivo_otp_exec_forced(purge_statements[i], &cutoff, NULL, 0);
 	/* A batch of verifications may keep some (messages locked): only none left is done. */
 	if (i == PURGE_MESSAGES || i == PURGE_VERIFICATIONS ? n == 0 : n < PURGE_BATCH)
 		turn->caught_up[i] = i != PURGE_VERIFICATIONS || turn->caught_up[PURGE_MESSAGES];
