@@ -130,7 +130,8 @@ plivo_otp_config_table_changed(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("plivo_otp.config_table_changed() must be called as a statement trigger")));
+				 errmsg("plivo_otp.config_table_changed() must be called as a statement trigger"),
+				 errhint("It is the FOR EACH STATEMENT trigger of plivo_otp.templates and plivo_otp.senders.")));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }
