@@ -104,7 +104,7 @@ plivo_otp_set_dispatcher_latch(Latch *latch)
 
 /*
  * A committed transaction queued a message.  The signal (a kill(), and the
- * dispatcher's wake-up on the other core) was a tenth of otp_send's time in
+ * dispatcher's wake-up on the other core) was about 7 % of otp_send's time in
  * a profile, so it is skipped while the dispatcher could not send anyway.
  * The barrier pairs with the one in plivo_otp_set_dispatcher_wants_wakes:
  * either this commit sees the flag set, or the claim that follows setting
