@@ -21,7 +21,8 @@ CREATE TABLE plivo_otp.key_check (
 REVOKE ALL ON TABLE plivo_otp.key_check FROM PUBLIC;
 
 -- Re-delivery of a live code (a repeated otp_send re-sends the same code) and
--- caller keys with their own cap.  Every message counts in the limits.
+-- caller keys with their own cap.  Every message counts in the limits, through
+-- plivo_otp.send_counters, so no index reads messages by number or caller.
 ALTER TABLE plivo_otp.verifications ADD COLUMN code_sealed bytea;
 CREATE INDEX verifications_sealed_expiry ON plivo_otp.verifications (expires_at)
 	WHERE code_sealed IS NOT NULL;
@@ -29,9 +30,6 @@ ALTER TABLE plivo_otp.messages ADD COLUMN caller_key_digest bytea;
 ALTER TABLE plivo_otp.messages ADD COLUMN idempotency_key text;
 UPDATE plivo_otp.messages m SET idempotency_key = v.idempotency_key
 FROM plivo_otp.verifications v WHERE v.id = m.verification_id AND v.idempotency_key IS NOT NULL;
-CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
-CREATE INDEX messages_caller_created ON plivo_otp.messages (caller_key_digest, created_at)
-	WHERE caller_key_digest IS NOT NULL;
 CREATE INDEX messages_idempotency ON plivo_otp.messages (idempotency_key)
 	WHERE idempotency_key IS NOT NULL;
 

@@ -63,10 +63,9 @@ CREATE TABLE plivo_otp.messages (
 	idempotency_key text		-- otp_send's, for this message (a re-delivery has its own)
 );
 CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
--- Every message counts in the per-number and per-caller limits.
-CREATE INDEX messages_phone_created ON plivo_otp.messages (phone, created_at);
-CREATE INDEX messages_caller_created ON plivo_otp.messages (caller_key_digest, created_at)
-	WHERE caller_key_digest IS NOT NULL;
+-- Every message counts in the per-number and per-caller limits, through
+-- counters: no index reads messages by number or caller key (each one more
+-- would be written by every send, claim, outcome and delivery state).
 CREATE INDEX messages_idempotency ON plivo_otp.messages (idempotency_key)
 	WHERE idempotency_key IS NOT NULL;
 
