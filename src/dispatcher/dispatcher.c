@@ -463,7 +463,7 @@ start_claimed(void)
 
 		to_start = list_delete_first(to_start);
 		if (plivo_otp_http_start(t))
-			plivo_otp_rate_take(PLIVO_OTP_RATE_OF(voice));
+			plivo_otp_rate_take(PLIVO_OTP_RATE_OF(voice), GetCurrentTimestamp());
 		else
 		{
 			/* Nothing left: judged like a connection that failed before sending. */

@@ -7,7 +7,7 @@
  *	  dispatcher.c	the worker's loop, as named steps
  *	  queue.c		the statements on the outbound queue
  *	  outcome.c		what a finished request means, and recording it
- *	  rate_limit.c	the token buckets of max_requests_per_second and
+ *	  rate_limit.c	the rate limits (bucket and window) of max_requests_per_second and
  *					max_calls_per_second
  *	  retention.c	purging old rows, redacting numbers
  *	  expiry.c		marking codes past their expiry 'expired'
@@ -206,7 +206,7 @@ typedef enum PlivoOtpRateKind
 
 extern void plivo_otp_rate_reset(TimestampTz now);
 extern int	plivo_otp_rate_available(PlivoOtpRateKind kind, TimestampTz now);
-extern void plivo_otp_rate_take(PlivoOtpRateKind kind);
+extern void plivo_otp_rate_take(PlivoOtpRateKind kind, TimestampTz now);
 extern long plivo_otp_rate_wait_ms(PlivoOtpRateKind kind, TimestampTz now);
 
 /* ---- retention.c ---- */
