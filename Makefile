@@ -21,6 +21,7 @@ OBJS = \
 	src/common/phone_info.o \
 	src/common/phonenumber_shim.o \
 	src/common/spi.o \
+	src/common/forced_plans.o \
 	src/common/worker.o \
 	src/common/url.o \
 	src/common/states.o \

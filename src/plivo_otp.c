@@ -86,6 +86,9 @@ _PG_init(void)
 
 	plivo_otp_preloaded = true;
 
+	/* The index lists of the statements run with forced plans. */
+	plivo_otp_forced_plans_init();
+
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = plivo_otp_shmem_request_chain;
 	prev_shmem_startup_hook = shmem_startup_hook;

@@ -255,7 +255,24 @@ typedef struct PlivoOtpStatement
 	int			cursor_options; /* SPI_prepare_cursor's: CURSOR_OPT_GENERIC_PLAN
 								 * for a statement whose parameters must not
 								 * steer its plan */
+	bool		forced_plan;	/* planned with index paths only, whatever the
+								 * statistics (forced_plans.c) */
+	const char *indexes;		/* forced: the only indexes it may use on a
+								 * table of which it names any (space-separated) */
 } PlivoOtpStatement;
+
+/* ---- common/forced_plans.c: plans that cannot depend on the planner's luck ---- */
+
+typedef struct PlivoOtpForcedPlan
+{
+	int			guc_level;
+	const char *saved_indexes;
+} PlivoOtpForcedPlan;
+
+extern void plivo_otp_forced_plans_init(void);
+extern void plivo_otp_force_plans(PlivoOtpForcedPlan *f, const char *indexes);
+extern void plivo_otp_force_plans_indexes_end(PlivoOtpForcedPlan *f);
+extern void plivo_otp_force_plans_end(PlivoOtpForcedPlan *f);
 
 extern void plivo_otp_spi_connect(void);
 extern int	plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,

@@ -32,7 +32,8 @@ static PlivoOtpStatement list_messages = {
 	"  m.created_at, m.accepted_at, m.answered_at, m.updated_at, m.sender, m.encoding, m.segments"
 	" FROM plivo_otp.messages m WHERE m.verification_id = $1"
 	" ORDER BY m.created_at, m.id",
-	1, {UUIDOID}
+	1, {UUIDOID},
+	.forced_plan = true, .indexes = "messages_verification"
 };
 
 Datum

@@ -36,14 +36,16 @@ PG_FUNCTION_INFO_V1(plivo_otp_resend);
 
 static PlivoOtpStatement find_number = {
 	"SELECT phone FROM plivo_otp.verifications WHERE id = $1",
-	1, {UUIDOID}
+	1, {UUIDOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 /* Read again under the number's lock, with the latest snapshot. */
 static PlivoOtpStatement lock_verification = {
 	"SELECT state, expires_at, attempts, max_attempts, code_sealed, phone"
 	" FROM plivo_otp.verifications WHERE id = $1 FOR UPDATE",
-	1, {UUIDOID}
+	1, {UUIDOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 static void

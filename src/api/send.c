@@ -45,21 +45,24 @@ static PlivoOtpStatement find_idempotent = {
 	" JOIN plivo_otp.verifications v ON v.id = m.verification_id"
 	" WHERE m.idempotency_key = $1 AND v.expires_at > $2"
 	" ORDER BY m.created_at DESC LIMIT 1",
-	2, {TEXTOID, TIMESTAMPTZOID}
+	2, {TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_idempotency verifications_pkey"
 };
 
 static PlivoOtpStatement find_idempotent_v1 = {
 	"SELECT id, phone, purpose FROM plivo_otp.verifications"
 	" WHERE idempotency_key = $1 AND expires_at > $2"
 	" ORDER BY created_at DESC LIMIT 1",
-	2, {TEXTOID, TIMESTAMPTZOID}
+	2, {TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_idempotency"
 };
 
 static PlivoOtpStatement find_live_code = {
 	"SELECT id, code_sealed, expires_at, attempts, max_attempts FROM plivo_otp.verifications"
 	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' AND expires_at > $3"
 	" AND code_sealed IS NOT NULL FOR UPDATE",
-	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_one_pending"
 };
 
 /*
@@ -70,13 +73,15 @@ static PlivoOtpStatement find_live_code = {
 static PlivoOtpStatement cancel_pending = {
 	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3, code_sealed = NULL"
 	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id",
-	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_one_pending"
 };
 
 static PlivoOtpStatement cancel_pending_v1 = {
 	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3"
 	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id",
-	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_one_pending"
 };
 
 /*
@@ -89,7 +94,8 @@ static PlivoOtpStatement cancel_pending_v1 = {
 static PlivoOtpStatement cancel_unsent = {
 	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
 	" WHERE verification_id = $1 AND dispatch_state = $3",
-	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN
+	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN,
+	.forced_plan = true, .indexes = "messages_verification"
 };
 
 static PlivoOtpStatement insert_verification = {

@@ -62,13 +62,15 @@ static PlivoOtpStatement lock_row = {
 /* Lock the key's row if it exists (a key never sent to needs no lock). */
 static PlivoOtpStatement lock_existing_row = {
 	"SELECT 1 FROM plivo_otp.send_counters WHERE key = $1 FOR UPDATE",
-	1, {BYTEAOID}
+	1, {BYTEAOID},
+	.forced_plan = true, .indexes = "send_counters_pkey"
 };
 
 /* The dispatcher's: never waits. */
 static PlivoOtpStatement try_lock_row = {
 	"SELECT 1 FROM plivo_otp.send_counters WHERE key = $1 FOR UPDATE SKIP LOCKED",
-	1, {BYTEAOID}
+	1, {BYTEAOID},
+	.forced_plan = true, .indexes = "send_counters_pkey"
 };
 
 /*

@@ -42,7 +42,8 @@ static PlivoOtpStatement recent_to_number_v1 = {
 	" SELECT created_at FROM plivo_otp.verifications"
 	" WHERE phone = $1 AND created_at > $2"
 	" ORDER BY created_at DESC LIMIT $3) s",
-	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}
+	3, {TEXTOID, TIMESTAMPTZOID, INT4OID},
+	.forced_plan = true, .indexes = "verifications_phone_created"
 };
 
 /* Refuse a send: counted (in all, and under its limit), then the ERROR. */

@@ -32,7 +32,8 @@ PG_FUNCTION_INFO_V1(plivo_otp_api_stats);
 
 static PlivoOtpStatement queue_state = {
 	"SELECT sum(n)::bigint, $1 - min(due) FROM (" QUEUE_OF("sms") " UNION ALL " QUEUE_OF("voice") ") q",
-	1, {TIMESTAMPTZOID}
+	1, {TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_due_sms messages_due_voice"
 };
 
 Datum

@@ -41,27 +41,31 @@ PG_FUNCTION_INFO_V1(plivo_otp_cancel);
 
 /* error_text: for a call, the meaning of its hang-up cause (PLIVO_OTP_ERROR_TEXT). */
 static PlivoOtpStatement read_status = {
-	READ_STATUS(PLIVO_OTP_ERROR_TEXT("m"), ""), 2, {UUIDOID, TIMESTAMPTZOID}
+	READ_STATUS(PLIVO_OTP_ERROR_TEXT("m"), ""), 2, {UUIDOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey messages_verification"
 };
 
 /* 0.1.0's tables, while an upgrade is pending: SMS only. */
 static PlivoOtpStatement read_status_v1 = {
 	READ_STATUS("coalesce(ec.meaning, m.last_error)",
 				" LEFT JOIN plivo_otp.plivo_error_codes ec ON ec.code = m.error_code"),
-	2, {UUIDOID, TIMESTAMPTZOID}
+	2, {UUIDOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey messages_verification"
 };
 
 /* A pending code, canceled by its id, then its unsent messages (as otp_send cancels). */
 static PlivoOtpStatement cancel_by_id = {
 	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2, code_sealed = NULL"
 	" WHERE id = $1 AND state = 'pending' AND expires_at > $2",
-	2, {UUIDOID, TIMESTAMPTZOID}
+	2, {UUIDOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 static PlivoOtpStatement cancel_by_id_v1 = {
 	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2"
 	" WHERE id = $1 AND state = 'pending' AND expires_at > $2",
-	2, {UUIDOID, TIMESTAMPTZOID}
+	2, {UUIDOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 /*
@@ -74,7 +78,8 @@ static PlivoOtpStatement cancel_by_id_v1 = {
 static PlivoOtpStatement cancel_unsent = {
 	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
 	" WHERE verification_id = $1 AND dispatch_state = $3",
-	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN
+	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN,
+	.forced_plan = true, .indexes = "messages_verification"
 };
 
 Datum

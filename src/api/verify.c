@@ -44,7 +44,8 @@ static PlivoOtpStatement lock_pending_code = {
 	"SELECT id, code_digest, state, attempts, max_attempts, expires_at"
 	" FROM plivo_otp.verifications"
 	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' FOR UPDATE",
-	2, {TEXTOID, TEXTOID}
+	2, {TEXTOID, TEXTOID},
+	.forced_plan = true, .indexes = "verifications_one_pending"
 };
 
 /* Otherwise the latest one, to say why it no longer counts. */
@@ -53,7 +54,8 @@ static PlivoOtpStatement lock_latest_code = {
 	" FROM plivo_otp.verifications"
 	" WHERE phone = $1 AND purpose = $2"
 	" ORDER BY created_at DESC LIMIT 1 FOR UPDATE",
-	2, {TEXTOID, TEXTOID}
+	2, {TEXTOID, TEXTOID},
+	.forced_plan = true, .indexes = "verifications_phone_created"
 };
 
 #define UPDATE_VERIFICATION(wipe) \
@@ -65,11 +67,13 @@ static PlivoOtpStatement lock_latest_code = {
 /* A code that is no longer pending cannot be re-delivered: its seal is wiped. */
 static PlivoOtpStatement update_verification = {
 	UPDATE_VERIFICATION(" code_sealed = CASE WHEN $2 = 'pending' THEN code_sealed END,"),
-	4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}
+	4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 static PlivoOtpStatement update_verification_v1 = {
-	UPDATE_VERIFICATION(""), 4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}
+	UPDATE_VERIFICATION(""), 4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 /* The latest code of a number and purpose, locked. */

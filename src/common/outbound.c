@@ -34,7 +34,8 @@ static PlivoOtpStatement insert_message = {
 	"  sender, encoding, segments, voice_language, voice_name)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
 	16, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID}
+	BYTEAOID, TEXTOID, TEXTOID, BYTEAOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 /* 0.1.0's table, while an upgrade is pending: SMS only, no origin. */
@@ -43,7 +44,8 @@ static PlivoOtpStatement insert_message_v1 = {
 	" (id, verification_id, channel, phone, body, next_try_at, expires_at,"
 	"  created_at, updated_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6)",
-	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	7, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
 };
 
 /*

@@ -35,7 +35,8 @@ static PlivoOtpStatement select_sender = {
 	"SELECT sender FROM plivo_otp.senders"
 	" WHERE channel = $1 AND prefix = ANY ($2)"
 	" ORDER BY prefix = $3 DESC, length(prefix) DESC LIMIT 1",
-	3, {TEXTOID, TEXTARRAYOID, TEXTOID}
+	3, {TEXTOID, TEXTARRAYOID, TEXTOID},
+	.forced_plan = true, .indexes = "senders_pkey"
 };
 
 /* A number: '+' optional, then 3 to 15 digits. */

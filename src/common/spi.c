@@ -47,54 +47,56 @@ prepare_once(PlivoOtpStatement *stmt)
 	}
 }
 
+/*
+ * Execute stmt (forced: with a plan that cannot depend on the planner's
+ * luck, forced_plans.c) with snapshot, or the current one if
+ * InvalidSnapshot; returns SPI_processed.  Any SPI failure is an ERROR.
+ */
+static int
+execute(PlivoOtpStatement *stmt, Datum *values, const char *nulls, bool read_only,
+		long count, Snapshot snapshot, bool forced)
+{
+	PlivoOtpForcedPlan f;
+	volatile int rc;
+
+	if (forced)
+		plivo_otp_force_plans(&f, stmt->indexes);
+	PG_TRY();
+	{
+		prepare_once(stmt);
+		if (snapshot == InvalidSnapshot)
+			rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
+		else
+			rc = SPI_execute_snapshot(stmt->plan, values, nulls, snapshot,
+									  InvalidSnapshot, read_only, false, count);
+	}
+	PG_CATCH();
+	{
+		if (forced)
+			plivo_otp_force_plans_indexes_end(&f);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (forced)
+		plivo_otp_force_plans_end(&f);
+	if (rc < 0)
+		elog(ERROR, "plivo_otp: SPI execution failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
 /* Execute stmt; returns SPI_processed.  Any SPI failure is an ERROR. */
 int
 plivo_otp_exec(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
 			   bool read_only, long count)
 {
-	int			rc;
-
-	prepare_once(stmt);
-	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
-	if (rc < 0)
-		elog(ERROR, "plivo_otp: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return (int) SPI_processed;
+	return execute(stmt, values, nulls, read_only, count, InvalidSnapshot, stmt->forced_plan);
 }
 
-/*
- * Execute stmt with a plan that cannot depend on the planner's luck:
- * statistics are stale right after a bulk commit (an ANALYZE that saw a
- * table of finished rows estimates no pending row), and a plan chosen on
- * them can turn a worker's statement into a scan of the whole queue or of
- * the history.  Every statement run this way has an index path that reads
- * only the rows it touches (partial indexes of the pending rows, unique
- * keys); forbidding the others (sequential and bitmap scans, sorts of the
- * rows read, hash and merge joins) leaves it as the only plan (a sort of
- * the few rows it took remains), and the generic plan is kept: planned
- * once, not on every call.  The settings are the statement's alone: they
- * go back to what they were as it returns (or when its transaction or
- * subtransaction aborts).
- */
+/* Execute stmt with a forced plan (forced_plans.c), whatever its forced_plan says. */
 int
 plivo_otp_exec_forced(PlivoOtpStatement *stmt, Datum *values, const char *nulls, long count)
 {
-	static const char *const off[] = {
-		"enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_incremental_sort",
-		"enable_hashjoin", "enable_mergejoin", "enable_material",
-		/* (a path that is the only one left costs a disable_cost: no JIT for it) */
-		"jit"
-	};
-	int			level = NewGUCNestLevel();
-	int			n;
-
-	for (int i = 0; i < lengthof(off); i++)
-		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	n = plivo_otp_exec(stmt, values, nulls, false, count);
-	AtEOXact_GUC(true, level);
-	return n;
+	return execute(stmt, values, nulls, false, count, InvalidSnapshot, true);
 }
 
 /*
@@ -105,14 +107,7 @@ plivo_otp_exec_forced(PlivoOtpStatement *stmt, Datum *values, const char *nulls,
 int
 plivo_otp_exec_latest(PlivoOtpStatement *stmt, Datum *values, const char *nulls, long count)
 {
-	int			rc;
-
-	prepare_once(stmt);
-	rc = SPI_execute_snapshot(stmt->plan, values, nulls, GetLatestSnapshot(),
-							  InvalidSnapshot, false, false, count);
-	if (rc < 0)
-		elog(ERROR, "plivo_otp: SPI_execute_snapshot failed: %s", SPI_result_code_string(rc));
-	return (int) SPI_processed;
+	return execute(stmt, values, nulls, false, count, GetLatestSnapshot(), stmt->forced_plan);
 }
 
 Datum

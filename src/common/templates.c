@@ -41,7 +41,8 @@ static PlivoOtpStatement choose_template = {
 	" ORDER BY CASE WHEN t.locale = coalesce($3, v.locale) THEN 0"
 	"  WHEN t.locale = 'default' THEN 2 ELSE 1 END, t.purpose = 'default'"
 	" LIMIT 1",
-	3, {UUIDOID, TEXTOID, TEXTOID}
+	3, {UUIDOID, TEXTOID, TEXTOID},
+	.forced_plan = true, .indexes = "verifications_pkey templates_pkey"
 };
 
 /* A placeholder at p: its length, and what it is; 0 when p starts none. */

@@ -282,7 +282,10 @@ static PlivoOtpStatement wipe_call_bodies = {
  * pending rows matches: with statistics that saw no pending row, a scan of
  * all of them (messages_pending_expiry) would look cheaper than a look-up
  * per code, and cost what the queue holds; messages_verification is then
- * the only path.
+ * the only index.  The messages are read per code (LATERAL): joined, the
+ * planner read the whole of messages_verification (every message of the
+ * history, 15 ms a second with 21,000 rows) and matched it against the
+ * batch, because it believed almost none of them pending.
  */
 #define CANCEL_ORPHANED(from) \
 	"WITH changed AS (" \
@@ -290,10 +293,9 @@ static PlivoOtpStatement wipe_call_bodies = {
 	" WHERE state <> 'pending' AND " from \
 	" ORDER BY updated_at, id LIMIT " CppAsString2(SWEEP_BATCH) ")," \
 	" orphan AS (" \
-	" SELECT m.id, c.state FROM changed c" \
-	" JOIN plivo_otp.messages m ON m.verification_id = c.id" \
-	" WHERE coalesce(m.dispatch_state, '') = 'pending'" \
-	" FOR UPDATE OF m SKIP LOCKED)," \
+	" SELECT m.id, c.state FROM changed c," \
+	" LATERAL (SELECT m.id FROM plivo_otp.messages m WHERE m.verification_id = c.id" \
+	"  AND coalesce(m.dispatch_state, '') = 'pending' FOR UPDATE SKIP LOCKED) m)," \
 	" canceled AS (" \
 	" UPDATE plivo_otp.messages m SET dispatch_state = 'canceled', body = NULL," \
 	" last_error = 'not sent: the code is no longer pending (' || orphan.state || ')'," \

@@ -125,7 +125,8 @@
 /* The message a token names: its UUID (if recorded), and is it too old for V2? */
 static PlivoOtpStatement message_of_token = {
 	"SELECT provider_uuid, created_at <= $2 FROM plivo_otp.messages WHERE id = $1::uuid",
-	2, {TEXTOID, TIMESTAMPTZOID}
+	2, {TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_pkey"
 };
 
 /*
@@ -161,7 +162,8 @@ static PlivoOtpStatement adopt_call_uuid = {
 	"  AND provider_uuid IS NULL AND dispatch_state = 'unknown' FOR UPDATE SKIP LOCKED)"
 	" AND provider_uuid IS NULL AND dispatch_state = 'unknown'"
 	" AND NOT EXISTS (SELECT 1 FROM plivo_otp.messages o WHERE o.provider_uuid = $2)",
-	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
+	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_pkey messages_provider_uuid_key"
 };
 
 static PlivoOtpStatement record_nonce = {

@@ -55,20 +55,23 @@ static PlivoOtpStatement lock_call = {
 	" FROM plivo_otp.messages m JOIN plivo_otp.verifications v ON v.id = m.verification_id"
 	" WHERE m.answer_token_digest = $1 AND m.channel = 'voice'"
 	" FOR UPDATE OF m SKIP LOCKED",
-	2, {BYTEAOID, TIMESTAMPTZOID}
+	2, {BYTEAOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_answer_token_digest_key verifications_pkey"
 };
 
 /* Is there such a call at all (when lock_call found none)? */
 static PlivoOtpStatement call_exists = {
 	"SELECT 1 FROM plivo_otp.messages WHERE answer_token_digest = $1 AND channel = 'voice'",
-	1, {BYTEAOID}
+	1, {BYTEAOID},
+	.forced_plan = true, .indexes = "messages_answer_token_digest_key"
 };
 
 /* The script was served: the sentence is wiped. */
 static PlivoOtpStatement mark_answered = {
 	"UPDATE plivo_otp.messages SET body = NULL, answered_at = $2, updated_at = $2"
 	" WHERE id = $1",
-	2, {UUIDOID, TIMESTAMPTZOID}
+	2, {UUIDOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_pkey"
 };
 
 /* s with XML's five special characters escaped, appended to buf. */

@@ -76,12 +76,13 @@ static bool callbacks_registered = false;
 
 static PlivoOtpStatement sends_last_hour = {
 	SENDS_LAST_HOUR(" AND NOT (origin = 'fallback' AND dispatch_state = 'canceled')"),
-	1, {TIMESTAMPTZOID}
+	1, {TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "messages_created"
 };
 
 /* 0.1.0's table, while an upgrade is pending: no origin. */
 static PlivoOtpStatement sends_last_hour_v1 = {
-	SENDS_LAST_HOUR(""), 1, {TIMESTAMPTZOID}
+	SENDS_LAST_HOUR(""), 1, {TIMESTAMPTZOID}, .forced_plan = true
 };
 
 /* Unix seconds to PostgreSQL's (since 2000-01-01), as second_of() counts. */

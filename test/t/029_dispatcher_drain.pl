@@ -116,6 +116,14 @@ my @scans = grep { /Seq Scan on (messages|verifications|delivery_events)\b/ } @d
 is(scalar @scans, 0, 'none of them scans messages, verifications or delivery_events')
   or diag(join("\n", map { /Query Text: ([^\n]{0,200})/ ? $1 : '?' } @scans[0 .. ($#scans < 4 ? $#scans : 4)]));
 
+# The sweep of codes that finished reads their messages code by code (a
+# join read all of messages_verification, the history, every second).
+my @orphan = grep { /Query Text: WITH changed AS/ } @dispatcher_plans;
+ok(@orphan > 0, 'the orphan sweeps were explained (' . scalar(@orphan) . ')');
+is(scalar(grep { !/Index Scan using messages_verification on messages m(?:_\d+)?\b[^\n]*\n\s*Index Cond: \(verification_id = c\.id\)/ } @orphan),
+	0, 'each looks up the messages of each finished code by messages_verification')
+  or diag(substr((grep { !/Index Cond: \(verification_id = c\.id\)/ } @orphan)[0], 0, 2000));
+
 # How many statements: pg_stat_statements.
 sub calls
 {
