@@ -5,13 +5,19 @@
 # finished history.
 
 # pgb SCRIPT CLIENTS SYNCHRONOUS_COMMIT: pgbench for $pgb_seconds; prints tps (nan if it failed).
+# The run's WAL per transaction (records, full-page images, bytes) goes to
+# stderr: what a commit writes, beside its rate.
 pgb() {
-	local f=$1 c=$2 s=$3 out
+	local f=$1 c=$2 s=$3 out tx
 	chown postgres: "$f" 2>/dev/null || true
+	sql -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
 	if ! as_pg env PGOPTIONS="-c synchronous_commit=$s" "$PG_BINDIR/pgbench" -n -h "$dir" -p "$pg_port" \
 		-c "$c" -j "$c" -T "$pgb_seconds" -f "$f" postgres > "$f.out" 2>&1; then
 		grep -m3 -iE 'error|abort' "$f.out" >&2 || true
 	fi
+	tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$f.out")
+	[ -n "$tx" ] && [ "$tx" -gt 0 ] && echo "    ($(basename "$f") c$c $s: WAL per transaction $(sql -c "SELECT format('%s records, %s full-page images, %s bytes',
+			round(wal_records::numeric / $tx, 1), round(wal_fpi::numeric / $tx, 2), round(wal_bytes / $tx)) FROM pg_stat_wal"))" >&2
 	out=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$f.out")
 	[ -n "$out" ] && printf '%.1f\n' "$out" || echo nan
 }
