@@ -9,20 +9,24 @@
  * while still empty are planned on their size at the time (a page or
  * two).  On either, a plan can turn a statement into a scan of the whole
  * queue or of the history, and a generic plan keeps it: measured, otp_send
- * at a third of its rate within 15 s of such a start.  Two things make the
+ * at a third of its rate within 15 s of such a start.  Three things make the
  * plan the one the statement was written for:
  *
  * - Settings: sequential and bitmap scans, sorts of the rows read, hash and
  *	 merge joins are off, and the generic plan is kept (planned once, not
  *	 on every call).  A sort of the few rows taken remains.
+ * - Planned for scale: the extension's tables (and their indexes) count
+ *	 as at least PLAN_AS_ROWS rows.  On a table believed to be a page the
+ *	 costs tie, and a full scan of an index with a join filter, or of
+ *	 another partial index of the same rows, is as cheap as the look-up by
+ *	 key: a number's pending code was looked up through the index of every
+ *	 pending code's expiry (verifications_pending_expiry), and a claim read
+ *	 all of it for each row it took; kept, such a plan costs what the table
+ *	 grew to.  A plan right for a large table is right for a small one.
  * - The indexes a statement names (PlivoOtpStatement.indexes): on a table
- *	 of which it names any, the planner sees only those.  Where the costs
- *	 tie, as on a table believed to be a page, a full scan of another
- *	 partial index of the same rows is as cheap as the key look-up: a
- *	 number's pending code was looked up through the index of every
- *	 pending code's expiry (verifications_pending_expiry).
+ *	 of which it names any, the planner sees only those.
  *
- * Both hold for everything planned while the statement runs, so also for
+ * All three hold for everything planned while the statement runs, so also for
  * the foreign-key checks of its writes (an insert into messages checks its
  * code through verifications_pkey).  The settings go back to what they
  * were as the statement returns or its (sub)transaction aborts; the index
@@ -39,7 +43,14 @@
 
 #include "plivo_otp.h"
 
+/* The least number of rows a table of ours (or an index) is planned for. */
+#define PLAN_AS_ROWS 1e6
+#define PLAN_ROWS_PER_PAGE 100
+
 static get_relation_info_hook_type prev_get_relation_info_hook = NULL;
+
+/* How many forced statements are running (nested: a trigger's, a check's). */
+static int	forcing = 0;
 
 /* The names the statement being run allows (space-separated), or NULL. */
 static const char *allowed_indexes = NULL;
@@ -58,7 +69,27 @@ name_listed(const char *list, const char *name)
 	return false;
 }
 
-/* On a table of ours of which the statement names an index, only the named ones. */
+/* A table of ours (and its indexes) as large as PLAN_AS_ROWS, if smaller. */
+static void
+plan_for_scale(RelOptInfo *rel)
+{
+	ListCell   *lc;
+
+	rel->tuples = Max(rel->tuples, PLAN_AS_ROWS);
+	rel->pages = Max(rel->pages, (BlockNumber) (PLAN_AS_ROWS / PLAN_ROWS_PER_PAGE));
+	foreach(lc, rel->indexlist)
+	{
+		IndexOptInfo *index = (IndexOptInfo *) lfirst(lc);
+
+		index->tuples = Max(index->tuples, PLAN_AS_ROWS);
+		index->pages = Max(index->pages, (BlockNumber) (PLAN_AS_ROWS / PLAN_ROWS_PER_PAGE));
+	}
+}
+
+/*
+ * While a forced statement is planned: a table of ours planned for scale,
+ * and, of a table of which the statement names an index, only the named.
+ */
 static void
 restrict_indexes(PlannerInfo *root, Oid relid, bool inhparent, RelOptInfo *rel)
 {
@@ -67,8 +98,10 @@ restrict_indexes(PlannerInfo *root, Oid relid, bool inhparent, RelOptInfo *rel)
 
 	if (prev_get_relation_info_hook)
 		prev_get_relation_info_hook(root, relid, inhparent, rel);
-	if (allowed_indexes == NULL ||
-		get_rel_namespace(relid) != get_namespace_oid(PLIVO_OTP_SCHEMA, true))
+	if (forcing == 0 || get_rel_namespace(relid) != get_namespace_oid(PLIVO_OTP_SCHEMA, true))
+		return;
+	plan_for_scale(rel);
+	if (allowed_indexes == NULL)
 		return;
 	foreach(lc, rel->indexlist)
 	{
@@ -95,7 +128,7 @@ plivo_otp_forced_plans_init(void)
 	get_relation_info_hook = restrict_indexes;
 }
 
-/* Begin a forced statement that allows indexes (or NULL: any). */
+/* Begin a forced statement that allows indexes (or NULL: any of its tables' own). */
 void
 plivo_otp_force_plans(PlivoOtpForcedPlan *f, const char *indexes)
 {
@@ -114,6 +147,7 @@ plivo_otp_force_plans(PlivoOtpForcedPlan *f, const char *indexes)
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	f->saved_indexes = allowed_indexes;
 	allowed_indexes = indexes;
+	forcing++;
 }
 
 /* The index list as before (also when the statement failed). */
@@ -121,6 +155,7 @@ void
 plivo_otp_force_plans_indexes_end(PlivoOtpForcedPlan *f)
 {
 	allowed_indexes = f->saved_indexes;
+	forcing--;
 }
 
 /* The statement returned: its settings as before. */

@@ -84,16 +84,25 @@
 	"  octet_length(m.body), due.expires_at, m.tries, m.channel = 'voice', " sender "," \
 	"  due.next_try_at"
 
+/*
+ * The claim's indexes, the only ones its plan may use (forced_plans.c): on
+ * tables planned while a page or two (the first sends after a start), a
+ * full scan of verifications_one_pending per claimed row cost as little as
+ * the look-up by verifications_pkey, and was kept as the queue grew (3.8 ms
+ * of dispatcher CPU per message in the benchmark's first drain).
+ */
 #define CLAIM_ARGS 8, {TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID, \
 	TIMESTAMPTZOID, UUIDOID, TIMESTAMPTZOID, UUIDOID}
 
 static PlivoOtpStatement claim_due = {
-	CLAIM_DUE("m.sender"), CLAIM_ARGS
+	CLAIM_DUE("m.sender"), CLAIM_ARGS,
+	.indexes = "messages_due_sms messages_due_voice messages_pkey verifications_pkey"
 };
 
 /* 0.1.0's table, while an upgrade is pending: no sender recorded. */
 static PlivoOtpStatement claim_due_v1 = {
-	CLAIM_DUE("NULL::text"), CLAIM_ARGS
+	CLAIM_DUE("NULL::text"), CLAIM_ARGS,
+	.indexes = "messages_due_sms messages_due_voice messages_pkey verifications_pkey"
 };
 
 /*
@@ -116,7 +125,8 @@ static PlivoOtpStatement claim_due_v1 = {
 
 static PlivoOtpStatement earliest_due = {
 	"SELECT " EARLIEST_OF("sms") ", " EARLIEST_OF("voice"),
-	1, {TIMESTAMPTZOID}
+	1, {TIMESTAMPTZOID},
+	.indexes = "messages_due_sms messages_due_voice verifications_pkey"
 };
 
 /*
@@ -140,13 +150,15 @@ static PlivoOtpStatement earliest_due = {
 
 static PlivoOtpStatement store_outcome = {
 	STORE_OUTCOME(" accepted_at = CASE WHEN $2 = 'accepted' THEN $7 ELSE m.accepted_at END,"),
-	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.indexes = "messages_pkey"
 };
 
 /* 0.1.0's table, while an upgrade is pending: no accepted_at. */
 static PlivoOtpStatement store_outcome_v1 = {
 	STORE_OUTCOME(""),
-	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	7, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.indexes = "messages_pkey"
 };
 
 /*
@@ -176,12 +188,14 @@ static PlivoOtpStatement store_outcome_v1 = {
 
 static PlivoOtpStatement store_outcomes = {
 	STORE_OUTCOMES(" accepted_at = CASE WHEN t.state = 'accepted' THEN $7 ELSE m.accepted_at END,"),
-	STORE_OUTCOMES_ARGS
+	STORE_OUTCOMES_ARGS,
+	.indexes = "messages_pkey"
 };
 
 /* 0.1.0's table, while an upgrade is pending: no accepted_at. */
 static PlivoOtpStatement store_outcomes_v1 = {
-	STORE_OUTCOMES(""), STORE_OUTCOMES_ARGS
+	STORE_OUTCOMES(""), STORE_OUTCOMES_ARGS,
+	.indexes = "messages_pkey"
 };
 
 /* When an outcome cannot be stored: the least that keeps the at-most-once rule. */
