@@ -91,7 +91,7 @@ plan_for_scale(RelOptInfo *rel)
  * and, of a table of which the statement names an index, only the named.
  */
 static void
-restrict_indexes(PlannerInfo *root, Oid relid, bool inhparent, RelOptInfo *rel)
+shape_forced_plan(PlannerInfo *root, Oid relid, bool inhparent, RelOptInfo *rel)
 {
 	bool		names_any = false;
 	ListCell   *lc;
@@ -125,7 +125,7 @@ void
 plivo_otp_forced_plans_init(void)
 {
 	prev_get_relation_info_hook = get_relation_info_hook;
-	get_relation_info_hook = restrict_indexes;
+	get_relation_info_hook = shape_forced_plan;
 }
 
 /* Begin a forced statement that allows indexes (or NULL: any of its tables' own). */
