@@ -12,7 +12,8 @@
  * - a token bucket whose burst is a tenth of a second's worth (at least
  *	 one request): requests never come closer together than that, after
  *	 an idle spell as in a backlog;
- * - a window: no second, wherever it starts, holds more than the rate.
+ * - a window: no WINDOW_US (a second and 10 ms), wherever it starts,
+ *	 holds more starts than the rate.
  *	 The start times of the last second's requests are kept (at most the
  *	 rate of them, oldest first), and a request may start only when fewer
  *	 than the rate started within the last WINDOW_US.  Without it a
