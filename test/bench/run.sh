@@ -114,7 +114,11 @@ tstat() { tget "$1" /_stats | python3 -c "import json,sys; print(json.load(sys.s
 
 pg_port=$(free_port)
 listen_port=$(free_port)
-start_cluster "$dir" "$pg_port" \
+# BENCH_PSS=1: pg_stat_statements loaded, and each drain's statements kept in the bench dir.
+pss_conf=()
+[ "${BENCH_PSS:-0}" = 1 ] && pss_conf=("shared_preload_libraries = 'plivo_otp,pg_stat_statements'"
+	"pg_stat_statements.track = all")
+start_cluster "$dir" "$pg_port" "${pss_conf[@]}" \
 	"plivo_otp.auth_id = ''" \
 	"plivo_otp.auth_token_file = '$dir/plivo.token'" \
 	"plivo_otp.sender = '14155550000'" \
@@ -248,6 +252,8 @@ drain() {
 		perf_pid=$!
 		sleep 0.5
 	fi
+	[ "${BENCH_PSS:-0}" = 1 ] && sql -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+		-c "SELECT pg_stat_statements_reset()" >/dev/null
 	resume
 	start=$(date +%s)
 	load_queue "$n"
@@ -260,6 +266,10 @@ drain() {
 	c1=$(cpu_ticks "$pid")
 	if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 	pause
+	[ "${BENCH_PSS:-0}" = 1 ] && sql -F ' | ' -c "SELECT calls, rows, round(total_exec_time::numeric, 1) AS ms,
+			round((total_exec_time / calls)::numeric, 3) AS ms_per_call,
+			left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12" > "$dir/pss.drain.$n.$inflight.$port"
 	tget "$port" /_records > "$dir/records"
 	read -r d_count _ d_rate <<< "$(py drain "$dir/records")"
 	d_cpu_us=$(calc "($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / max($d_count, 1)")

@@ -21,8 +21,11 @@ use Test::More;
 my $messages = 1000;
 my $plivo = start_standin();
 my $node = new_node('drain',
+	# Calls configured too (a public URL; the sender is their caller ID):
+	# while SMS drain, a claim must not look for calls every time.
 	conf => dispatcher_conf($plivo, max_requests_per_second => 10000, resend_interval => 0,
-		number_max_sends => 0, caller_max_sends => 0, global_max_sends_per_hour => 0)
+		number_max_sends => 0, caller_max_sends => 0, global_max_sends_per_hour => 0,
+		public_url => 'http://127.0.0.1:9')
 	  . "shared_preload_libraries = 'plivo_otp,pg_stat_statements,auto_explain'\n"
 	  # The dispatcher's statements run at the top level of its process: each
 	  # one's plan goes to the log (the SQL functions' own are nested: not).
