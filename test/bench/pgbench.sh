@@ -121,13 +121,19 @@ pgbench_bench() {
 }
 
 # history_phase LABEL: issue, verify (1 client) and drain (max_inflight 10)
-# rates now; sets h_issue h_verify h_drain.
+# rates now; sets h_issue h_verify h_drain.  Each rate is taken after a
+# CHECKPOINT, in every phase: the history's insert and VACUUM ANALYZE leave
+# hundreds of MB of dirty buffers, which the checkpointer would otherwise
+# write (and fsync) during the next phase's run, beside its commits.
 history_phase() {
 	clear_sends
+	sql -c "CHECKPOINT"
 	h_issue=$(pgb "$dir/send.sql" 1 on)
 	prepare_verify
+	sql -c "CHECKPOINT"
 	h_verify=$(pgb "$dir/verify.sql" 1 on)
 	clear_sends
+	sql -c "CHECKPOINT"
 	drain "$fast_port" "$drain_main" 10
 	h_drain=$d_rate
 	# A drain cut short: what it sent over the whole cap, not the rate of its first burst.
