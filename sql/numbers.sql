@@ -73,7 +73,14 @@ SELECT state, message FROM test.error_of($$SELECT plivo_otp.otp_send('+1 415 555
 -- A prefix-only list (the 0.1.0 configurations) works as before.
 SET plivo_otp.allowed_countries = '1';
 SELECT region FROM test.number_of('+1 876 555 0105');
+-- A country taken out of the list after a code was sent: its resend is
+-- refused too (53400), and queues nothing.
+SET plivo_otp.allowed_countries = 'CA';
+SELECT id AS jm_code FROM plivo_otp.verifications WHERE phone = '+18765550105' \gset
+SELECT state, message, detail FROM test.error_of(format('SELECT plivo_otp.otp_resend(%L)', :'jm_code'));
+SELECT count(*) AS messages_of_jm_code FROM plivo_otp.messages WHERE verification_id = :'jm_code';
 RESET plivo_otp.allowed_countries;
+SELECT plivo_otp.otp_resend(:'jm_code') IS NOT NULL AS resent_once_allowed;
 
 -- The setting's check: region codes must be upper case and real.
 SET plivo_otp.allowed_countries = 'UK';

@@ -6,10 +6,10 @@
  *	  must not go to a fixed line unless plivo_otp.allow_sms_to_fixed_line.
  *
  * otp_send applies all three after phone.c's normalisation (so malformed
- * input keeps its "invalid phone number" error); otp_resend, whose number
- * was checked when its code was sent, applies the channel rule alone.  The
- * dispatcher's voice fallback needs none of them: a call reaches any valid
- * number.
+ * input keeps its "invalid phone number" error), and otp_resend again at
+ * each resend: the settings may have changed since the code was sent.  The
+ * dispatcher's voice fallback checks the country alone (fallback.c): a call
+ * reaches any valid number, fixed lines included.
  *
  *-------------------------------------------------------------------------
  */

@@ -15,7 +15,8 @@
  *
  * SQLSTATEs: 22023 for an unknown verification id (no row is not a state an
  * application can wait out), 55000 when the code can no longer be
- * delivered again (issue a new one with otp_send), 53400 for a limit.  The
+ * delivered again (issue a new one with otp_send), 53400 for a limit
+ * (plivo_otp.allowed_countries among them, checked again at each resend).  The
  * state checks come before the limits, so a code that is over is told as
  * such rather than as a limit to wait for, and takes no place in the
  * global count.
@@ -149,8 +150,12 @@ resend_code(PG_FUNCTION_ARGS)
 	if (plivo_otp_exec(&find_number, args, NULL, true, 1) != 1)
 		unknown_verification();
 	phone = plivo_otp_get_text(0, 1);
-	/* checked when its code was sent; the channel may be another now */
-	plivo_otp_phone_info(phone, &number);
+	/*
+	 * Checked again, not only when its code was sent: an operator who takes
+	 * a country out of plivo_otp.allowed_countries (toll fraud, say) stops
+	 * the resends to it too, and the channel may be another now.
+	 */
+	plivo_otp_check_destination(phone, &number);
 	plivo_otp_check_channel_for_number(phone, channel, &number);
 
 	/*

@@ -19,8 +19,9 @@
  * a 'canceled' fallback row saying so, and with neither for any
  * destination the fallback places nothing and says so once in the log.
  *
- * The fallback obeys the number's cap and the global hourly count
- * (send_policy.c); a refusal, or a code that can no longer be delivered,
+ * The fallback obeys plivo_otp.allowed_countries as the dispatcher reads it
+ * now, the number's cap and the global hourly count (send_policy.c); a
+ * refusal, or a code that can no longer be delivered,
  * still leaves a fallback row, 'canceled', whose last_error says why: it is
  * never tried again and the operator can see what happened.
  *
@@ -148,6 +149,20 @@ check_policy(void *arg)
 	plivo_otp_check_fallback_policy(c->phone, c->now);
 }
 
+/*
+ * plivo_otp.allowed_countries as the dispatcher sees it now: a country the
+ * operator took out after the code was sent gets no call (calls abroad are
+ * where toll fraud costs most).
+ */
+static bool
+country_still_allowed(const char *phone)
+{
+	PlivoOtpPhoneInfo info;
+
+	plivo_otp_phone_info(phone, &info);
+	return plivo_otp_country_allowed(phone, info.region, plivo_otp_allowed_countries);
+}
+
 /* One code: its call queued, or its fallback row canceled with the reason. */
 static void
 fallback_one(void *arg)
@@ -166,6 +181,8 @@ fallback_one(void *arg)
 		return;
 
 	why = plivo_otp_open_live_code(&c->id, c->attempts, c->max_attempts, c->sealed, code);
+	if (why == NULL && !country_still_allowed(c->phone))
+		why = "the number's country is no longer allowed (plivo_otp.allowed_countries)";
 	if (why == NULL && plivo_otp_choose_sender("voice", c->phone, NULL) == NULL)
 		why = "no number to call from (no row of plivo_otp.senders for calls to it, and no voice caller ID in the settings)";
 	if (why)

@@ -2,8 +2,9 @@
 # dispatcher gives a live code whose SMS was reported undelivered (or not
 # delivered in time) exactly one call with the same code; no call for an SMS
 # delivered in time, with the fallback off, or for a code verified, canceled,
-# expired or about to expire; the number's cap refuses it with a 'canceled'
-# fallback row saying why, and the global hourly count counts it.
+# expired or about to expire; the number's cap, the global cap and a country
+# taken out of allowed_countries refuse it with a 'canceled' fallback row
+# saying why, and the global hourly count counts it.
 #
 # The fallback's call is placed like any call (023): the stand-in records the
 # one Make Call request, fetches the script from the listener, and the digits
@@ -194,6 +195,18 @@ report($uuid_g, 'undelivered');
 ok(wait_until(10, sub { calls_of($vid_g) ne '' }), 'a fallback refused by the global cap leaves a row');
 like(calls_of($vid_g), qr/^voice\|fallback\|canceled\|not called: plivo_otp\.global_max_sends_per_hour reached/,
 	'canceled, saying the global cap refused it');
+
+# A country the operator took out of allowed_countries after the SMS went:
+# no call (no Make Call request), a canceled fallback row saying why.
+set_conf('plivo_otp.global_max_sends_per_hour = 0');
+my ($vid_k, $phone_k, $uuid_k) = send_sms();
+set_conf("plivo_otp.allowed_countries = 'GB'");
+report($uuid_k, 'undelivered');
+ok(wait_until(10, sub { calls_of($vid_k) ne '' }), 'a fallback to a country no longer allowed leaves a row');
+like(calls_of($vid_k), qr/^voice\|fallback\|canceled\|not called: the number's country is no longer allowed/,
+	'canceled, saying the country is no longer allowed');
+is(scalar @{ $plivo->call_requests_to($phone_k) }, 0, 'and no call was requested');
+set_conf("plivo_otp.allowed_countries = ''");
 
 # No number to call from (the sender is a sender ID, no voice_sender): no
 # call, and one log line saying why.
