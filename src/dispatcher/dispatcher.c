@@ -154,8 +154,6 @@ read_dispatch_config(void)
 
 	if (plivo_otp_auth_id[0] == '\0')
 		return "plivo_otp.auth_id is not set.";
-	if (plivo_otp_sender[0] == '\0')
-		return "plivo_otp.sender is not set.";
 	if (!plivo_otp_check_url(plivo_otp_api_url, &config.api_url_loopback, &why))
 		return psprintf("plivo_otp.api_url: %s", why);
 	if ((token = plivo_otp_read_auth_token(&why)) == NULL)
@@ -164,7 +162,9 @@ read_dispatch_config(void)
 	config.auth_id = pstrdup(plivo_otp_auth_id);
 	config.auth_token = token;
 	config.api_url = plivo_otp_base_url(plivo_otp_api_url);
-	config.sender = pstrdup(plivo_otp_sender);
+	/* Optional: plivo_otp.senders may serve every destination. */
+	if (plivo_otp_sender[0] != '\0')
+		config.sender = pstrdup(plivo_otp_sender);
 	config.message_log = pstrdup(plivo_otp_message_log);
 	config.request_timeout_ms = plivo_otp_request_timeout;
 	if (plivo_otp_public_url[0] != '\0')
@@ -196,8 +196,14 @@ load_dispatch_config(void)
 	MemoryContextSwitchTo(old);
 
 	if (configured)
+	{
 		ereport(LOG,
 				(errmsg("plivo_otp dispatcher sends to %s as %s", config.api_url, config.auth_id)));
+		if (config.sender == NULL)
+			ereport(LOG,
+					(errmsg("plivo_otp dispatcher has no default sender: an SMS that no row of plivo_otp.senders serves is refused"),
+					 errhint("Set plivo_otp.sender, or give plivo_otp.senders a row for SMS to every destination.")));
+	}
 	else
 		ereport(LOG,
 				(errmsg("plivo_otp dispatcher is not configured and sends nothing"),
@@ -218,7 +224,8 @@ load_dispatch_config(void)
 /*
  * Who a claimed row goes out from: the sender recorded when it was queued
  * (common/senders.c), else (a row queued before senders were recorded, or
- * without one) the settings'.  NULL for a call without a caller ID.
+ * without one) the settings'.  NULL for a call without a caller ID, or an
+ * SMS that no row of plivo_otp.senders served and plivo_otp.sender unset.
  */
 static const char *
 row_sender(const ClaimedMessage *row)
@@ -251,6 +258,8 @@ unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *st
 		return "not called: plivo_otp.public_url is not set, so the call could not fetch its script";
 	if (row->voice && row_sender(row) == NULL)
 		return "not called: no caller ID (plivo_otp.voice_sender, or plivo_otp.sender, must be a phone number)";
+	if (!row->voice && row_sender(row) == NULL)
+		return "not sent: no sender (no row of plivo_otp.senders served the number when it was queued, and plivo_otp.sender is not set)";
 	/* (An SMS goes from what was recorded, as plivo_otp.sender always went.) */
 	if (row->voice && plivo_otp_sender_problem("voice", row_sender(row), &hint) != NULL)
 		return "not called: the queued sender is not a number a call can come from";

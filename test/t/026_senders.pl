@@ -3,7 +3,8 @@
 # number for +1876, a Powerpack for +33: powerpack_uuid and no src), else
 # from plivo_otp.sender; a call from its row's number, else the settings'
 # caller ID; a queued row whose sender cannot place a call is refused, not
-# sent; the voice fallback calls from the destination's row.  pg_dump keeps the table's rows: a restore into a new database has
+# sent; without plivo_otp.sender the table's destinations still get their
+# SMS and any other is refused; the voice fallback calls from the destination's row.  pg_dump keeps the table's rows: a restore into a new database has
 # them.  (Rows match by calling-code prefix: the numbers' regions depend
 # on libphonenumber, see sql/senders.sql.)
 use strict;
@@ -86,6 +87,22 @@ ok(wait_until(10, sub { (message_row($node, $bad_vid)->{dispatch_state} // '') e
 	'a call queued with a sender ID as its sender is refused');
 like(message_row($node, $bad_vid)->{last_error}, qr/queued sender/, '... saying why');
 is(scalar @{ $plivo->call_requests_to($bad) }, 0, '... and not placed');
+
+# No plivo_otp.sender at all: the dispatcher still sends what the table
+# serves, and refuses (never sends) an SMS no row serves, saying why.
+my $offset = -s $node->logfile;
+reload_dispatcher($node, "plivo_otp.sender = ''\n");
+ok(wait_until(5, sub { substr(slurp_file($node->logfile), $offset) =~ /dispatcher has no default sender/ }),
+	'the dispatcher runs, and its log says it has no default sender');
+sql("SELECT plivo_otp.otp_send('+447400123458')");
+$req = request_to('sms', '+447400123458');
+is($req->{src}, 'MyBrand', 'without plivo_otp.sender an SMS the table serves still goes out');
+my $unserved = phone_n(4);
+my $unserved_vid = sql("SELECT plivo_otp.otp_send('$unserved')");
+ok(wait_until(10, sub { (message_row($node, $unserved_vid)->{dispatch_state} // '') eq 'refused' }),
+	'an SMS no row serves, with no plivo_otp.sender, is refused');
+like(message_row($node, $unserved_vid)->{last_error}, qr/not sent: no sender/, '... saying why');
+is(scalar @{ $plivo->requests_to($unserved) }, 0, '... and not sent');
 
 # The voice fallback calls from the destination's voice row, even with only
 # a sender ID in the settings; a destination without one gets a canceled
