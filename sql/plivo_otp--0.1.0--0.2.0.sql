@@ -86,8 +86,12 @@ COMMENT ON VIEW plivo_otp.api_stats IS 'one row: what the SQL API did since the 
 -- script.
 ALTER TABLE plivo_otp.messages ADD COLUMN origin text NOT NULL DEFAULT 'send'
 	CHECK (origin IN ('send', 'redeliver', 'fallback', 'resend'));
-ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest bytea UNIQUE
+ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest bytea
 	CHECK (octet_length(answer_token_digest) = 32);
+-- Partial: only calls have a token, so an SMS writes no entry here (its
+-- insert and each of its updates would, for a NULL).
+CREATE UNIQUE INDEX messages_answer_token_digest_key ON plivo_otp.messages (answer_token_digest)
+	WHERE answer_token_digest IS NOT NULL;
 ALTER TABLE plivo_otp.messages ADD COLUMN accepted_at timestamptz;
 ALTER TABLE plivo_otp.messages ADD COLUMN answered_at timestamptz;
 CREATE UNIQUE INDEX messages_one_fallback ON plivo_otp.messages (verification_id)
@@ -578,3 +582,11 @@ ALTER TABLE plivo_otp.templates ENABLE ALWAYS TRIGGER templates_changed;
 CREATE TRIGGER senders_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON plivo_otp.senders
 	FOR EACH STATEMENT EXECUTE FUNCTION plivo_otp.config_table_changed();
 ALTER TABLE plivo_otp.senders ENABLE ALWAYS TRIGGER senders_changed;
+
+-- Performance: index writes (issue 11).  provider_uuid is NULL until Plivo
+-- took the message: as a partial unique index (the constraint's name kept,
+-- the forced plans name it) it holds only the messages that have one, so
+-- a message's insert and its claim write one index entry less.
+ALTER TABLE plivo_otp.messages DROP CONSTRAINT messages_provider_uuid_key;
+CREATE UNIQUE INDEX messages_provider_uuid_key ON plivo_otp.messages (provider_uuid)
+	WHERE provider_uuid IS NOT NULL;

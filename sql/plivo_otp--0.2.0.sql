@@ -50,7 +50,7 @@ CREATE TABLE plivo_otp.messages (
 		CHECK (dispatch_state IN ('pending', 'sending', 'accepted', 'refused', 'expired', 'unknown', 'canceled')),
 	delivery_status text,
 	delivery_sequence bigint,	-- Sequence of the callback that set delivery_status
-	provider_uuid	text UNIQUE,
+	provider_uuid	text,
 	tries			integer NOT NULL DEFAULT 0,
 	next_try_at		timestamptz NOT NULL,
 	expires_at		timestamptz NOT NULL,
@@ -63,6 +63,10 @@ CREATE TABLE plivo_otp.messages (
 	idempotency_key text		-- otp_send's, for this message (a re-delivery has its own)
 );
 CREATE INDEX messages_verification ON plivo_otp.messages (verification_id);
+-- Partial: provider_uuid is NULL until Plivo took the message, and a NULL
+-- entry would be written by its insert and its claim for nothing.
+CREATE UNIQUE INDEX messages_provider_uuid_key ON plivo_otp.messages (provider_uuid)
+	WHERE provider_uuid IS NOT NULL;
 -- Every message counts in the per-number and per-caller limits, through
 -- counters: no index reads messages by number or caller key (each one more
 -- would be written by every send, claim, outcome and delivery state).
@@ -153,8 +157,12 @@ COMMENT ON TABLE plivo_otp.key_check IS 'fingerprint of the key the codes and th
 -- script.
 ALTER TABLE plivo_otp.messages ADD COLUMN origin text NOT NULL DEFAULT 'send'
 	CHECK (origin IN ('send', 'redeliver', 'fallback', 'resend'));
-ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest bytea UNIQUE
+ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest bytea
 	CHECK (octet_length(answer_token_digest) = 32);
+-- Partial: only calls have a token, so an SMS writes no entry here (its
+-- insert and each of its updates would, for a NULL).
+CREATE UNIQUE INDEX messages_answer_token_digest_key ON plivo_otp.messages (answer_token_digest)
+	WHERE answer_token_digest IS NOT NULL;
 ALTER TABLE plivo_otp.messages ADD COLUMN accepted_at timestamptz;
 ALTER TABLE plivo_otp.messages ADD COLUMN answered_at timestamptz;
 CREATE UNIQUE INDEX messages_one_fallback ON plivo_otp.messages (verification_id)
