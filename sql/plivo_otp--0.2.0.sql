@@ -508,10 +508,12 @@ COMMENT ON FUNCTION plivo_otp.phone_masked(text) IS
 'a phone number as the logs and otp_status show it ("+14155550199" -> "+1415*****99"); masking twice changes nothing';
 -- Used by the dispatcher's redaction: grant it as wanted.
 REVOKE ALL ON FUNCTION plivo_otp.phone_masked(text) FROM PUBLIC;
+-- Only finished rows, the ones redaction takes: a code's insert, a
+-- message's insert and its claim write no entry here.
 CREATE INDEX verifications_unredacted ON plivo_otp.verifications (created_at)
-	WHERE strpos(phone, '*') = 0;
+	WHERE strpos(phone, '*') = 0 AND state <> 'pending';
 CREATE INDEX messages_unredacted ON plivo_otp.messages (created_at)
-	WHERE strpos(phone, '*') = 0;
+	WHERE strpos(phone, '*') = 0 AND dispatch_state NOT IN ('pending', 'sending');
 CREATE INDEX delivery_events_unredacted ON plivo_otp.delivery_events (received_at)
 	WHERE strpos(params ->> 'To', '*') = 0;
 
