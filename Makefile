@@ -65,6 +65,7 @@ OBJS = \
 	src/dispatcher/queue.o \
 	src/dispatcher/outcome.o \
 	src/dispatcher/rate_limit.o \
+	src/dispatcher/inflight_window.o \
 	src/dispatcher/retention.o \
 	src/dispatcher/expiry.o \
 	src/dispatcher/fallback.o \

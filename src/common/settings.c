@@ -58,7 +58,7 @@ int			plivo_otp_send_lock_timeout = 5000;
 int			plivo_otp_caller_max_sends = 10;
 int			plivo_otp_caller_window = 3600;
 int			plivo_otp_max_live_codes = 100000;
-int			plivo_otp_max_inflight = 10;
+int			plivo_otp_max_inflight = 256;
 int			plivo_otp_max_requests_per_second = 5;
 int			plivo_otp_request_timeout = 10000;
 int			plivo_otp_retention = 7 * 24 * 3600;
@@ -403,8 +403,9 @@ plivo_otp_define_settings(void)
 
 	/* Dispatch. */
 	DefineCustomIntVariable("plivo_otp.max_inflight",
-							"Maximum concurrent requests to Plivo.", NULL,
-							&plivo_otp_max_inflight, 10, 1, 1000,
+							"Maximum concurrent requests to Plivo.",
+							"Fewer while Plivo does not answer: the window drops to one and grows back with each answer.",
+							&plivo_otp_max_inflight, 256, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("plivo_otp.max_requests_per_second",
 							"Maximum requests per second to Plivo.",

@@ -96,6 +96,16 @@ PGDLLEXPORT void plivo_otp_dispatcher_main(Datum main_arg);
  * long for all of them to finish (see gathering).
  */
 #define GATHER_US 1000
+/*
+ * Outcomes that no claim took wait this long after the first of them came
+ * (or until OUTCOME_BATCH wait, or nothing is in flight) to be recorded
+ * together: while requests finish one by one (a slow API at a high
+ * max_inflight), one commit then covers many instead of each its own.
+ */
+#define OUTCOME_HOLD_MS 5
+#define OUTCOME_BATCH 64
+/* A failed record of outcomes is tried again after this long. */
+#define OUTCOME_RETRY_MS 100
 /* After an ERROR escaped a step: a pause, so that one repeating cannot spin. */
 #define ERROR_PAUSE_MS 100
 
@@ -127,6 +137,7 @@ static QueueKey claim_from[PLIVO_OTP_NUM_RATES];
 static TimestampTz next_rescan_at = 0;
 
 static TimestampTz gather_until = 0;	/* a gathering claim's deadline, or 0 */
+static TimestampTz outcomes_record_at = 0;	/* when the waiting outcomes are due, or 0 */
 
 static uint64 seen_wakeups = 0;	/* the wake-up counter when last looked at */
 static uint64 wakeups_now = 0;	/* ... and as read after this turn's wait */
@@ -211,6 +222,7 @@ load_dispatch_config(void)
 				 errhint("Queued messages wait until it is configured, or expire.")));
 	plivo_otp_rate_reset(GetCurrentTimestamp());
 	plivo_otp_http_configure(plivo_otp_max_inflight);
+	plivo_otp_window_configure(plivo_otp_max_inflight);
 
 	/*
 	 * Unconfigured, commits do not wake it (dispatcher_state.c); configured,
@@ -334,16 +346,18 @@ prepare_transfer(void *arg)
 }
 
 /*
- * How many more requests of a kind may run now.  While calls can be placed,
- * neither kind may hold every slot of max_inflight (when it has more than
- * one): the last is the other kind's, so a backlog of one kind behind a
+ * How many more requests of a kind may run now, within the in-flight
+ * window (max_inflight, fewer while Plivo does not answer:
+ * inflight_window.c).  While calls can be placed, neither kind may hold
+ * every slot of the window (when it has more than one): the last is the
+ * other kind's, so a backlog of one kind behind a
  * slow API never holds up the other.
  */
 static int
 kind_room(int kind)
 {
-	int			room = plivo_otp_max_inflight - plivo_otp_http_inflight();
-	int			share = plivo_otp_max_inflight;
+	int			room = plivo_otp_window() - plivo_otp_http_inflight();
+	int			share = plivo_otp_window();
 	int			own;
 
 	if (share > 1 && config.public_base != NULL && config.caller_id != NULL)
@@ -465,8 +479,30 @@ record_outcomes(void)
 {
 	TimestampTz retry = 0;
 
-	(void) plivo_otp_record_outcomes(&retry);
+	if (!plivo_otp_record_outcomes(&retry))
+		outcomes_record_at = GetCurrentTimestamp() + OUTCOME_RETRY_MS * 1000;
 	note_due(retry);
+}
+
+/*
+ * Are the outcomes no claim took to be recorded now?  Once nothing is in
+ * flight (a lone message's outcome goes at once), once OUTCOME_BATCH wait,
+ * or OUTCOME_HOLD_MS after the first of them came.
+ */
+static bool
+outcomes_due(TimestampTz now)
+{
+	int			waiting = plivo_otp_outcomes_waiting();
+
+	if (waiting == 0)
+	{
+		outcomes_record_at = 0;
+		return false;
+	}
+	if (outcomes_record_at == 0)
+		outcomes_record_at = now + OUTCOME_HOLD_MS * 1000;
+	return now >= outcomes_record_at ||
+		(waiting >= OUTCOME_BATCH || plivo_otp_http_inflight() == 0);
 }
 
 /*
@@ -517,7 +553,7 @@ claim_and_start(bool every_kind)
 	ListCell   *lc;
 
 	memset(&limits, 0, sizeof(limits));
-	limits.room = plivo_otp_max_inflight - plivo_otp_http_inflight();
+	limits.room = plivo_otp_window() - plivo_otp_http_inflight();
 	if (limits.room <= 0)
 		return false;
 	for (int kind = 0; kind < PLIVO_OTP_NUM_RATES; kind++)
@@ -703,8 +739,10 @@ compute_timeout(TimestampTz now)
 
 	if (curl_ms >= 0)
 		timeout = Min(timeout, curl_ms);
+	/* Waiting outcomes, when they are due (rounded up: no spinning in its last ms). */
 	if (plivo_otp_outcomes_waiting() > 0)
-		timeout = Min(timeout, 100);	/* a failed record is retried soon */
+		timeout = Min(timeout, outcomes_record_at == 0 ? OUTCOME_RETRY_MS :
+					  (long) Max(0, (outcomes_record_at - now + 999) / 1000));
 	if (configured && recovered)
 	{
 		timeout = Min(timeout, ms_until(next_backstop_at, now));
@@ -947,7 +985,7 @@ run_turn(WaitEventSet *wait_set)
 	 * unsendable.  A gathering claim records them within GATHER_US, with
 	 * its own commit.
 	 */
-	if (gather_until == 0)
+	if (gather_until == 0 && outcomes_due(now))
 		record_outcomes();
 	run_purge(now);
 }

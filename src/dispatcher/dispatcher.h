@@ -9,6 +9,8 @@
  *	  outcome.c		what a finished request means, and recording it
  *	  rate_limit.c	the rate limits (bucket and window) of max_requests_per_second and
  *					max_calls_per_second
+ *	  inflight_window.c	how many requests wait on Plivo at once (max_inflight,
+ *					fewer while Plivo does not answer)
  *	  retention.c	purging old rows, redacting numbers
  *	  expiry.c		marking codes past their expiry 'expired'
  *	  fallback.c	the voice fallback: a call for a code whose SMS did not arrive
@@ -52,6 +54,7 @@ typedef struct HttpTransfer
 	CURLcode	result;
 	long		http_status;	/* 0 if no response */
 	bool		request_sent;	/* did any byte of the request leave? */
+	TimestampTz started_at;		/* when it was handed to libcurl */
 } HttpTransfer;
 
 extern void plivo_otp_http_init(void);
@@ -208,6 +211,20 @@ extern void plivo_otp_rate_reset(TimestampTz now);
 extern int	plivo_otp_rate_available(PlivoOtpRateKind kind, TimestampTz now);
 extern void plivo_otp_rate_take(PlivoOtpRateKind kind, TimestampTz now);
 extern long plivo_otp_rate_wait_ms(PlivoOtpRateKind kind, TimestampTz now);
+
+/* ---- inflight_window.c ---- */
+
+/* What a finished request says about Plivo's health. */
+typedef enum PlivoOtpAnswerKind
+{
+	PLIVO_OTP_ANSWERED,			/* 2xx, 4xx: Plivo answers */
+	PLIVO_OTP_OVERLOADED,		/* 429, 5xx */
+	PLIVO_OTP_NO_ANSWER			/* timeout, connection refused or dropped */
+} PlivoOtpAnswerKind;
+
+extern void plivo_otp_window_configure(int max_inflight);
+extern int	plivo_otp_window(void);
+extern void plivo_otp_window_note(PlivoOtpAnswerKind answer, TimestampTz started_at);
 
 /* ---- retention.c ---- */
 extern bool plivo_otp_purge_old_rows(int budget_ms);

@@ -241,6 +241,7 @@ plivo_otp_http_start(HttpTransfer *t)
 {
 	t->retry_after = -1;
 	t->errbuf[0] = '\0';
+	t->started_at = GetCurrentTimestamp();
 	if (curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, write_callback) != CURLE_OK ||
 		curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK ||
 		curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_callback) != CURLE_OK ||

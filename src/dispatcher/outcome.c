@@ -222,6 +222,9 @@ plivo_otp_judge_transfer(HttpTransfer *t)
 	else
 		judge_answer(t);
 	judging = NULL;
+	plivo_otp_window_note(t->result != CURLE_OK ? PLIVO_OTP_NO_ANSWER :
+						  t->http_status == 429 || t->http_status >= 500 ? PLIVO_OTP_OVERLOADED :
+						  PLIVO_OTP_ANSWERED, t->started_at);
 }
 
 /*

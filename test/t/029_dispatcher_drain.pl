@@ -23,7 +23,10 @@ my $plivo = start_standin();
 my $node = new_node('drain',
 	# Calls configured too (a public URL; the sender is their caller ID):
 	# while SMS drain, a claim must not look for calls every time.
+	# max_inflight 10 (the default before 0.2.0): the Python stand-in answers
+	# one by one, so at 256 most outcomes would come between claims.
 	conf => dispatcher_conf($plivo, max_requests_per_second => 10000, resend_interval => 0,
+		max_inflight => 10,
 		number_max_sends => 0, caller_max_sends => 0, global_max_sends_per_hour => 0,
 		public_url => 'http://127.0.0.1:9')
 	  . "shared_preload_libraries = 'plivo_otp,pg_stat_statements,auto_explain'\n"
