@@ -138,6 +138,7 @@ static TimestampTz next_rescan_at = 0;
 
 static TimestampTz gather_until = 0;	/* a gathering claim's deadline, or 0 */
 static TimestampTz outcomes_record_at = 0;	/* when the waiting outcomes are due, or 0 */
+static TimestampTz outcomes_retry_at = 0;	/* after a failed record: not before then */
 
 static uint64 seen_wakeups = 0;	/* the wake-up counter when last looked at */
 static uint64 wakeups_now = 0;	/* ... and as read after this turn's wait */
@@ -479,15 +480,20 @@ record_outcomes(void)
 {
 	TimestampTz retry = 0;
 
-	if (!plivo_otp_record_outcomes(&retry))
-		outcomes_record_at = GetCurrentTimestamp() + OUTCOME_RETRY_MS * 1000;
+	/* Failed, or rows someone holds locked left some: not again at once. */
+	if (plivo_otp_record_outcomes(&retry) && plivo_otp_outcomes_waiting() == 0)
+		outcomes_retry_at = 0;
+	else
+		outcomes_retry_at = outcomes_record_at =
+			GetCurrentTimestamp() + OUTCOME_RETRY_MS * 1000;
 	note_due(retry);
 }
 
 /*
  * Are the outcomes no claim took to be recorded now?  Once nothing is in
  * flight (a lone message's outcome goes at once), once OUTCOME_BATCH wait,
- * or OUTCOME_HOLD_MS after the first of them came.
+ * or OUTCOME_HOLD_MS after the first of them came; but never before
+ * OUTCOME_RETRY_MS after a record failed (no busy loop on a broken table).
  */
 static bool
 outcomes_due(TimestampTz now)
@@ -499,6 +505,8 @@ outcomes_due(TimestampTz now)
 		outcomes_record_at = 0;
 		return false;
 	}
+	if (now < outcomes_retry_at)
+		return false;
 	if (outcomes_record_at == 0)
 		outcomes_record_at = now + OUTCOME_HOLD_MS * 1000;
 	return now >= outcomes_record_at ||

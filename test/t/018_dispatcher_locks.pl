@@ -67,6 +67,21 @@ wait_until(5, sub { time > $locked_at + 3 });
 my $lat = send_latency(phone_n(903));
 cmp_ok($lat, '<', 1, sprintf('with both rows locked, a new message reaches Plivo in %.2f s', $lat));
 is(state_of($c), 'sending', 'the outcome of the locked row waits');
+
+# Seconds of CPU a process has used (utime + stime, in clock ticks of 1/100 s).
+sub cpu_seconds
+{
+	my ($pid) = @_;
+	my @f = split ' ', (slurp_file("/proc/$pid/stat") =~ s/^.*\) //sr);
+	return ($f[11] + $f[12]) / 100;
+}
+
+# Waiting for the lock, the dispatcher tries again now and then: it does
+# not spin (nothing else is in flight, so the hold does not apply).
+my $busy = cpu_seconds(dispatcher_pid($node));
+sleep 2;
+$busy = cpu_seconds(dispatcher_pid($node)) - $busy;
+cmp_ok($busy, '<', 0.5, sprintf('meanwhile the dispatcher used %.2f s of CPU in 2 s', $busy));
 is(sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'plivo_otp dispatcher'"
 	  . " AND wait_event_type = 'Lock'"), '0', 'the dispatcher is not waiting on a lock');
 

@@ -3,7 +3,8 @@
 # holds as set; a 5xx halves the window; requests that get no answer at
 # all (they time out, and are 'unknown', never re-sent) drop it to one, so
 # the next codes are not put at risk eight at a time; each answer then
-# grows it by one, back to max_inflight, and the log says each step.
+# grows it by one, back to max_inflight, and the log says each step.  A
+# refused connection (the request never left: retried) drops it to one too.
 #
 # Round sizes are read from the stand-in's request start times: with every
 # answer held back 0.6 s, the requests that start before the first answer
@@ -13,6 +14,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../perl";
 use PlivoOtpTest;
+use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -111,6 +113,30 @@ pass('the log says when max_inflight holds again');
 $plivo->behave(mode => 'slow', count => 8, delay => 0.6);
 my @again = send_batch(8);
 is(join(' ', rounds(start_times(@again))), '8', 'and eight requests run at once again');
+
+# Nothing listens at api_url (connection refused): the eight requests never
+# left, so they wait for a retry, and the window drops to one, once.
+my $closed = PostgreSQL::Test::Cluster::get_free_port();
+$offset = -s $node->logfile;
+$node->append_conf('postgresql.conf', "plivo_otp.api_url = 'http://127.0.0.1:$closed'\n");
+$node->reload;
+$node->wait_for_log(qr/dispatcher sends to http:\/\/127\.0\.0\.1:$closed /, $offset);
+my @refused = send_batch(8);
+my $list = join(',', map { "'$_'" } @refused);
+ok(wait_until(10, sub {
+	$node->safe_psql('postgres', "SELECT bool_and(dispatch_state = 'pending' AND tries >= 1"
+		  . " AND last_error LIKE 'request not sent%') FROM plivo_otp.messages WHERE phone IN ($list)") eq 't' }),
+	'eight refused connections: the requests never left, and wait for a retry');
+$node->wait_for_log(qr/lets at most 1 request wait on Plivo at once/, $offset);
+@said = substr(slurp_file($node->logfile), $offset) =~ /lets at most (\d+) request/g;
+is(join(' ', @said), '1', 'the refused connections shrink the window once, to one');
+
+# Plivo is back: each is sent, once.
+$node->append_conf('postgresql.conf', "plivo_otp.api_url = '$plivo->{url}'\n");
+$node->reload;
+ok(wait_until(40, sub { states_of(@refused) eq 'accepted' }), 'once Plivo is back, all eight are accepted');
+is(join(' ', map { scalar @{ $plivo->requests_to($_) } } @refused), '1 1 1 1 1 1 1 1',
+	'each reached Plivo once');
 
 $node->stop;
 done_testing();
