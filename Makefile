@@ -32,6 +32,7 @@ OBJS = \
 	src/common/senders.o \
 	src/common/table_cache.o \
 	src/common/wait_events.o \
+	src/common/ids.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \
 	src/crypto/codes.o \

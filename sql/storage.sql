@@ -39,3 +39,24 @@ SELECT count(DISTINCT substr(code, 1, 1)) >= 5 AS first_digit_varies FROM codes;
 -- code_length is honoured: a 5-digit code does not match any 4-digit guess.
 SET plivo_otp.code_length = 5;
 SELECT test.learn_code(plivo_otp.otp_send('+15005554002')) IS NULL AS not_four_digits;
+
+-- Ids are time-ordered UUIDs (version 7, RFC 9562): the first 48 bits are
+-- the Unix time in milliseconds, so new rows go to the right-hand edge of
+-- the indexes on them; ids sort in the order they were made (a message's
+-- after its code's), and the last 62 bits stay random.
+CREATE TEMP TABLE ids AS
+SELECT n, plivo_otp.otp_send('+1500556' || lpad(n::text, 4, '0')) AS vid
+FROM generate_series(1, 20) n;
+SELECT bool_and(substr(v.id::text, 15, 1) = '7') AS version_7,
+	   bool_and(substr(v.id::text, 20, 1) IN ('8', '9', 'a', 'b')) AS rfc_variant,
+	   bool_and(abs(extract(epoch FROM v.created_at) * 1000
+					- ('x' || lpad(replace(substr(v.id::text, 1, 13), '-', ''), 16, '0'))::bit(64)::bigint)
+				< 5000) AS starts_with_its_time,
+	   count(DISTINCT substr(v.id::text, 25)) = count(*) AS random_tails_differ
+FROM ids JOIN plivo_otp.verifications v ON v.id = ids.vid;
+SELECT bool_and(vid > prev_vid) AS codes_in_order, bool_and(mid > prev_mid) AS messages_in_order,
+	   bool_and(mid > vid) AS message_after_its_code
+FROM (SELECT ids.vid, m.id AS mid, lag(ids.vid) OVER w AS prev_vid, lag(m.id) OVER w AS prev_mid
+	  FROM ids JOIN plivo_otp.messages m ON m.verification_id = ids.vid
+	  WINDOW w AS (ORDER BY n)) s
+WHERE prev_vid IS NOT NULL;

@@ -350,8 +350,10 @@ extern char *plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id,
 							  const bytea *sealed);
 extern void plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len,
 								 uint8 *out);
-extern void plivo_otp_random_uuid(pg_uuid_t *uuid);
 extern void plivo_otp_format_uuid(const pg_uuid_t *id, char *out);
+
+/* ---- common/ids.c: time-ordered ids of verifications and messages ---- */
+extern void plivo_otp_new_id(pg_uuid_t *uuid);
 
 /* ---- crypto/answer_token.c: the unguessable token of a call's answer URL ---- */
 #define PLIVO_OTP_ANSWER_TOKEN_LEN 36	/* formatted like a UUID, so routes parse it alike */

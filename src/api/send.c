@@ -368,7 +368,7 @@ send_code(PG_FUNCTION_ARGS)
 	redelivery = req.v2 && live_code(&req, now, id, code, &expires_at);
 	if (!redelivery)
 	{
-		plivo_otp_random_uuid(id);
+		plivo_otp_new_id(id);
 		store_verification(&req, id, code, now, expires_at);
 	}
 	queue_message(&req, id, code, now, expires_at, redelivery);

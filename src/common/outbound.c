@@ -87,7 +87,7 @@ plivo_otp_queue_message(const PlivoOtpOutbound *m, pg_uuid_t *message_id)
 				 errhidestmt(true)));
 
 	memset(nulls, ' ', sizeof(nulls));
-	plivo_otp_random_uuid(message_id);
+	plivo_otp_new_id(message_id);
 	plivo_otp_choose_template(m->verification_id, m->channel, m->locale, m->v2, &template);
 	text = plivo_otp_render(m->channel, template.body, m->code, ttl);
 	if (!voice)

@@ -191,16 +191,6 @@ plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const bytea *seale
 	return plaintext;
 }
 
-/* A version-4 UUID from the strong random source. */
-void
-plivo_otp_random_uuid(pg_uuid_t *uuid)
-{
-	if (!pg_strong_random(uuid->data, UUID_LEN))
-		elog(ERROR, "plivo_otp: could not generate random bytes for a uuid");
-	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
-	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
-}
-
 /* HMAC-SHA256 of data under the key for `use` into out (32 bytes). */
 void
 plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len, uint8 *out)

@@ -115,7 +115,7 @@ refuse_fallback(const Candidate *c, const char *why)
 	pg_uuid_t	message_id;
 	Datum		args[6];
 
-	plivo_otp_random_uuid(&message_id);
+	plivo_otp_new_id(&message_id);
 	args[0] = UUIDPGetDatum(&message_id);
 	args[1] = UUIDPGetDatum(&c->id);
 	args[2] = CStringGetTextDatum(c->phone);

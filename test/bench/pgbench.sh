@@ -149,7 +149,7 @@ history_phase() {
 # finished history inserted straight into the tables (statistics stale: the
 # last ANALYZE saw them empty), then after VACUUM ANALYZE.
 history_bench() {
-	local e_issue e_verify e_drain t0 phase label
+	local e_issue e_verify e_drain t0 phase label base
 	pause
 	bench_schema
 	sql -c "TRUNCATE plivo_otp.verifications CASCADE"
@@ -165,22 +165,30 @@ history_bench() {
 	t0=$(date +%s.%N)
 	# Codes approved (3 in 4) or expired, sealed code and body wiped, the
 	# messages accepted and delivered; created 3 days ago and later, one
-	# every 100 ms, to 500,000 numbers (the bench's own among them).
+	# every 100 ms, to 500,000 numbers (the bench's own among them).  Their
+	# ids are made as the extension makes them (src/common/ids.c: version 7,
+	# the creation time, then random bits), so the history sits in the
+	# indexes on them where it would.
+	sql -c "CREATE OR REPLACE FUNCTION bench.id_at(t timestamptz, salt text) RETURNS uuid
+			LANGUAGE sql IMMUTABLE AS \$\$
+			SELECT (lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7'
+					|| substr(md5(salt), 1, 3) || '8' || substr(md5(salt), 4, 15))::uuid \$\$"
+	# (the same times in both tables: the ids of a code and its message both come from them)
+	base=$(sql -c "SELECT now() - interval '3 days'")
 	sql -c "INSERT INTO plivo_otp.verifications (id, phone, purpose, channel, code_digest, state, attempts,
 			max_attempts, created_at, expires_at, verified_at, updated_at, code_sealed)
-		SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, '+1500' || (2000000 + i % 500000),
+		SELECT bench.id_at(t, i || 'v'), '+1500' || (2000000 + i % 500000),
 			   'default', 'sms', sha256(i::text::bytea), CASE WHEN i % 4 = 0 THEN 'expired' ELSE 'approved' END,
 			   1, 5, t, t + interval '10 min', CASE WHEN i % 4 = 0 THEN NULL ELSE t + interval '30 s' END,
 			   t + interval '30 s', NULL
 		  FROM generate_series(1, $hist_rows) i,
-			   LATERAL (SELECT now() - interval '3 days' + i * interval '100 ms' AS t) x"
+			   LATERAL (SELECT '$base'::timestamptz + i * interval '100 ms' AS t) x"
 	sql -c "INSERT INTO plivo_otp.messages (id, verification_id, channel, phone, body, dispatch_state, delivery_status,
 			delivery_sequence, provider_uuid, tries, next_try_at, expires_at, http_status, created_at, updated_at)
-		SELECT ('00000000-0000-4000-9000-' || lpad(i::text, 12, '0'))::uuid,
-			   ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'sms', '+1500' || (2000000 + i % 500000),
+		SELECT bench.id_at(t, i || 'm'), bench.id_at(t, i || 'v'), 'sms', '+1500' || (2000000 + i % 500000),
 			   NULL, 'accepted', 'delivered', 3, 'hist-' || i, 1, t, t + interval '10 min', 202, t, t + interval '5 s'
 		  FROM generate_series(1, $hist_rows) i,
-			   LATERAL (SELECT now() - interval '3 days' + i * interval '100 ms' AS t) x"
+			   LATERAL (SELECT '$base'::timestamptz + i * interval '100 ms' AS t) x"
 	log "  took $(calc "$(date +%s.%N) - $t0") s"
 	for phase in stale analyzed; do
 		if [ $phase = analyzed ]; then

@@ -19,7 +19,7 @@ use JSON::PP;
 my $plivo = start_standin();
 my ($node, $port) = listener_node('v2bind', $plivo);
 my $public = "http://127.0.0.1:$port";
-my $uuid_re = qr/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/;
+my $uuid_re = qr/[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}/;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -71,7 +71,7 @@ sub refused
 
 my ($vid_a, $mid_a, $uuid_a, $phone_a) = send_code();
 my $url_a = "$public/plivo/sms-status/$mid_a";
-like($mid_a, qr/^$uuid_re$/, 'the message id is a random (v4) UUID');
+like($mid_a, qr/^$uuid_re$/, 'the message id is a time-ordered (v7) UUID');
 my ($req) = @{ $plivo->requests_to($phone_a) };
 is($req->{json}{url}, $url_a, 'the Send Message request carries url = public_url/plivo/sms-status/{message id}');
 is($req->{json}{method}, 'POST', '... and method POST');
