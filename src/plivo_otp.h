@@ -203,6 +203,7 @@ typedef struct PlivoOtpPhoneInfo
 extern void plivo_otp_phone_info(const char *e164, PlivoOtpPhoneInfo *info);
 extern const char *plivo_otp_number_type_name(PlivoOtpNumberType type);
 extern bool plivo_otp_region_known(const char *region);
+extern bool plivo_otp_country_allowed_now(const char *e164);
 
 /* ---- common/states.c: the state machines, one name table each ---- */
 

@@ -48,6 +48,26 @@ StaticAssertDecl(PHONE_SHIM_TYPE_UNKNOWN == PLIVO_OTP_NUMBER_UNKNOWN &&
 				 "phonenumber_shim.h's type codes must be PlivoOtpNumberType's");
 
 /*
+ * Does plivo_otp.allowed_countries, as this process has it now, allow e164?
+ * For the dispatcher: a number queued, or a code issued, before the setting
+ * was narrowed is not sent to (toll fraud is where it costs most).  No
+ * look-up while the setting is empty, as it is by default.
+ */
+bool
+plivo_otp_country_allowed_now(const char *e164)
+{
+	PlivoOtpPhoneInfo info;
+	const char *p = plivo_otp_allowed_countries;
+
+	while (p != NULL && *p == ' ')
+		p++;
+	if (p == NULL || *p == '\0')
+		return true;
+	plivo_otp_phone_info(e164, &info);
+	return plivo_otp_country_allowed(e164, info.region, plivo_otp_allowed_countries);
+}
+
+/*
  * e164 is normalised (phone.c).  A number libphonenumber cannot parse is
  * not valid; an exception inside the library is an ERROR, never a guess.
  */

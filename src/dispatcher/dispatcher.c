@@ -278,6 +278,13 @@ unsendable(const ClaimedMessage *row, TimestampTz now, PlivoOtpDispatchState *st
 		return "not called: the queued sender is not a number a call can come from";
 	if (!plivo_otp_normalize_phone(row->phone, e164) || strcmp(e164, row->phone) != 0)
 		return "not sent: the queued number is not in E.164 form";
+	/* queued before the operator narrowed the setting (resend and fallback check it too) */
+	if (!plivo_otp_country_allowed_now(row->phone))
+	{
+		*state = PLIVO_OTP_DISPATCH_CANCELED;
+		return row->voice ? "not called: the number's country is no longer allowed (plivo_otp.allowed_countries)" :
+			"not sent: the number's country is no longer allowed (plivo_otp.allowed_countries)";
+	}
 	if (row->body_too_large)
 		return "not sent: the queued body is larger than any message";
 	if (row->body == NULL)

@@ -149,20 +149,6 @@ check_policy(void *arg)
 	plivo_otp_check_fallback_policy(c->phone, c->now);
 }
 
-/*
- * plivo_otp.allowed_countries as the dispatcher sees it now: a country the
- * operator took out after the code was sent gets no call (calls abroad are
- * where toll fraud costs most).
- */
-static bool
-country_still_allowed(const char *phone)
-{
-	PlivoOtpPhoneInfo info;
-
-	plivo_otp_phone_info(phone, &info);
-	return plivo_otp_country_allowed(phone, info.region, plivo_otp_allowed_countries);
-}
-
 /* One code: its call queued, or its fallback row canceled with the reason. */
 static void
 fallback_one(void *arg)
@@ -181,7 +167,7 @@ fallback_one(void *arg)
 		return;
 
 	why = plivo_otp_open_live_code(&c->id, c->attempts, c->max_attempts, c->sealed, code);
-	if (why == NULL && !country_still_allowed(c->phone))
+	if (why == NULL && !plivo_otp_country_allowed_now(c->phone))
 		why = "the number's country is no longer allowed (plivo_otp.allowed_countries)";
 	if (why == NULL && plivo_otp_choose_sender("voice", c->phone, NULL) == NULL)
 		why = "no number to call from (no row of plivo_otp.senders for calls to it, and no voice caller ID in the settings)";

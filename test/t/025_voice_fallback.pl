@@ -4,7 +4,8 @@
 # delivered in time, with the fallback off, or for a code verified, canceled,
 # expired or about to expire; the number's cap, the global cap and a country
 # taken out of allowed_countries refuse it with a 'canceled' fallback row
-# saying why, and the global hourly count counts it.
+# saying why, and the global hourly count counts it.  An SMS still queued
+# when its country is taken out is canceled, not sent.
 #
 # The fallback's call is placed like any call (023): the stand-in records the
 # one Make Call request, fetches the script from the listener, and the digits
@@ -206,6 +207,24 @@ ok(wait_until(10, sub { calls_of($vid_k) ne '' }), 'a fallback to a country no l
 like(calls_of($vid_k), qr/^voice\|fallback\|canceled\|not called: the number's country is no longer allowed/,
 	'canceled, saying the country is no longer allowed');
 is(scalar @{ $plivo->call_requests_to($phone_k) }, 0, 'and no call was requested');
+set_conf("plivo_otp.allowed_countries = ''");
+
+# An SMS still queued when the operator takes its country out (queued while
+# the dispatcher was stopped): not sent, its message canceled saying why,
+# and nothing reaches Plivo; a number of a country still allowed goes.
+set_conf("plivo_otp.auth_id = ''");
+my $phone_q = phone_n(2590);
+my $vid_q = sql("SELECT plivo_otp.otp_send('$phone_q')");
+my $vid_gb = sql("SELECT plivo_otp.otp_send('+447400123456')");
+$node->append_conf('postgresql.conf', "plivo_otp.allowed_countries = 'GB'\nplivo_otp.auth_id = '$AUTH_ID'\n");
+$node->reload;
+ok(wait_until(10, sub {
+	sql("SELECT dispatch_state FROM plivo_otp.messages WHERE verification_id = '$vid_gb'") eq 'accepted' }),
+	'with the dispatcher back, the queued SMS to a country still allowed is sent');
+is(sql("SELECT dispatch_state || '|' || last_error FROM plivo_otp.messages WHERE verification_id = '$vid_q'"),
+	"canceled|not sent: the number's country is no longer allowed (plivo_otp.allowed_countries)",
+	'the SMS queued to a country taken out is canceled, saying why');
+is(scalar @{ $plivo->requests_to($phone_q) }, 0, 'and never reached Plivo');
 set_conf("plivo_otp.allowed_countries = ''");
 
 # No number to call from (the sender is a sender ID, no voice_sender): no
