@@ -275,7 +275,7 @@ drain() {
 	[ "${BENCH_PSS:-0}" = 1 ] && sql -F ' | ' -c "SELECT calls, rows, round(total_exec_time::numeric, 1) AS ms,
 			round((total_exec_time / calls)::numeric, 3) AS ms_per_call,
 			left(regexp_replace(query, '\s+', ' ', 'g'), 100)
-		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12" > "$dir/pss.drain.$n.$inflight.$port"
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12" > "$dir/pss.drain.$n.$inflight.$port.$(date +%s)"
 	tget "$port" /_records > "$dir/records"
 	read -r d_count _ d_rate <<< "$(py drain "$dir/records")"
 	d_cpu_us=$(calc "($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / max($d_count, 1)")
@@ -357,6 +357,8 @@ run_bench() {
 	bulk)
 		pause
 		reset_live
+		# (the rows the drains left, dead, vacuumed away: the baseline's tables are new)
+		settle
 		sql -c "DROP TABLE IF EXISTS bench_v, bench_m;
 			CREATE TABLE bench_v (LIKE plivo_otp.verifications INCLUDING ALL);
 			CREATE TABLE bench_m (LIKE plivo_otp.messages INCLUDING ALL);
