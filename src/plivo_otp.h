@@ -172,6 +172,7 @@ extern char *plivo_otp_base_url(const char *url);
 /* ---- common/phone.c: E.164 numbers ---- */
 extern bool plivo_otp_normalize_phone(const char *input, char *out);
 extern char *plivo_otp_mask_phone(const char *e164);
+extern bool plivo_otp_allow_list_empty(const char *allow_list);
 extern bool plivo_otp_country_allowed(const char *e164, const char *region,
 									  const char *allow_list);
 extern bool plivo_otp_valid_prefix_list(const char *list);

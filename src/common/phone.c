@@ -110,6 +110,17 @@ is_region_item(const char *p)
 		!isalnum((unsigned char) p[2]);
 }
 
+/* Does the allow list allow every number (unset, empty or only spaces)? */
+bool
+plivo_otp_allow_list_empty(const char *allow_list)
+{
+	if (allow_list == NULL)
+		return true;
+	while (*allow_list == ' ')
+		allow_list++;
+	return *allow_list == '\0';
+}
+
 /*
  * Is the number allowed by the comma-separated list of calling-code
  * prefixes ("44", "1876": a prefix of its digits) and region codes ("US",
@@ -121,11 +132,7 @@ plivo_otp_country_allowed(const char *e164, const char *region, const char *allo
 	const char *digits = e164 + (e164[0] == '+');
 	const char *p = allow_list;
 
-	if (allow_list == NULL)
-		return true;
-	while (*p == ' ')
-		p++;
-	if (*p == '\0')
+	if (plivo_otp_allow_list_empty(allow_list))
 		return true;
 
 	while (*p)

@@ -57,11 +57,8 @@ bool
 plivo_otp_country_allowed_now(const char *e164)
 {
 	PlivoOtpPhoneInfo info;
-	const char *p = plivo_otp_allowed_countries;
 
-	while (p != NULL && *p == ' ')
-		p++;
-	if (p == NULL || *p == '\0')
+	if (plivo_otp_allow_list_empty(plivo_otp_allowed_countries))
 		return true;
 	plivo_otp_phone_info(e164, &info);
 	return plivo_otp_country_allowed(e164, info.region, plivo_otp_allowed_countries);

@@ -500,7 +500,8 @@ record_outcomes(void)
  * Are the outcomes no claim took to be recorded now?  Once nothing is in
  * flight (a lone message's outcome goes at once), once OUTCOME_BATCH wait,
  * or OUTCOME_HOLD_MS after the first of them came; but never before
- * OUTCOME_RETRY_MS after a record failed (no busy loop on a broken table).
+ * OUTCOME_RETRY_MS after a record that failed or left some waiting (rows
+ * someone holds locked): no busy loop on a held row or a broken table.
  */
 static bool
 outcomes_due(TimestampTz now)

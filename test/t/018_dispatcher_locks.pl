@@ -14,6 +14,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
+use POSIX ();
 
 my $plivo = start_standin();
 my $node = new_node('locks', conf => dispatcher_conf($plivo) . "restart_after_crash = on\n");
@@ -68,12 +69,12 @@ my $lat = send_latency(phone_n(903));
 cmp_ok($lat, '<', 1, sprintf('with both rows locked, a new message reaches Plivo in %.2f s', $lat));
 is(state_of($c), 'sending', 'the outcome of the locked row waits');
 
-# Seconds of CPU a process has used (utime + stime, in clock ticks of 1/100 s).
+# Seconds of CPU a process has used (utime + stime, in clock ticks).
 sub cpu_seconds
 {
 	my ($pid) = @_;
 	my @f = split ' ', (slurp_file("/proc/$pid/stat") =~ s/^.*\) //sr);
-	return ($f[11] + $f[12]) / 100;
+	return ($f[11] + $f[12]) / POSIX::sysconf(POSIX::_SC_CLK_TCK());
 }
 
 # Waiting for the lock, the dispatcher tries again now and then: it does

@@ -224,6 +224,8 @@ ok(wait_until(10, sub {
 is(sql("SELECT dispatch_state || '|' || last_error FROM plivo_otp.messages WHERE verification_id = '$vid_q'"),
 	"canceled|not sent: the number's country is no longer allowed (plivo_otp.allowed_countries)",
 	'the SMS queued to a country taken out is canceled, saying why');
+like(sql("SELECT dispatch_state || '|' || error_text FROM plivo_otp.otp_status('$vid_q')"),
+	qr/^canceled\|not sent: the number's country is no longer allowed/, 'otp_status says so');
 is(scalar @{ $plivo->requests_to($phone_q) }, 0, 'and never reached Plivo');
 set_conf("plivo_otp.allowed_countries = ''");
 
