@@ -65,12 +65,20 @@ plivo_otp_shim_number_info(const char *e164, int *valid, char *region, int *type
 	{
 		const PhoneNumberUtil *util = PhoneNumberUtil::GetInstance();
 		PhoneNumber number;
+		PhoneNumberUtil::PhoneNumberType number_type;
 		std::string code;
 
 		/* "ZZ": no default region, the number carries its calling code */
 		if (util->Parse(std::string(e164), "ZZ", &number) != PhoneNumberUtil::NO_PARSING_ERROR)
 			return PHONE_SHIM_UNPARSABLE;
-		*valid = util->IsValidNumber(number) ? 1 : 0;
+
+		/*
+		 * Valid means a type other than UNKNOWN: IsValidNumber is the same
+		 * test of the same region's patterns (IsValidNumberForRegion), so
+		 * asking for the type alone matches the number against them once.
+		 */
+		number_type = util->GetNumberType(number);
+		*valid = number_type != PhoneNumberUtil::UNKNOWN ? 1 : 0;
 		util->GetRegionCodeForNumber(number, &code);
 		/* "ZZ" unknown, "001" a non-geographic entity (+800, +882, ...) */
 		if (code.size() == 2 && code != "ZZ")
@@ -79,7 +87,7 @@ plivo_otp_shim_number_info(const char *e164, int *valid, char *region, int *type
 			region[1] = code[1];
 			region[2] = '\0';
 		}
-		*type = shim_type(util->GetNumberType(number));
+		*type = shim_type(number_type);
 		return PHONE_SHIM_OK;
 	}
 	catch (...)

@@ -487,9 +487,12 @@ record_outcomes(void)
 {
 	TimestampTz retry = 0;
 
-	/* Failed, or rows someone holds locked left some: not again at once. */
+	/*
+	 * All recorded: the next outcome starts a new hold.  Failed, or rows
+	 * someone holds locked left some: not again at once.
+	 */
 	if (plivo_otp_record_outcomes(&retry) && plivo_otp_outcomes_waiting() == 0)
-		outcomes_retry_at = 0;
+		outcomes_retry_at = outcomes_record_at = 0;
 	else
 		outcomes_retry_at = outcomes_record_at =
 			GetCurrentTimestamp() + OUTCOME_RETRY_MS * 1000;
