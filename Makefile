@@ -33,6 +33,7 @@ OBJS = \
 	src/common/table_cache.o \
 	src/common/wait_events.o \
 	src/common/ids.o \
+	src/common/random_pool.o \
 	src/crypto/secret.o \
 	src/crypto/key_check.o \
 	src/crypto/codes.o \

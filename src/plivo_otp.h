@@ -357,6 +357,9 @@ extern void plivo_otp_format_uuid(const pg_uuid_t *id, char *out);
 /* ---- common/ids.c: time-ordered ids of verifications and messages ---- */
 extern void plivo_otp_new_id(pg_uuid_t *uuid);
 
+/* ---- common/random_pool.c: random bytes that are not secrets (ids, nonces) ---- */
+extern void plivo_otp_public_random(uint8 *out, int len);
+
 /* ---- crypto/answer_token.c: the unguessable token of a call's answer URL ---- */
 #define PLIVO_OTP_ANSWER_TOKEN_LEN 36	/* formatted like a UUID, so routes parse it alike */
 extern void plivo_otp_answer_token(const pg_uuid_t *message_id, char *out);

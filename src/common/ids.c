@@ -17,10 +17,8 @@
  * makes sort in the order it made them), the variant, and 62 random bits
  * from pg_strong_random: an id stays unguessable (no id is a secret: the
  * answer token is an HMAC, answer_token.c), and two backends never make
- * the same one.  The random bits come from a per-process pool filled 64
- * ids at a time: each pg_strong_random call costs a system call or two
- * (OpenSSL's fork check), a tenth of an otp_send's own work.  Only ids draw
- * from it; codes, nonces and secrets are drawn each on its own.
+ * the same one.  The random bits come from the pool of bytes that are not
+ * secrets (random_pool.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -28,7 +26,6 @@
 
 #include <time.h>
 
-#include "miscadmin.h"
 #include "utils/uuid.h"
 
 #include "plivo_otp.h"
@@ -36,32 +33,8 @@
 /* One step of the 12-bit sub-millisecond field, in nanoseconds (rounded up). */
 #define SUBMS_STEP_NS 245
 
-/* Random bytes per id (its last 8: variant and 62 bits) and ids per refill. */
+/* Random bytes at the end of an id: the variant's byte and 7 more (62 bits). */
 #define ID_RANDOM_LEN 8
-#define IDS_PER_REFILL 64
-
-/*
- * 8 random bytes for an id, from the pool.  A pool filled before a fork
- * (MyProcPid changed) is never used: two processes would share its bytes.
- */
-static void
-id_random_bytes(uint8 *out)
-{
-	static uint8 pool[ID_RANDOM_LEN * IDS_PER_REFILL];
-	static int	used = sizeof(pool);
-	static int	pool_pid = 0;
-
-	if (used == sizeof(pool) || pool_pid != MyProcPid)
-	{
-		if (!pg_strong_random(pool, sizeof(pool)))
-			elog(ERROR, "plivo_otp: could not generate random bytes for an id");
-		used = 0;
-		pool_pid = MyProcPid;
-	}
-	memcpy(out, pool + used, ID_RANDOM_LEN);
-	memset(pool + used, 0, ID_RANDOM_LEN);
-	used += ID_RANDOM_LEN;
-}
 
 void
 plivo_otp_new_id(pg_uuid_t *uuid)
@@ -72,7 +45,7 @@ plivo_otp_new_id(pg_uuid_t *uuid)
 	uint64		ms;
 	uint32		subms;
 
-	id_random_bytes(uuid->data + UUID_LEN - ID_RANDOM_LEN);
+	plivo_otp_public_random(uuid->data + UUID_LEN - ID_RANDOM_LEN, ID_RANDOM_LEN);
 	(void) clock_gettime(CLOCK_REALTIME, &ts);
 	ns = (int64) ts.tv_sec * 1000000000 + ts.tv_nsec;
 	/* the same or an earlier reading (a coarse clock, a step back): just after the last */

@@ -20,18 +20,74 @@
  * allocated (the key is fetched, and memory allocated, before it): an
  * ERROR would otherwise leak the context.
  *
+ * The HMAC of each key is keyed once per process and re-initialised for
+ * every use (EVP_MAC_init with no key reuses it), and AES-256-GCM is
+ * fetched once: OpenSSL 3's one-shot HMAC() and implicit cipher fetch look
+ * the algorithm up on every call (1.08 against 0.18 us an HMAC here).  The
+ * derived keys never change while a process lives (secret.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "lib/stringinfo.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
 
 #include "plivo_otp.h"
+
+/* Each key's HMAC-SHA256, keyed on first use. */
+static EVP_MAC_CTX *keyed_macs[PLIVO_OTP_KEY_ANSWER_LOOKUP + 1];
+
+/* AES-256-GCM, fetched on first use. */
+static EVP_CIPHER *aes_256_gcm = NULL;
+
+/* HMAC-SHA256 of data under the key for `use` into out (32 bytes). */
+static bool
+hmac_under(PlivoOtpKeyUse use, const uint8 *data, size_t len, uint8 *out)
+{
+	EVP_MAC_CTX *ctx = keyed_macs[use];
+	size_t		outlen = 0;
+
+	if (ctx == NULL)
+	{
+		const uint8 *key = plivo_otp_derived_key(use);
+		char		digest_name[] = "SHA256";
+		OSSL_PARAM	params[] = {
+			OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+			OSSL_PARAM_construct_end()
+		};
+		EVP_MAC    *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+
+		ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+		EVP_MAC_free(mac);		/* the context keeps its own reference */
+		if (ctx == NULL || EVP_MAC_init(ctx, key, PLIVO_OTP_SECRET_LEN, params) != 1)
+		{
+			EVP_MAC_CTX_free(ctx);
+			return false;
+		}
+		keyed_macs[use] = ctx;
+	}
+	else if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1)
+		return false;
+	return EVP_MAC_update(ctx, data, len) == 1 &&
+		EVP_MAC_final(ctx, out, &outlen, PLIVO_OTP_DIGEST_LEN) == 1 &&
+		outlen == PLIVO_OTP_DIGEST_LEN;
+}
+
+/* AES-256-GCM, or an ERROR (before any cipher context exists). */
+static EVP_CIPHER *
+cipher(void)
+{
+	if (aes_256_gcm == NULL)
+		aes_256_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	if (aes_256_gcm == NULL)
+		elog(ERROR, "plivo_otp: could not fetch AES-256-GCM");
+	return aes_256_gcm;
+}
 
 /* Draw an unbiased decimal code of the given length into out (NUL-terminated). */
 void
@@ -79,15 +135,12 @@ plivo_otp_code_digest(const pg_uuid_t *verification_id, const char *purpose,
 					  const char *code, uint8 *digest)
 {
 	StringInfoData buf;
-	unsigned int len = 0;
 
 	initStringInfo(&buf);
 	append_field(&buf, verification_id->data, UUID_LEN);
 	append_field(&buf, purpose, strlen(purpose));
 	append_field(&buf, code, strlen(code));
-	if (HMAC(EVP_sha256(), plivo_otp_derived_key(PLIVO_OTP_KEY_CODE_DIGEST),
-			 PLIVO_OTP_SECRET_LEN, (unsigned char *) buf.data, buf.len,
-			 digest, &len) == NULL || len != PLIVO_OTP_DIGEST_LEN)
+	if (!hmac_under(PLIVO_OTP_KEY_CODE_DIGEST, (const uint8 *) buf.data, buf.len, digest))
 		elog(ERROR, "plivo_otp: could not compute a code digest");
 	explicit_bzero(buf.data, buf.len);
 	pfree(buf.data);
@@ -123,17 +176,17 @@ plivo_otp_seal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const char *plaintex
 	uint8	   *nonce = (uint8 *) VARDATA(sealed);
 	uint8	   *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
 	const uint8 *key = plivo_otp_derived_key(use);
+	EVP_CIPHER *gcm = cipher();
 	EVP_CIPHER_CTX *ctx;
 	int			outlen = 0;
 	int			finlen = 0;
 	bool		ok;
 
-	if (!pg_strong_random(nonce, PLIVO_OTP_NONCE_LEN))
-		elog(ERROR, "plivo_otp: could not generate a nonce");
+	plivo_otp_public_random(nonce, PLIVO_OTP_NONCE_LEN);
 	ctx = EVP_CIPHER_CTX_new();
 	if (ctx == NULL)
 		elog(ERROR, "plivo_otp: could not allocate a cipher context");
-	ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+	ok = EVP_EncryptInit_ex(ctx, gcm, NULL, NULL, NULL) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
 		EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
 		EVP_EncryptUpdate(ctx, NULL, &outlen, row_id->data, UUID_LEN) == 1 &&
@@ -160,6 +213,7 @@ plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const bytea *seale
 	int			textlen = total - PLIVO_OTP_NONCE_LEN - PLIVO_OTP_TAG_LEN;
 	const uint8 *ciphertext = nonce + PLIVO_OTP_NONCE_LEN;
 	const uint8 *key = plivo_otp_derived_key(use);
+	EVP_CIPHER *gcm = cipher();
 	char	   *plaintext;
 	EVP_CIPHER_CTX *ctx;
 	int			outlen = 0;
@@ -172,7 +226,7 @@ plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const bytea *seale
 	ctx = EVP_CIPHER_CTX_new();
 	if (ctx == NULL)
 		elog(ERROR, "plivo_otp: could not allocate a cipher context");
-	ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+	ok = EVP_DecryptInit_ex(ctx, gcm, NULL, NULL, NULL) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, PLIVO_OTP_NONCE_LEN, NULL) == 1 &&
 		EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) == 1 &&
 		EVP_DecryptUpdate(ctx, NULL, &outlen, row_id->data, UUID_LEN) == 1 &&
@@ -195,11 +249,7 @@ plivo_otp_unseal(PlivoOtpKeyUse use, const pg_uuid_t *row_id, const bytea *seale
 void
 plivo_otp_keyed_hash(PlivoOtpKeyUse use, const char *data, size_t len, uint8 *out)
 {
-	unsigned int outlen = 0;
-
-	if (HMAC(EVP_sha256(), plivo_otp_derived_key(use), PLIVO_OTP_SECRET_LEN,
-			 (const unsigned char *) data, len, out, &outlen) == NULL ||
-		outlen != PLIVO_OTP_DIGEST_LEN)
+	if (!hmac_under(use, (const uint8 *) data, len, out))
 		elog(ERROR, "plivo_otp: could not compute a keyed hash");
 }
 
