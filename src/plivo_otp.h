@@ -327,7 +327,8 @@ typedef enum PlivoOtpKeyUse
 	PLIVO_OTP_KEY_CODE_SEAL,
 	PLIVO_OTP_KEY_CALLER,
 	PLIVO_OTP_KEY_ANSWER_TOKEN, /* a call's answer-URL token, from its message id */
-	PLIVO_OTP_KEY_ANSWER_LOOKUP /* the token's digest, the only form stored */
+	PLIVO_OTP_KEY_ANSWER_LOOKUP,	/* the token's digest, the only form stored */
+	PLIVO_OTP_NUM_KEY_USES		/* (how many: not a key) */
 } PlivoOtpKeyUse;
 
 extern void plivo_otp_ensure_key_file(void);

@@ -75,7 +75,7 @@ plivo_otp_shim_number_info(const char *e164, int *valid, char *region, int *type
 		/*
 		 * Valid means a type other than UNKNOWN: IsValidNumber is the same
 		 * test of the same region's patterns (IsValidNumberForRegion), so
-		 * asking for the type alone matches the number against them once.
+		 * asking for the type alone runs those patterns once, not twice.
 		 */
 		number_type = util->GetNumberType(number);
 		*valid = number_type != PhoneNumberUtil::UNKNOWN ? 1 : 0;

@@ -23,14 +23,17 @@
  * The HMAC of each key is keyed once per process and re-initialised for
  * every use (EVP_MAC_init with no key reuses it), and AES-256-GCM is
  * fetched once: OpenSSL 3's one-shot HMAC() and implicit cipher fetch look
- * the algorithm up on every call (1.08 against 0.18 us an HMAC here).  The
- * derived keys never change while a process lives (secret.c).
+ * the algorithm up on every call (1.08 against 0.18 us an HMAC here).  A
+ * process's derived keys come from the one key file and never change
+ * (secret.c); each use still asks for its key, so the file's fingerprint
+ * check runs as it did.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "lib/stringinfo.h"
@@ -40,21 +43,29 @@
 #include "plivo_otp.h"
 
 /* Each key's HMAC-SHA256, keyed on first use. */
-static EVP_MAC_CTX *keyed_macs[PLIVO_OTP_KEY_ANSWER_LOOKUP + 1];
+static EVP_MAC_CTX *keyed_macs[PLIVO_OTP_NUM_KEY_USES];
 
 /* AES-256-GCM, fetched on first use. */
 static EVP_CIPHER *aes_256_gcm = NULL;
+
+/*
+ * OpenSSL 3.0.0-3.0.2 accept EVP_MAC_init with no key but do not reset the
+ * HMAC (openssl/openssl#17811, fixed in 3.0.3): there the key is passed
+ * again on every use, which still saves the algorithm look-ups.
+ */
+#define OPENSSL_HMAC_REINIT_FIXED 0x30000030L
 
 /* HMAC-SHA256 of data under the key for `use` into out (32 bytes). */
 static bool
 hmac_under(PlivoOtpKeyUse use, const uint8 *data, size_t len, uint8 *out)
 {
+	/* every use goes through the key's loading and fingerprint check (secret.c) */
+	const uint8 *key = plivo_otp_derived_key(use);
 	EVP_MAC_CTX *ctx = keyed_macs[use];
 	size_t		outlen = 0;
 
 	if (ctx == NULL)
 	{
-		const uint8 *key = plivo_otp_derived_key(use);
 		char		digest_name[] = "SHA256";
 		OSSL_PARAM	params[] = {
 			OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
@@ -71,7 +82,9 @@ hmac_under(PlivoOtpKeyUse use, const uint8 *data, size_t len, uint8 *out)
 		}
 		keyed_macs[use] = ctx;
 	}
-	else if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1)
+	else if (OpenSSL_version_num() < OPENSSL_HMAC_REINIT_FIXED ?
+			 EVP_MAC_init(ctx, key, PLIVO_OTP_SECRET_LEN, NULL) != 1 :
+			 EVP_MAC_init(ctx, NULL, 0, NULL) != 1)
 		return false;
 	return EVP_MAC_update(ctx, data, len) == 1 &&
 		EVP_MAC_final(ctx, out, &outlen, PLIVO_OTP_DIGEST_LEN) == 1 &&

@@ -43,6 +43,9 @@ static const char *const key_labels[] = {
 	[PLIVO_OTP_KEY_ANSWER_LOOKUP] = "plivo_otp answer lookup v1",
 };
 
+StaticAssertDecl(lengthof(key_labels) == PLIVO_OTP_NUM_KEY_USES,
+				 "every key use has a label");
+
 static uint8 derived_keys[lengthof(key_labels)][PLIVO_OTP_SECRET_LEN];
 static bool derived_keys_loaded = false;
 

@@ -597,6 +597,9 @@ claim_and_start(bool every_kind)
 	if (plivo_otp_run_work("claiming due messages", claim_work, &limits))
 	{
 		plivo_otp_outcomes_settle(true);
+		/* The claim recorded what waited: the next outcome starts a new hold. */
+		if (plivo_otp_outcomes_waiting() == 0)
+			outcomes_record_at = 0;
 		memcpy(claim_from, limits.from, sizeof(claim_from));
 		note_due(limits.retry);
 		start_claimed();
