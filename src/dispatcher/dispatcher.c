@@ -137,7 +137,6 @@ static QueueKey claim_from[PLIVO_OTP_NUM_RATES];
 static TimestampTz next_rescan_at = 0;
 
 static TimestampTz gather_until = 0;	/* a gathering claim's deadline, or 0 */
-static TimestampTz outcomes_record_at = 0;	/* when the waiting outcomes are due, or 0 */
 static TimestampTz outcomes_retry_at = 0;	/* after a failed record: not before then */
 
 static uint64 seen_wakeups = 0;	/* the wake-up counter when last looked at */
@@ -487,16 +486,19 @@ record_outcomes(void)
 {
 	TimestampTz retry = 0;
 
-	/*
-	 * All recorded: the next outcome starts a new hold.  Failed, or rows
-	 * someone holds locked left some: not again at once.
-	 */
+	/* Failed, or rows someone holds locked left some: not again at once. */
 	if (plivo_otp_record_outcomes(&retry) && plivo_otp_outcomes_waiting() == 0)
-		outcomes_retry_at = outcomes_record_at = 0;
+		outcomes_retry_at = 0;
 	else
-		outcomes_retry_at = outcomes_record_at =
-			GetCurrentTimestamp() + OUTCOME_RETRY_MS * 1000;
+		outcomes_retry_at = GetCurrentTimestamp() + OUTCOME_RETRY_MS * 1000;
 	note_due(retry);
+}
+
+/* When the waiting outcomes' hold ends: OUTCOME_HOLD_MS after the oldest came. */
+static TimestampTz
+outcomes_hold_ends(void)
+{
+	return plivo_otp_outcomes_waiting_since() + OUTCOME_HOLD_MS * 1000;
 }
 
 /*
@@ -511,16 +513,9 @@ outcomes_due(TimestampTz now)
 {
 	int			waiting = plivo_otp_outcomes_waiting();
 
-	if (waiting == 0)
-	{
-		outcomes_record_at = 0;
+	if (waiting == 0 || now < outcomes_retry_at)
 		return false;
-	}
-	if (now < outcomes_retry_at)
-		return false;
-	if (outcomes_record_at == 0)
-		outcomes_record_at = now + OUTCOME_HOLD_MS * 1000;
-	return now >= outcomes_record_at ||
+	return now >= outcomes_hold_ends() ||
 		(waiting >= OUTCOME_BATCH || plivo_otp_http_inflight() == 0);
 }
 
@@ -597,9 +592,6 @@ claim_and_start(bool every_kind)
 	if (plivo_otp_run_work("claiming due messages", claim_work, &limits))
 	{
 		plivo_otp_outcomes_settle(true);
-		/* The claim recorded what waited: the next outcome starts a new hold. */
-		if (plivo_otp_outcomes_waiting() == 0)
-			outcomes_record_at = 0;
 		memcpy(claim_from, limits.from, sizeof(claim_from));
 		note_due(limits.retry);
 		start_claimed();
@@ -763,8 +755,11 @@ compute_timeout(TimestampTz now)
 		timeout = Min(timeout, curl_ms);
 	/* Waiting outcomes, when they are due (rounded up: no spinning in its last ms). */
 	if (plivo_otp_outcomes_waiting() > 0)
-		timeout = Min(timeout, outcomes_record_at == 0 ? OUTCOME_RETRY_MS :
-					  (long) Max(0, (outcomes_record_at - now + 999) / 1000));
+	{
+		TimestampTz due = Max(outcomes_hold_ends(), outcomes_retry_at);
+
+		timeout = Min(timeout, (long) Max(0, (due - now + 999) / 1000));
+	}
 	if (configured && recovered)
 	{
 		timeout = Min(timeout, ms_until(next_backstop_at, now));

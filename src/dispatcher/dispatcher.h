@@ -190,6 +190,7 @@ extern void plivo_otp_outcomes_after_error(void);
 extern void plivo_otp_abandon_transfer(HttpTransfer *transfer);
 extern void plivo_otp_free_transfer(HttpTransfer *transfer);
 extern int	plivo_otp_outcomes_waiting(void);
+extern TimestampTz plivo_otp_outcomes_waiting_since(void);
 extern void plivo_otp_outcomes_truncate(int n);
 extern bool plivo_otp_record_outcomes(TimestampTz *next_due);
 extern void plivo_otp_record_outcomes_here(TimestampTz *next_due);

@@ -81,6 +81,7 @@ static const PlivoOtpCounter counter_of_state[] = {
 
 static MemoryContext outcome_context = NULL;
 static List *outcomes = NIL;
+static TimestampTz waiting_since = 0;	/* when the first of outcomes came, or 0 */
 
 /* The transfer being judged, so that an ERROR meanwhile does not lose it. */
 static HttpTransfer *judging = NULL;
@@ -107,6 +108,8 @@ plivo_otp_add_outcome(const pg_uuid_t *id, PlivoOtpDispatchState state,
 	o->http_status = http_status;
 	o->error = error ? plivo_otp_sanitize_error(error) : NULL;
 	o->next_try_at = next_try_at;
+	if (outcomes == NIL)
+		waiting_since = GetCurrentTimestamp();
 	outcomes = lappend(outcomes, o);
 	MemoryContextSwitchTo(old);
 
@@ -284,6 +287,13 @@ int
 plivo_otp_outcomes_waiting(void)
 {
 	return list_length(outcomes);
+}
+
+/* When the oldest waiting outcome came (0 when none waits): its hold starts then. */
+TimestampTz
+plivo_otp_outcomes_waiting_since(void)
+{
+	return outcomes == NIL ? 0 : waiting_since;
 }
 
 /* Forget the outcomes added after the first n (judged in a claim that rolled back). */
