@@ -8,6 +8,34 @@
 DROP INDEX plivo_otp.messages_sending;
 ALTER TABLE plivo_otp.messages DROP COLUMN lease_until;
 
+-- The closed sets and fixed lengths of the tables' columns become domains
+-- instead of table CHECK constraints: PostgreSQL reads and plans a table's
+-- CHECKs again at every INSERT and UPDATE statement, a domain's rules once
+-- per backend.  The domains are made without rules, so that moving a column
+-- to one (the same representation) and adding a column of one rewrite no
+-- table; the old CHECKs go, and the rules are added to the domains at the
+-- end of this script (ALTER DOMAIN checks every row stored by then).
+CREATE DOMAIN plivo_otp.channel_name AS text;
+CREATE DOMAIN plivo_otp.code_state AS text;
+CREATE DOMAIN plivo_otp.dispatch_state AS text;
+CREATE DOMAIN plivo_otp.message_origin AS text;
+CREATE DOMAIN plivo_otp.sms_encoding AS text;
+CREATE DOMAIN plivo_otp.segment_count AS integer;
+CREATE DOMAIN plivo_otp.sha256_digest AS bytea;
+CREATE DOMAIN plivo_otp.counter_key AS bytea;
+ALTER TABLE plivo_otp.verifications
+	DROP CONSTRAINT verifications_channel_check,
+	DROP CONSTRAINT verifications_code_digest_check,
+	DROP CONSTRAINT verifications_state_check,
+	ALTER COLUMN channel TYPE plivo_otp.channel_name,
+	ALTER COLUMN code_digest TYPE plivo_otp.sha256_digest,
+	ALTER COLUMN state TYPE plivo_otp.code_state;
+ALTER TABLE plivo_otp.messages
+	DROP CONSTRAINT messages_channel_check,
+	DROP CONSTRAINT messages_dispatch_state_check,
+	ALTER COLUMN channel TYPE plivo_otp.channel_name,
+	ALTER COLUMN dispatch_state TYPE plivo_otp.dispatch_state;
+
 -- Retrying is decided by the dispatcher's outcome rules, not per error code.
 ALTER TABLE plivo_otp.plivo_error_codes DROP COLUMN retry_helps;
 
@@ -15,7 +43,7 @@ ALTER TABLE plivo_otp.plivo_error_codes DROP COLUMN retry_helps;
 -- key's fingerprint, recorded at first use; any other key file is refused.
 CREATE TABLE plivo_otp.key_check (
 	only_row		boolean PRIMARY KEY DEFAULT true CHECK (only_row),
-	fingerprint		bytea NOT NULL CHECK (octet_length(fingerprint) = 32),
+	fingerprint		plivo_otp.sha256_digest NOT NULL,
 	recorded_at		timestamptz NOT NULL
 );
 REVOKE ALL ON TABLE plivo_otp.key_check FROM PUBLIC;
@@ -84,10 +112,8 @@ COMMENT ON VIEW plivo_otp.api_stats IS 'one row: what the SQL API did since the 
 -- fallback per code at most), the digest of a call's answer-URL token
 -- (crypto/answer_token.c), when Plivo took it and when a call fetched its
 -- script.
-ALTER TABLE plivo_otp.messages ADD COLUMN origin text NOT NULL DEFAULT 'send'
-	CHECK (origin IN ('send', 'redeliver', 'fallback', 'resend'));
-ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest bytea
-	CHECK (octet_length(answer_token_digest) = 32);
+ALTER TABLE plivo_otp.messages ADD COLUMN origin plivo_otp.message_origin NOT NULL DEFAULT 'send';
+ALTER TABLE plivo_otp.messages ADD COLUMN answer_token_digest plivo_otp.sha256_digest;
 -- Partial: only calls have a token, so an SMS writes no entry here (its
 -- insert and each of its updates would, for a NULL).
 CREATE UNIQUE INDEX messages_answer_token_digest_key ON plivo_otp.messages (answer_token_digest)
@@ -183,7 +209,7 @@ ALTER TABLE plivo_otp.verifications
 -- not accept for the channel.  pg_dump keeps the rows.
 CREATE TABLE plivo_otp.senders (
 	prefix			text NOT NULL,	-- ISO region code ('GB') or calling-code prefix ('44', '1876')
-	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	channel			plivo_otp.channel_name NOT NULL,
 	sender			text NOT NULL,	-- a number, an alphanumeric sender ID (SMS) or powerpack:<uuid> (SMS)
 	note			text,
 	created_at		timestamptz NOT NULL DEFAULT now(),
@@ -217,7 +243,7 @@ ALTER TABLE plivo_otp.messages ADD COLUMN sender text;
 CREATE TABLE plivo_otp.templates (
 	purpose			text NOT NULL DEFAULT 'default',	-- otp_send's purpose, or 'default' for every purpose
 	locale			text NOT NULL DEFAULT 'default',	-- BCP 47 tag (fr-FR, fr), or 'default'
-	channel			text NOT NULL CHECK (channel IN ('sms', 'voice')),
+	channel			plivo_otp.channel_name NOT NULL,
 	body			text NOT NULL,		-- {code}, {minutes}, {app}
 	voice_language	text,				-- a call's Speak language; NULL: plivo_otp.voice_language
 	voice_name		text,				-- a call's Speak voice; NULL: plivo_otp.voice_name
@@ -277,8 +303,8 @@ REVOKE ALL ON FUNCTION plivo_otp.sms_segments(text) FROM PUBLIC;
 -- The locale otp_send was given (resends and fallbacks use it); each SMS's
 -- encoding and segments; a call's Speak language and voice, from its template.
 ALTER TABLE plivo_otp.verifications ADD COLUMN locale text;
-ALTER TABLE plivo_otp.messages ADD COLUMN encoding text CHECK (encoding IN ('gsm7', 'ucs2'));
-ALTER TABLE plivo_otp.messages ADD COLUMN segments integer CHECK (segments > 0);
+ALTER TABLE plivo_otp.messages ADD COLUMN encoding plivo_otp.sms_encoding;
+ALTER TABLE plivo_otp.messages ADD COLUMN segments plivo_otp.segment_count;
 ALTER TABLE plivo_otp.messages ADD COLUMN voice_language text;
 ALTER TABLE plivo_otp.messages ADD COLUMN voice_name text;
 
@@ -539,7 +565,7 @@ COMMENT ON VIEW plivo_otp_monitor.conversion IS
 -- and roll back with it.  Rows idle for longer than every window and the
 -- code lifetime can be deleted (plivo_otp_purge_send_counters).
 CREATE TABLE plivo_otp.send_counters (
-	key				bytea PRIMARY KEY CHECK (octet_length(key) = 16),
+	key				plivo_otp.counter_key PRIMARY KEY,
 	bucket_start	timestamptz,		-- start of the current bucket; NULL: nothing counted yet
 	bucket_count	integer NOT NULL DEFAULT 0,
 	previous_count	integer NOT NULL DEFAULT 0,	-- the bucket before it
@@ -592,3 +618,23 @@ ALTER TABLE plivo_otp.senders ENABLE ALWAYS TRIGGER senders_changed;
 ALTER TABLE plivo_otp.messages DROP CONSTRAINT messages_provider_uuid_key;
 CREATE UNIQUE INDEX messages_provider_uuid_key ON plivo_otp.messages (provider_uuid)
 	WHERE provider_uuid IS NOT NULL;
+
+-- The domains' rules (see the top of this script), checked against every
+-- row now stored.
+ALTER DOMAIN plivo_otp.channel_name
+	ADD CONSTRAINT channel_name_check CHECK (VALUE IN ('sms', 'voice'));
+ALTER DOMAIN plivo_otp.code_state
+	ADD CONSTRAINT code_state_check CHECK (VALUE IN ('pending', 'approved', 'expired', 'max_attempts', 'canceled'));
+ALTER DOMAIN plivo_otp.dispatch_state
+	ADD CONSTRAINT dispatch_state_check
+	CHECK (VALUE IN ('pending', 'sending', 'accepted', 'refused', 'expired', 'unknown', 'canceled'));
+ALTER DOMAIN plivo_otp.message_origin
+	ADD CONSTRAINT message_origin_check CHECK (VALUE IN ('send', 'redeliver', 'fallback', 'resend'));
+ALTER DOMAIN plivo_otp.sms_encoding
+	ADD CONSTRAINT sms_encoding_check CHECK (VALUE IN ('gsm7', 'ucs2'));
+ALTER DOMAIN plivo_otp.segment_count
+	ADD CONSTRAINT segment_count_check CHECK (VALUE > 0);
+ALTER DOMAIN plivo_otp.sha256_digest
+	ADD CONSTRAINT sha256_digest_check CHECK (octet_length(VALUE) = 32);
+ALTER DOMAIN plivo_otp.counter_key
+	ADD CONSTRAINT counter_key_check CHECK (octet_length(VALUE) = 16);

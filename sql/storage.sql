@@ -60,3 +60,15 @@ FROM (SELECT ids.vid, m.id AS mid, lag(ids.vid) OVER w AS prev_vid, lag(m.id) OV
 	  FROM ids JOIN plivo_otp.messages m ON m.verification_id = ids.vid
 	  WINDOW w AS (ORDER BY n)) s
 WHERE prev_vid IS NOT NULL;
+
+-- The stored values keep their rules (domains, checked at every write): a
+-- row the code never writes is refused, whichever column carries it.
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.messages SET dispatch_state = 'lost'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.messages SET channel = 'fax'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.messages SET origin = 'manual'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.messages SET encoding = 'latin1'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.messages SET segments = 0$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.messages SET answer_token_digest = '\x0102'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.verifications SET state = 'done'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.verifications SET code_digest = sha256('x') || '\x00'$$);
+SELECT state, message FROM test.error_of($$UPDATE plivo_otp.send_counters SET key = '\x00'$$);

@@ -534,6 +534,9 @@ extern void plivo_otp_check_channel_for_number(const char *phone, const char *ch
 /* ---- api/send.c ---- */
 extern void plivo_otp_require_dispatch_database(void);
 
+/* ---- api/status.c ---- */
+extern void plivo_otp_cancel_unsent_messages(Datum code_id, TimestampTz now);
+
 /* ---- api/live_code.c: a live code, opened to be delivered again ---- */
 extern int	plivo_otp_min_redelivery_life(void);
 /* Seconds of life a code needs beyond ring_timeout for a call to be placed. */

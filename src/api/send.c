@@ -57,45 +57,32 @@ static PlivoOtpStatement find_idempotent_v1 = {
 	.forced_plan = true, .indexes = "verifications_idempotency"
 };
 
-static PlivoOtpStatement find_live_code = {
-	"SELECT id, code_sealed, expires_at, attempts, max_attempts FROM plivo_otp.verifications"
-	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' AND expires_at > $3"
-	" AND code_sealed IS NOT NULL FOR UPDATE",
-	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID},
-	.forced_plan = true, .indexes = "verifications_one_pending"
-};
-
 /*
- * The number's pending code for this purpose, canceled (the unique partial
- * index verifications_one_pending finds it), and then its unsent messages
- * by its id (cancel_unsent).
+ * The number's pending code for this purpose, locked until commit (the
+ * unique partial index verifications_one_pending finds it): delivered again
+ * if it can be, else canceled by its id (cancel_code).  One look-up whether
+ * or not there is one: a number without a pending code costs no update.
  */
-static PlivoOtpStatement cancel_pending = {
-	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3, code_sealed = NULL"
-	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id",
-	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID},
+static PlivoOtpStatement find_pending = {
+	"SELECT id, code_sealed, expires_at, attempts, max_attempts FROM plivo_otp.verifications"
+	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' FOR UPDATE",
+	2, {TEXTOID, TEXTOID},
 	.forced_plan = true, .indexes = "verifications_one_pending"
 };
 
-static PlivoOtpStatement cancel_pending_v1 = {
+static PlivoOtpStatement cancel_code = {
+	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $2, code_sealed = NULL"
+	" WHERE id = $1 AND state = 'pending'",
+	2, {UUIDOID, TIMESTAMPTZOID},
+	.forced_plan = true, .indexes = "verifications_pkey"
+};
+
+/* 0.1.0's: the number's pending code for this purpose, canceled. */
+static PlivoOtpStatement cancel_pending_stmt_v1 = {
 	"UPDATE plivo_otp.verifications SET state = 'canceled', updated_at = $3"
 	" WHERE phone = $1 AND purpose = $2 AND state = 'pending' RETURNING id",
 	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID},
 	.forced_plan = true, .indexes = "verifications_one_pending"
-};
-
-/*
- * A code's unsent messages, by its id.  The state is a parameter ('pending')
- * and the plan always generic: no partial index on pending rows can serve
- * it, so stale statistics that call those indexes empty (as after a bulk of
- * deliveries) cannot turn it into a walk of every pending message; what is
- * left is the lookup by key (messages_verification).
- */
-static PlivoOtpStatement cancel_unsent = {
-	"UPDATE plivo_otp.messages SET dispatch_state = 'canceled', body = NULL, updated_at = $2"
-	" WHERE verification_id = $1 AND dispatch_state = $3",
-	3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}, NULL, CURSOR_OPT_GENERIC_PLAN,
-	.forced_plan = true, .indexes = "messages_verification"
 };
 
 static PlivoOtpStatement insert_verification = {
@@ -223,38 +210,64 @@ replay_idempotent(const SendRequest *req, TimestampTz now, pg_uuid_t *id)
 }
 
 /*
- * The number's live code for this purpose, if it can be delivered again
- * (api/live_code.c): true, with its id, its code (out,
- * PLIVO_OTP_MAX_CODE_LEN + 1 bytes) and its expiry.  The row stays locked
- * until commit.  One that cannot is replaced by a new code.
+ * The number's pending code for this purpose (0.2.0 schema), locked until
+ * commit: true if it can be delivered again (api/live_code.c), with its id,
+ * its code (out, PLIVO_OTP_MAX_CODE_LEN + 1 bytes) and its expiry.  One that
+ * cannot (too close to its expiry, attempts used up, no longer sealed) is
+ * canceled with its unsent messages, for a new code to replace it.
  */
 static bool
-live_code(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
-		  TimestampTz *expires_at)
+reuse_or_cancel_pending(const SendRequest *req, TimestampTz now, pg_uuid_t *id, char *code,
+						TimestampTz *expires_at)
+{
+	TimestampTz live_until = now + (int64) plivo_otp_min_redelivery_life_by(req->channel) * USECS_PER_SEC;
+	TimestampTz its_expiry;
+	Datum		args[2];
+	Datum		sealed;
+	bool		isnull;
+	bool		no_seal;
+
+	args[0] = CStringGetTextDatum(req->phone);
+	args[1] = CStringGetTextDatum(req->purpose);
+	if (plivo_otp_exec_latest(&find_pending, args, NULL, 1) != 1)
+		return false;
+	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
+	its_expiry = DatumGetTimestampTz(plivo_otp_get(0, 3, &isnull));
+	sealed = plivo_otp_get(0, 2, &no_seal);
+	if (its_expiry > live_until &&
+		plivo_otp_open_live_code(id, DatumGetInt32(plivo_otp_get(0, 4, &isnull)),
+								 DatumGetInt32(plivo_otp_get(0, 5, &isnull)),
+								 no_seal ? NULL : DatumGetByteaPP(sealed), code) == NULL)
+	{
+		/* (*expires_at is the new code's until now: only a live code changes it.) */
+		*expires_at = its_expiry;
+		return true;
+	}
+
+	args[0] = UUIDPGetDatum(id);
+	args[1] = TimestampTzGetDatum(now);
+	if (plivo_otp_exec(&cancel_code, args, NULL, false, 0) == 1)
+		plivo_otp_cancel_unsent_messages(args[0], now);
+	return false;
+}
+
+/* 0.1.0's schema: cancel the number's pending code for this purpose. */
+static void
+cancel_pending_v1(const SendRequest *req, TimestampTz now)
 {
 	Datum		args[3];
 	bool		isnull;
 
 	args[0] = CStringGetTextDatum(req->phone);
 	args[1] = CStringGetTextDatum(req->purpose);
-	args[2] = TimestampTzGetDatum(now + (int64) plivo_otp_min_redelivery_life_by(req->channel) * USECS_PER_SEC);
-	if (plivo_otp_exec_latest(&find_live_code, args, NULL, 1) != 1)
-		return false;
-	memcpy(id, DatumGetUUIDP(plivo_otp_get(0, 1, &isnull)), sizeof(pg_uuid_t));
-	if (plivo_otp_open_live_code(id, DatumGetInt32(plivo_otp_get(0, 4, &isnull)),
-								 DatumGetInt32(plivo_otp_get(0, 5, &isnull)),
-								 DatumGetByteaPP(plivo_otp_get(0, 2, &isnull)),
-								 code) != NULL)
-		return false;
-	/* (*expires_at is the new code's until now: only a live code changes it.) */
-	*expires_at = DatumGetTimestampTz(plivo_otp_get(0, 3, &isnull));
-	return true;
+	args[2] = TimestampTzGetDatum(now);
+	if (plivo_otp_exec(&cancel_pending_stmt_v1, args, NULL, false, 0) == 1)
+		plivo_otp_cancel_unsent_messages(plivo_otp_get(0, 1, &isnull), now);
 }
 
 /*
- * Cancel the number's pending code for this purpose, and store a new one
- * as its digest (and, for re-delivery, sealed).  The code itself is left in
- * code for the message.
+ * Store a new code as its digest (and, for re-delivery, sealed).  The code
+ * itself is left in code for the message.
  */
 static void
 store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
@@ -263,19 +276,6 @@ store_verification(const SendRequest *req, const pg_uuid_t *id, char *code,
 	uint8		digest[PLIVO_OTP_DIGEST_LEN];
 	Datum		args[13];
 	char		nulls[13];
-
-	args[0] = CStringGetTextDatum(req->phone);
-	args[1] = CStringGetTextDatum(req->purpose);
-	args[2] = TimestampTzGetDatum(now);
-	if (plivo_otp_exec(req->v2 ? &cancel_pending : &cancel_pending_v1, args, NULL, false, 0) == 1)
-	{
-		bool		isnull;
-
-		args[0] = plivo_otp_get(0, 1, &isnull);
-		args[1] = TimestampTzGetDatum(now);
-		args[2] = CStringGetTextDatum("pending");
-		plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
-	}
 
 	plivo_otp_generate_code(plivo_otp_code_length, code);
 	plivo_otp_code_digest(id, req->purpose, code, digest);
@@ -365,7 +365,13 @@ send_code(PG_FUNCTION_ARGS)
 	plivo_otp_tally_send(&tally, req.phone, req.caller_key, req.caller_digest, now, req.v2,
 						 "code not sent");
 	plivo_otp_check_send_policy(&tally, now);
-	redelivery = req.v2 && live_code(&req, now, id, code, &expires_at);
+	if (req.v2)
+		redelivery = reuse_or_cancel_pending(&req, now, id, code, &expires_at);
+	else
+	{
+		cancel_pending_v1(&req, now);
+		redelivery = false;
+	}
 	if (!redelivery)
 	{
 		plivo_otp_new_id(id);

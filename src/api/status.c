@@ -82,6 +82,21 @@ static PlivoOtpStatement cancel_unsent = {
 	.forced_plan = true, .indexes = "messages_verification"
 };
 
+/*
+ * Cancel the unsent messages of a code this transaction just canceled (SPI
+ * connected): otp_cancel's, and otp_send's when a new code replaces one.
+ */
+void
+plivo_otp_cancel_unsent_messages(Datum code_id, TimestampTz now)
+{
+	Datum		args[3];
+
+	args[0] = code_id;
+	args[1] = TimestampTzGetDatum(now);
+	args[2] = CStringGetTextDatum("pending");
+	plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
+}
+
 Datum
 plivo_otp_status(PG_FUNCTION_ARGS)
 {
@@ -128,7 +143,7 @@ Datum
 plivo_otp_cancel(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = PG_GETARG_UUID_P(0);
-	Datum		args[3];
+	Datum		args[2];
 	bool		canceled;
 
 	plivo_otp_require_preload();
@@ -138,10 +153,7 @@ plivo_otp_cancel(PG_FUNCTION_ARGS)
 	canceled = plivo_otp_exec(plivo_otp_schema_is_v2() ? &cancel_by_id : &cancel_by_id_v1,
 							  args, NULL, false, 0) > 0;
 	if (canceled)
-	{
-		args[2] = CStringGetTextDatum("pending");
-		plivo_otp_exec(&cancel_unsent, args, NULL, false, 0);
-	}
+		plivo_otp_cancel_unsent_messages(args[0], DatumGetTimestampTz(args[1]));
 	SPI_finish();
 	PG_RETURN_BOOL(canceled);
 }
