@@ -415,9 +415,11 @@ run_bench() {
 			-f "$dir/long.sql" postgres > "$dir/long_fresh.out" 2>&1) ||
 			{ grep -m3 -i error "$dir/long_fresh.out" >&2 || true; }
 		lnew=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$dir/long_fresh.out")
-		lnew=${lnew:-nan}
+		lnew=$(printf '%.1f' "${lnew:-nan}")
+		# (one-sided: a long connection faster than a new one, whose first
+		# calls prepare its plans, kept nothing that slows it)
 		row "longrun: the same last $long_part against a new connection's $long_part right after" "$ll/s" \
-			"$lnew/s (new connection)" "$(calc "$ll / $lnew")" "within 5 %" "$(met "abs($ll / $lnew - 1) <= 0.05")"
+			"$lnew/s (new connection)" "$(calc "$ll / $lnew")" "no slower than 5 %" "$(met "$ll / $lnew >= 0.95")"
 		reset_live
 		;;
 	memory)
