@@ -15,6 +15,10 @@ ALTER TABLE plivo_otp.messages DROP COLUMN lease_until;
 -- to one (the same representation) and adding a column of one rewrite no
 -- table; the old CHECKs go, and the rules are added to the domains at the
 -- end of this script (ALTER DOMAIN checks every row stored by then).
+-- (Nothing reads messages_due any more: the claims and plivo_otp.dispatcher_stats
+-- read messages_due_sms and messages_due_voice, made below.  Dropped first, it is
+-- not rebuilt by the type change of dispatch_state, which its predicate names.)
+DROP INDEX plivo_otp.messages_due;
 CREATE DOMAIN plivo_otp.channel_name AS text;
 CREATE DOMAIN plivo_otp.code_state AS text;
 CREATE DOMAIN plivo_otp.dispatch_state AS text;
@@ -587,9 +591,6 @@ CREATE INDEX messages_pending_expiry ON plivo_otp.messages (expires_at)
 	WHERE dispatch_state = 'pending';
 CREATE INDEX verifications_finished ON plivo_otp.verifications (updated_at, id)
 	WHERE state <> 'pending';
--- Nothing reads messages_due any more (the claims and plivo_otp.dispatcher_stats
--- read messages_due_sms and messages_due_voice): one index less for otp_send.
-DROP INDEX plivo_otp.messages_due;
 
 -- Performance: otp_send, round 2 (issue 11).  A backend remembers which
 -- channels plivo_otp.templates and plivo_otp.senders have rows for, and
@@ -638,3 +639,6 @@ ALTER DOMAIN plivo_otp.sha256_digest
 	ADD CONSTRAINT sha256_digest_check CHECK (octet_length(VALUE) = 32);
 ALTER DOMAIN plivo_otp.counter_key
 	ADD CONSTRAINT counter_key_check CHECK (octet_length(VALUE) = 16);
+-- A column's type change dropped its statistics: take them again, so that
+-- the first plans after the upgrade see the tables as they are.
+ANALYZE plivo_otp.verifications, plivo_otp.messages;

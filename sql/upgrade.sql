@@ -24,9 +24,15 @@ LANGUAGE sql AS $$
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor')
 	UNION ALL
-	SELECT format('constraint %s %s', co.conname, pg_get_constraintdef(co.oid))
+	SELECT format('constraint %s of %s %s', co.conname, coalesce(co.contypid::regtype::text, co.conrelid::regclass::text),
+				  pg_get_constraintdef(co.oid))
 	FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
 	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor')
+	UNION ALL
+	SELECT format('domain %s over %s default=%s notnull=%s', t.oid::regtype, format_type(t.typbasetype, t.typtypmod),
+				  t.typdefault, t.typnotnull)
+	FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+	WHERE n.nspname IN ('plivo_otp', 'plivo_otp_monitor') AND t.typtype = 'd'
 	UNION ALL
 	SELECT format('function %s returns %s definer=%s config=%s volatile=%s strict=%s acl=%s comment=%s',
 				  p.oid::regprocedure, pg_get_function_result(p.oid), p.prosecdef,
@@ -51,6 +57,8 @@ SELECT extversion FROM pg_extension WHERE extname = 'plivo_otp';
 
 -- A code issued under 0.1.0, its message queued.
 SELECT plivo_otp.otp_send('+15005559001') AS vid \gset
+-- Another, to be replaced after the update (a 0.1.0 code has no seal to re-deliver).
+SELECT plivo_otp.otp_send('+15005559002') AS old_vid \gset
 SELECT test.learn_code(:'vid') AS code \gset
 
 -- The SMS template this installation set is carried into plivo_otp.templates;
@@ -76,6 +84,13 @@ SELECT purpose, locale, channel, body FROM plivo_otp.templates;
 SELECT dispatch_state, body IS NOT NULL AS sealed
 FROM plivo_otp.messages WHERE verification_id = :'vid';
 SELECT plivo_otp.otp_check('+15005559001', :'code');
+
+-- A send to the number of the other 0.1.0 code replaces it: the old code and
+-- its queued message are canceled, one code is pending.
+SELECT plivo_otp.otp_send('+15005559002') <> :'old_vid' AS replaced;
+SELECT state, code_sealed IS NULL AS no_seal FROM plivo_otp.verifications WHERE id = :'old_vid';
+SELECT dispatch_state, body IS NULL AS wiped FROM plivo_otp.messages WHERE verification_id = :'old_vid';
+SELECT count(*) AS pending FROM plivo_otp.verifications WHERE phone = '+15005559002' AND state = 'pending';
 SELECT state FROM plivo_otp.otp_status(:'vid');
 
 -- The objects 0.2.0 adds work.

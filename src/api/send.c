@@ -244,10 +244,22 @@ reuse_or_cancel_pending(const SendRequest *req, TimestampTz now, pg_uuid_t *id, 
 		return true;
 	}
 
+	/*
+	 * The row is locked, so this finds it, except under REPEATABLE READ or
+	 * SERIALIZABLE when the send that made it committed after this
+	 * transaction's snapshot (we waited for its number lock): then the new
+	 * code could not be stored beside it.
+	 */
 	args[0] = UUIDPGetDatum(id);
 	args[1] = TimestampTzGetDatum(now);
-	if (plivo_otp_exec(&cancel_code, args, NULL, false, 0) == 1)
-		plivo_otp_cancel_unsent_messages(args[0], now);
+	if (plivo_otp_exec(&cancel_code, args, NULL, false, 0) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("code not sent: another send to this number committed after this transaction began"),
+				 errdetail("Its code cannot be replaced from this transaction's snapshot."),
+				 errhint("Retry the transaction."),
+				 errhidestmt(true)));
+	plivo_otp_cancel_unsent_messages(args[0], now);
 	return false;
 }
 

@@ -2,7 +2,7 @@
  *
  * states.c
  *	  The names of the state machines' states, one table each: the words
- *	  the tables' CHECK constraints allow and otp_check answers.
+ *	  the columns' domains allow and otp_check answers.
  *
  * C code compares enums; only these tables turn them into the words stored
  * in verifications.state and messages.dispatch_state, so a state cannot be
@@ -54,7 +54,7 @@ plivo_otp_verification_state_name(PlivoOtpVerificationState state)
 	return verification_state_names[state];
 }
 
-/* The state a stored word names; the CHECK constraint allows no other. */
+/* The state a stored word names; the column's domain allows no other. */
 PlivoOtpVerificationState
 plivo_otp_verification_state_parse(const char *name)
 {

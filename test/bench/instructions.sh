@@ -57,5 +57,8 @@ EOF
 log "callgrind: $n and $((2 * n)) otp_send (a few seconds per 1,000)"
 one=$(instructions_of "$n")
 two=$(instructions_of "$((2 * n))")
+[ -n "$one" ] && [ -n "$two" ] || { log "callgrind reported no count (see above)"; exit 1; }
+rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
+[ -z "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev with uncommitted changes"
 printf 'otp_send: %s instructions a send (%s for %s sends, %s for %s; commit %s)\n' \
-	"$(( (two - one) / n ))" "$one" "$n" "$two" "$((2 * n))" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+	"$(( (two - one) / n ))" "$one" "$n" "$two" "$((2 * n))" "$rev"

@@ -2,7 +2,7 @@
 # function the extension creates (trigger functions aside) has an API
 # reference heading, every view has one, and every plivo_otp.* setting has a
 # row in the settings table whose default, range and context are the ones
-# pg_settings reports; every state the tables' CHECK constraints allow is
+# pg_settings reports; every state the columns' domains allow is
 # drawn in docs/states.dot.  It fails when someone adds a function, view or
 # setting without documenting it, or changes a default without the README.
 use strict;

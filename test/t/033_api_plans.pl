@@ -80,8 +80,8 @@ is(scalar @full, 0, 'no plan reads a whole index of verifications, messages or s
 
 # Not vacuous: the statements that would scan were among them, by index.
 for my $case (
-	[ qr/state = 'pending' FOR UPDATE/, 'verifications_one_pending', "otp_send's look-up of the number's pending code" ],
-	[ qr/SET state = 'canceled'.*WHERE id = \$1/s, 'verifications_pkey', "otp_send's cancellation of the pending code it replaces" ],
+	[ qr/SELECT id, code_sealed, expires_at, attempts, max_attempts FROM plivo_otp\.verifications WHERE phone = \$1 AND purpose = \$2 AND state = 'pending' FOR UPDATE/, 'verifications_one_pending', "otp_send's look-up of the number's pending code" ],
+	[ qr/SET state = 'canceled', updated_at = \$2, code_sealed = NULL WHERE id = \$1 AND state = 'pending'\n/, 'verifications_pkey', "otp_send's cancellation of the pending code it replaces" ],
 	[ qr/idempotency_key = \$1/, 'idempotency', "otp_send's look-up by idempotency key" ],
 	[ qr/FOR KEY SHARE OF x/, 'verifications_pkey', "the foreign key's check of a new message" ],
 	[ qr/LEFT JOIN LATERAL/, 'messages_verification', "otp_status's look-up of the latest message" ],
