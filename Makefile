@@ -101,6 +101,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object depends on the headers: PGXS tracks them only in a server
+# built with --enable-depend, which Debian's is not, and an object built
+# against an older struct layout links without a word.
+$(OBJS): $(wildcard $(srcdir)/src/*.h $(srcdir)/src/*/*.h)
+
 # After the include: Makefile.global sets it.  The same database as
 # pg_regress, the one test/regress.conf names in plivo_otp.database.
 ISOLATION_TESTDB = contrib_regression

@@ -39,8 +39,7 @@ typedef struct HttpTransfer
 	void	   *owner;			/* the caller's data about this request */
 	int			kind;			/* the caller's kind of request (PlivoOtpRateKind) */
 	char	   *request_body;	/* palloc'd; wiped when the transfer is freed */
-	size_t		request_len;
-	size_t		request_off;	/* how much of it libcurl has read */
+	int			attempts;		/* connections libcurl was about to send it on */
 	struct HttpTransfer *next;	/* list of running transfers */
 	struct HttpTransfer *prev;
 
@@ -53,7 +52,8 @@ typedef struct HttpTransfer
 	/* Filled when done. */
 	CURLcode	result;
 	long		http_status;	/* 0 if no response */
-	bool		request_sent;	/* did any byte of the request leave? */
+	bool		request_sent;	/* did any byte of the request (may have) left? */
+	bool		completed;		/* libcurl finished it (CURLE_OK): its handle is reusable */
 	TimestampTz started_at;		/* when it was handed to libcurl */
 } HttpTransfer;
 

@@ -150,7 +150,9 @@ static void
 judge_failed_transfer(HttpTransfer *t)
 {
 	InflightMessage *m = (InflightMessage *) t->owner;
-	const char *what = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
+	/* (a second attempt refused: libcurl's errbuf would name our callback) */
+	const char *what = t->attempts > 1 ? "the connection closed before any answer" :
+		t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
 
 	if (t->request_sent)
 		plivo_otp_add_outcome(&m->id, PLIVO_OTP_DISPATCH_UNKNOWN, NULL, 0,

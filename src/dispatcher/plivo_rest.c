@@ -45,30 +45,38 @@ append_json_field(StringInfo buf, const char *name, const char *value)
 }
 
 /*
- * libcurl reads the body through this callback, and there is deliberately
- * no seek callback (and no CURLOPT_POSTFIELDS, which libcurl could resend
- * from memory): connections are reused (keep-alive, HTTP/2 streams), and
- * libcurl retries a request by itself on a fresh connection when a reused
- * one dies before any answer (the far end closed it while idle, or an
- * HTTP/2 server refused the stream or sent GOAWAY).  Whether the first
- * attempt reached Plivo is exactly what nobody can know there: a server
- * may close a connection after taking a request and before answering.
- * Unable to rewind the body, libcurl fails the transfer instead of sending
- * it again, and the dispatcher judges a request of which any byte left as
- * sent without an answer ('unknown', never re-sent), one of which nothing
- * left as not sent (pending again).  That keeps delivery at most once, at
- * the price of an occasional 'unknown' on a connection that went stale;
- * CURLOPT_MAXAGE_CONN below keeps those rare.
+ * libcurl sends the body from memory (CURLOPT_POSTFIELDS: headers and body
+ * leave in one write), and is never allowed to send it twice.  Connections
+ * are reused (keep-alive, HTTP/2 streams), and libcurl retries a request by
+ * itself on a fresh connection when a reused one dies before any answer
+ * (the far end closed it while idle, or an HTTP/2 server refused the
+ * stream or sent GOAWAY).  Whether the first attempt reached Plivo is
+ * exactly what nobody can know there: a server may close a connection
+ * after taking a request and before answering.  Every attempt passes
+ * through this pre-request callback once its connection is ready and
+ * before any byte of the request is written; the second one is refused,
+ * so libcurl fails the transfer instead of sending it again, and the
+ * dispatcher judges it as sent without an answer ('unknown', never
+ * re-sent).  A request of which nothing left (a refused connection) is
+ * pending again.  That keeps delivery at most once, at the price of an
+ * occasional 'unknown' on a connection that went stale;
+ * CURLOPT_MAXAGE_CONN below keeps those rare.  (Until 0.2.0 the body came
+ * through a read callback without a seek callback, which libcurl could not
+ * rewind for its retry: the same guarantee, but headers and body left in
+ * two writes, each a packet for the server to wake up for.)
  */
-static size_t
-read_request_body(char *buf, size_t size, size_t nitems, void *userp)
+static int
+refuse_second_attempt(void *userp, char *conn_primary_ip, char *conn_local_ip,
+					  int conn_primary_port, int conn_local_port)
 {
 	HttpTransfer *t = (HttpTransfer *) userp;
-	size_t		n = Min(size * nitems, t->request_len - t->request_off);
 
-	memcpy(buf, t->request_body + t->request_off, n);
-	t->request_off += n;
-	return n;
+	if (++t->attempts > 1)
+	{
+		t->request_sent = true; /* (the attempt before may have reached Plivo) */
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 /*
@@ -85,8 +93,7 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 	bool		ok;
 
 	t->request_body = body->data;
-	t->request_len = body->len;
-	t->request_off = 0;
+	t->attempts = 0;
 
 	/* From here to the end nothing may raise an ERROR: libcurl's memory is malloc'd. */
 	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
@@ -105,14 +112,15 @@ post_json(const PlivoConfig *config, const char *path, StringInfo body)
 		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_POST, 1L) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, read_request_body) == CURLE_OK &&
-		curl_easy_setopt(t->easy, CURLOPT_READDATA, t) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body->len) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request_body) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, refuse_second_attempt) == CURLE_OK &&
+		curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) config->request_timeout_ms) == CURLE_OK &&
 		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
 						 (long) Min(config->request_timeout_ms, 5000)) == CURLE_OK &&
 		/* Reuse only fresh connections: a stale one that the far end closed
-		 * makes a request fail as 'unknown' (see read_request_body). */
+		 * makes a request fail as 'unknown' (see refuse_second_attempt). */
 		curl_easy_setopt(t->easy, CURLOPT_MAXAGE_CONN, 20L) == CURLE_OK &&
 		/* HTTP/2 where the server offers it over TLS (HTTP/1.1 keep-alive otherwise).
 		 * No CURLOPT_PIPEWAIT: with it a request waited for a busy HTTP/1.1

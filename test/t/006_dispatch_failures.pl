@@ -148,6 +148,10 @@ my $v5 = send_code($node, $p5);
 ok(wait_until(10, sub { state_of($node, $v5) !~ /^(pending|sending|)$/ }), 'the dropped request has an outcome');
 my $dropped_at = time;
 is(state_of($node, $v5), 'unknown', 'a connection closed after the request left: unknown');
+# libcurl would send it again on a new connection (it cannot tell that the
+# first reached Plivo); the dispatcher refuses that second attempt.
+like(status_of($node, $v5, 'error_text'), qr/connection closed before any answer.*not re-sent/,
+	'otp_status: the connection closed before any answer, not re-sent');
 wait_until(2, sub { time > $dropped_at + 2 });
 is(scalar @{ $plivo->requests_to($p5) }, 1, 'the dropped message reached Plivo once (no silent re-send)');
 is(scalar @{ $plivo->messages_to($p5) }, 0, 'and no second copy was accepted');
