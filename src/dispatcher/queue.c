@@ -167,7 +167,10 @@ static PlivoOtpStatement store_outcome_v1 = {
  * is now.  Only a row still 'sending' takes its outcome; a row someone
  * holds locked is skipped (never waited for) and its id returned, so that
  * its outcome waits for a later turn; an outcome whose row is gone or no
- * longer 'sending' is done.
+ * longer 'sending' is done.  The skipped ones are found with NOT IN, a
+ * hashed subplan (target's ids are never NULL): with hash and merge joins
+ * forced off, NOT EXISTS became a nested loop over target for each outcome,
+ * 1.8 ms of a 12 ms batch of 256.
  */
 #define STORE_OUTCOMES(extra) \
 	"WITH o AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[]," \
@@ -180,7 +183,7 @@ static PlivoOtpStatement store_outcome_v1 = {
 	"  next_try_at = coalesce(t.next_try_at, m.next_try_at), updated_at = $7," extra \
 	"  body = CASE WHEN " KEEPS_BODY("t.state") " THEN m.body END" \
 	"  FROM target t WHERE m.id = t.id AND t.was = 'sending' RETURNING m.id)" \
-	" SELECT o.id FROM o WHERE NOT EXISTS (SELECT 1 FROM target t WHERE t.id = o.id)" \
+	" SELECT o.id FROM o WHERE o.id NOT IN (SELECT t.id FROM target t)" \
 	" AND EXISTS (SELECT 1 FROM plivo_otp.messages m WHERE m.id = o.id)"
 
 #define STORE_OUTCOMES_ARGS 7, {UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, \

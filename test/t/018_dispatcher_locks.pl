@@ -106,6 +106,20 @@ ok(wait_until(5, sub { state_of($x) eq 'canceled' }), 'the code the application 
 ok(wait_until(5, sub { state_of($c) =~ /^(accepted|unknown)$/ }),
 	'the row held during its outcome is settled: ' . state_of($c));
 is(scalar @{ $plivo->requests_to(phone_n(902)) }, 1, 'and was sent once');
+
+# The same lock, released while the dispatcher runs: the outcome that
+# waited is recorded as Plivo gave it (not lost, not 'unknown').
+$plivo->behave(mode => 'slow', count => 1, delay => 1);
+my $w = sql("SELECT plivo_otp.otp_send('" . phone_n(905) . "')");
+ok(wait_until(5, sub { dispatcher_stats($node)->{in_flight} == 1 }), 'another request is in flight');
+$op->query_safe("BEGIN; SELECT 1 FROM plivo_otp.messages WHERE verification_id = '$w' FOR UPDATE");
+ok(wait_until(5, sub { defined(($plivo->requests_to(phone_n(905))->[0] // {})->{status}) }),
+	'Plivo answered it');
+sleep 1;
+is(state_of($w), 'sending', 'its outcome waits for the lock');
+$op->query_safe('COMMIT');
+ok(wait_until(5, sub { state_of($w) eq 'accepted' }), 'the lock gone, the outcome is recorded: ' . state_of($w));
+isnt(message_row($node, $w)->{provider_uuid} // '', '', 'with the UUID Plivo gave');
 $app->quit;
 $op->quit;
 unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no server process crashed');
