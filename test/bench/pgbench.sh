@@ -121,7 +121,7 @@ pgbench_bench() {
 }
 
 # history_phase LABEL: issue, verify (1 client) and drain (max_inflight at
-# its default) rates now; sets h_issue h_verify h_drain.  Each rate is taken
+# its default, the median of drain_median's) rates now; sets h_issue h_verify h_drain.  Each rate is taken
 # after a CHECKPOINT, in every phase: the history's insert and VACUUM
 # ANALYZE leave hundreds of MB of dirty buffers, which the checkpointer
 # would otherwise write (and fsync) during the next phase's run.  The rates
@@ -138,7 +138,7 @@ history_phase() {
 	h_verify=$(pgb "$dir/verify.sql" 1 off)
 	clear_sends
 	sql -c "CHECKPOINT"
-	drain "$fast_port" "$drain_main" 256
+	drain_median "$fast_port" "$drain_main" 256
 	h_drain=$d_rate
 	# A drain cut short: what it sent over the whole cap, not the rate of its first burst.
 	[ "$d_count" -lt "$drain_main" ] && h_drain=$(calc "$d_count / $drain_cap")

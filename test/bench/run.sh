@@ -13,7 +13,7 @@
 #            baseline: one HTTP round trip to the same target (wrk, 1 connection)
 # drain      a queued backlog drained against the fast and the 50 ms target,
 #            max_inflight 10 and 256 (the default): messages/s, dispatcher CPU and
-#            WAL per message;
+#            WAL per message, each the median of 3 drains (BENCH_DRAIN_REPEAT);
 #            baseline: the target's ceiling (wrk); plus the drain.png grid
 #            (backlog 1k..50k x max_inflight 10..256)
 # bulk       20,000 otp_send in one transaction at the default
@@ -53,13 +53,14 @@ AUTH_ID=MABENCHBENCHBENCH001
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	quick=1; pgb_seconds=2; hist_rows=50000; drain_main=2000; grid_backlogs="500 2000"
 	grid_inflight="10 256"; drain_cap=4; bulk_n=2000; long_n=5000; long_part=500
-	mem_batches=2; cb_seconds=2; rl_rate=200; rl_seconds=4; wrk_seconds=1; verify_n=300
+	mem_batches=2; cb_seconds=2; rl_rate=200; rl_seconds=4; wrk_seconds=1; verify_n=300; drain_repeat=1
 else
 	quick=0; pgb_seconds=15; hist_rows=1000000; drain_main=20000; grid_backlogs="1000 5000 20000 50000"
 	grid_inflight="10 32 64 256"; drain_cap=30; bulk_n=20000; long_n=100000; long_part=10000
-	mem_batches=4; cb_seconds=10; rl_rate=1000; rl_seconds=20; wrk_seconds=5; verify_n=5000
+	mem_batches=4; cb_seconds=10; rl_rate=1000; rl_seconds=20; wrk_seconds=5; verify_n=5000; drain_repeat=3
 fi
 drain_cap=${BENCH_DRAIN_CAP:-$drain_cap}
+drain_repeat=${BENCH_DRAIN_REPEAT:-$drain_repeat}
 # A smaller drain grid for a quick A/B of one change (e.g. BENCH_GRID_BACKLOGS=20000).
 grid_backlogs=${BENCH_GRID_BACKLOGS:-$grid_backlogs}
 grid_inflight=${BENCH_GRID_INFLIGHT:-$grid_inflight}
@@ -291,6 +292,25 @@ drain() {
 	return 0
 }
 
+# drain_median PORT N INFLIGHT: drain as above, $drain_repeat times, and set
+# d_rate d_cpu_us d_wal to the medians (d_spread: "min-max msg/s" of the
+# rates).  This machine's speed drifts by 20-30 % within minutes, so one
+# drain is one draw; a drain cut short by the cap is not repeated (it
+# measures the cap).
+drain_median() {
+	local rates=() cpus=() wals=() i
+	for i in $(seq "$drain_repeat"); do
+		drain "$@"
+		rates+=("$d_rate") cpus+=("$d_cpu_us") wals+=("$d_wal")
+		[ "$d_count" -lt "$2" ] && break
+	done
+	read -r d_rate d_cpu_us d_wal d_spread <<< "$(python3 -c "
+import statistics as s, sys
+r, c, w = (list(map(float, a.split())) for a in sys.argv[1:4])
+print('%.1f %.2f %.0f' % (s.median(r), s.median(c), s.median(w)),
+      '%.0f-%.0f' % (min(r), max(r)) if len(r) > 1 else '-')" "${rates[*]}" "${cpus[*]}" "${wals[*]}")"
+}
+
 . "$dir/build/test/bench/pgbench.sh"
 
 run_bench() {
@@ -333,9 +353,10 @@ run_bench() {
 		for spec in "fast 10 0" "slow 10 0" "fast 256 10000" "slow 256 2500"; do
 			read -r which inflight goal <<< "$spec"
 			port_var=${which}_port
-			drain "${!port_var}" "$drain_main" "$inflight"
+			drain_median "${!port_var}" "$drain_main" "$inflight"
 			if [ "$which" = fast ]; then ceiling=$fast_ceiling; tname="fast target"; else ceiling=$slow_ceiling; tname="50 ms target"; fi
-			row "drain $drain_main, $tname, max_inflight $inflight$([ "$inflight" = 256 ] && echo ' (default)')" "$d_rate msg/s$d_note" "$ceiling/s (target ceiling, wrk)" \
+			row "drain $drain_main, $tname, max_inflight $inflight$([ "$inflight" = 256 ] && echo ' (default)')" \
+				"$d_rate msg/s$([ "$d_spread" != - ] && echo " (median of $drain_repeat: $d_spread)")$d_note" "$ceiling/s (target ceiling, wrk)" \
 				"$(calc "$d_rate / $ceiling")" "$([ "$goal" = 0 ] && echo - || echo ">= $goal/s")" \
 				"$([ "$goal" = 0 ] && echo - || met "$d_rate >= $goal")"
 			row "  worker CPU per message ($tname, $inflight)" "$d_cpu_us us" "-" "-" \
